@@ -1,0 +1,61 @@
+//! Maps and globals shared by all programs: the event ring buffer, the drop counters and the
+//! load-time configuration.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use kestrel_ebpf_abi::{ProbeConfig, KIND_SLOTS};
+
+/// Every record goes through this ring buffer. The agent may resize it at load time.
+#[map(name = "KESTREL_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Records lost because the ring buffer was full, per CPU, indexed by kind.
+#[map(name = "KESTREL_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+
+/// Offsets and filters, written by the agent before load.
+#[unsafe(no_mangle)]
+static KESTREL_CONFIG: ProbeConfig = ProbeConfig {
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_pid: 0,
+    task_mm: 0,
+    task_exit_code: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    tp_exec_filename: 0,
+    tp_exit_group_dead: 0,
+    agent_tgid: 0,
+};
+
+/// The configuration as set by the agent (a volatile read, so the compiler cannot fold the
+/// placeholder zeros above into the code).
+#[inline(always)]
+pub fn config() -> ProbeConfig {
+    unsafe { core::ptr::read_volatile(&KESTREL_CONFIG) }
+}
+
+/// Counts one record of `kind` lost on this CPU.
+#[inline(always)]
+pub fn count_drop(kind: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(kind) {
+        // Per-CPU slot: no other writer can race with us.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The current task's (thread id, process id).
+#[inline(always)]
+pub fn current_pid_tgid() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid as u32, (pid_tgid >> 32) as u32)
+}
+
+/// True when the event comes from the agent itself and must not be reported.
+#[inline(always)]
+pub fn is_agent(config: &ProbeConfig, tgid: u32) -> bool {
+    config.agent_tgid != 0 && config.agent_tgid == tgid
+}

@@ -1,0 +1,209 @@
+//! Kernel tests: load the real eBPF programs, trigger process activity, assert the decoded records.
+
+use std::{process::Command, time::Duration};
+
+use kestrel_agent::{
+    decode::KernelRecord,
+    loader::{LoadOptions, Probes},
+    reader::RingReader,
+};
+use kestrel_tests::{require_root_for_ebpf, skip_or_fail};
+use tokio::sync::mpsc;
+
+/// Loads the programs (reporting the agent pid as `agent_tgid`) and starts a reader.
+fn start(agent_tgid: u32) -> Option<(Probes, mpsc::Receiver<KernelRecord>)> {
+    if !require_root_for_ebpf() {
+        return None;
+    }
+    let mut probes = match Probes::load(&LoadOptions {
+        ring_buffer_bytes: None,
+        agent_tgid,
+    }) {
+        Ok(probes) => probes,
+        Err(err) => {
+            skip_or_fail(format!("eBPF programs did not load: {err:#}"));
+            return None;
+        }
+    };
+    for hook in &probes.hooks {
+        assert!(
+            hook.result.is_ok(),
+            "hook {} not attached: {:?}",
+            hook.name,
+            hook.result
+        );
+    }
+    let ring = probes.take_ring_buffer().expect("ring buffer");
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(RingReader::new(ring, tx).expect("reader").run());
+    Some((probes, rx))
+}
+
+/// Receives records until `want` matches one, failing with the records seen when the deadline
+/// passes.
+async fn expect_record(
+    rx: &mut mpsc::Receiver<KernelRecord>,
+    what: &str,
+    want: impl Fn(&KernelRecord) -> bool,
+) -> KernelRecord {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(record)) if want(&record) => return record,
+            Ok(Some(record)) => seen.push(record),
+            _ => {
+                let tail: Vec<String> = seen
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                panic!(
+                    "no {what} within 5 s; {} other records, the last:\n{}",
+                    seen.len(),
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_of_a_known_binary_is_decoded_with_argv_parent_and_uid() {
+    let Some((_probes, mut rx)) = start(0) else {
+        return;
+    };
+    let marker = format!("marker-{}", std::process::id());
+    let status = Command::new("/bin/echo")
+        .args(["kestrel kernel test", &marker, "-n"])
+        .output()
+        .expect("run echo");
+    assert!(status.status.success());
+    let record = expect_record(
+        &mut rx,
+        "exec of /bin/echo",
+        |r| matches!(r, KernelRecord::Exec(e) if e.argv.iter().any(|a| a == &marker)),
+    )
+    .await;
+    let KernelRecord::Exec(exec) = record else {
+        unreachable!()
+    };
+    assert_eq!(exec.filename, "/bin/echo");
+    assert_eq!(
+        exec.argv,
+        ["/bin/echo", "kestrel kernel test", &marker, "-n"]
+    );
+    assert_eq!(exec.ppid, std::process::id(), "parent is this test process");
+    assert_eq!(exec.uid, nix::unistd::getuid().as_raw());
+    assert_eq!(exec.gid, nix::unistd::getgid().as_raw());
+    assert_eq!(exec.comm, "echo");
+    assert!(!exec.argv_truncated && !exec.argv_unreadable && !exec.filename_truncated);
+    assert_eq!(exec.common.pid, exec.common.tgid);
+    assert!(exec.common.cgroup_id != 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_argument_vectors_are_cut_and_flagged() {
+    let Some((_probes, mut rx)) = start(0) else {
+        return;
+    };
+    let long = "x".repeat(3000);
+    let marker = format!("long-{}", std::process::id());
+    Command::new("/bin/true")
+        .args([marker.as_str(), &long])
+        .status()
+        .expect("run true");
+    let record = expect_record(
+        &mut rx,
+        "exec with the long argv",
+        |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
+    )
+    .await;
+    let KernelRecord::Exec(exec) = record else {
+        unreachable!()
+    };
+    assert!(
+        exec.argv_truncated,
+        "argv of 3000+ bytes must be flagged truncated"
+    );
+    assert_eq!(exec.argv.len(), 3);
+    assert!(exec.argv[2].len() < long.len() && exec.argv[2].chars().all(|c| c == 'x'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_and_exit_carry_child_and_exit_status() {
+    let Some((_probes, mut rx)) = start(0) else {
+        return;
+    };
+    let child = Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .expect("run sh");
+    let child_pid = child.id();
+    let status = child.wait_with_output().expect("wait").status;
+    assert_eq!(status.code(), Some(7));
+    let me = std::process::id();
+    let fork = expect_record(
+        &mut rx,
+        "fork of the child",
+        |r| matches!(r, KernelRecord::Fork(f) if f.child_tgid == child_pid),
+    )
+    .await;
+    let KernelRecord::Fork(fork) = fork else {
+        unreachable!()
+    };
+    assert_eq!(fork.common.tgid, me);
+    assert_eq!(fork.child_pid, child_pid);
+    let exit = expect_record(
+        &mut rx,
+        "exit of the child",
+        |r| matches!(r, KernelRecord::Exit(x) if x.common.tgid == child_pid),
+    )
+    .await;
+    let KernelRecord::Exit(exit) = exit else {
+        unreachable!()
+    };
+    assert_eq!((exit.code, exit.signal), (7, 0));
+    assert_eq!(exit.ppid, me);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_process_is_not_reported() {
+    let me = std::process::id();
+    let Some((_probes, mut rx)) = start(me) else {
+        return;
+    };
+    let marker = format!("own-{me}");
+    Command::new("/bin/echo")
+        .arg(&marker)
+        .output()
+        .expect("run echo");
+    // The child's exec is another process and is reported ...
+    expect_record(
+        &mut rx,
+        "exec of the child",
+        |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
+    )
+    .await;
+    // ... but nothing before it came from this process (the fork that made the child).
+    Command::new("/bin/echo")
+        .arg("end-marker")
+        .output()
+        .expect("run echo");
+    let mut from_me = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(record)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if matches!(&record, KernelRecord::Exec(e) if e.argv.get(1).is_some_and(|a| a == "end-marker"))
+        {
+            break;
+        }
+        if record.common().tgid == me {
+            from_me.push(record);
+        }
+    }
+    assert!(
+        from_me.is_empty(),
+        "records from the agent's own process: {from_me:?}"
+    );
+}
