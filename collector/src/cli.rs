@@ -1,0 +1,48 @@
+//! Command-line interface of `kestrel-collector`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Kestrel collector: authenticates agents over mutual TLS, detects with Sigma rules, stores
+/// events and alerts.
+#[derive(Debug, Parser)]
+#[command(name = "kestrel-collector", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `kestrel-collector` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept agent streams over mTLS, detect, store events and alerts.
+    Serve(ServeArgs),
+}
+
+/// Options of `kestrel-collector serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for agents, e.g. `0.0.0.0:50051` or `[::]:50051`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// Server certificate chain (PEM), leaf first.
+    #[arg(long, value_name = "F")]
+    pub cert: PathBuf,
+    /// Private key of the server certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "F")]
+    pub key: PathBuf,
+    /// CA certificate(s) (PEM) that agent certificates must chain to.
+    #[arg(long, value_name = "F")]
+    pub client_ca: PathBuf,
+    /// Directory of Sigma rules (`*.yml`, `*.yaml`, searched recursively).
+    #[arg(long, value_name = "DIR")]
+    pub rules: PathBuf,
+    /// Data directory; the SQLite store is `DIR/kestrel.db` (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Also append every alert as one JSON object per line to this file (`-` for stdout).
+    #[arg(long, value_name = "F")]
+    pub alerts_jsonl: Option<PathBuf>,
+}

@@ -1,0 +1,212 @@
+//! Parsing of a detection key `Field|mod1|mod2` into the field name and its value modifiers.
+
+use super::error::RuleErrorKind;
+use super::pattern::{Anchor, Compare, RegexFlags};
+
+/// How values are encoded before matching (`base64`, `base64offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base64 {
+    /// The whole value, base64-encoded.
+    Plain,
+    /// The three encodings of the value at byte offsets 0, 1 and 2 inside a longer encoded text.
+    Offset,
+}
+
+/// The value modifiers of one detection key, validated for conflicts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Modifiers {
+    /// `contains` / `startswith` / `endswith`.
+    pub(crate) anchor: Anchor,
+    /// `all`: every value of the list must match.
+    pub(crate) all: bool,
+    /// `cased`: case-sensitive matching.
+    pub(crate) cased: bool,
+    /// `windash`: flag dashes match any dash-like character.
+    pub(crate) windash: bool,
+    /// `base64` / `base64offset`.
+    pub(crate) base64: Option<Base64>,
+    /// `re` with its `i`/`m`/`s` flags.
+    pub(crate) regex: Option<RegexFlags>,
+    /// `exists`: the value is a boolean saying whether the field must be present.
+    pub(crate) exists: bool,
+    /// `lt` / `lte` / `gt` / `gte`.
+    pub(crate) compare: Option<Compare>,
+}
+
+/// A modifier Sigma defines that Kestrel does not evaluate, with the reason.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("cidr", "no IP address fields on process_creation events"),
+    (
+        "expand",
+        "placeholders are not configured, so the rule cannot be evaluated as written",
+    ),
+    ("fieldref", "field references are not supported yet"),
+    (
+        "neq",
+        "not supported yet; use a filter selection and 'not' in the condition",
+    ),
+    ("utf16", "process events carry UTF-8 text"),
+    ("utf16le", "process events carry UTF-8 text"),
+    ("utf16be", "process events carry UTF-8 text"),
+    ("wide", "process events carry UTF-8 text"),
+    ("minute", "no date fields on process_creation events"),
+    ("hour", "no date fields on process_creation events"),
+    ("day", "no date fields on process_creation events"),
+    ("week", "no date fields on process_creation events"),
+    ("month", "no date fields on process_creation events"),
+    ("year", "no date fields on process_creation events"),
+];
+
+/// Splits `key` into the field name and its parsed, validated modifiers.
+pub(crate) fn parse_key(key: &str) -> Result<(&str, Modifiers), RuleErrorKind> {
+    let mut parts = key.split('|');
+    let field = parts.next().unwrap_or_default();
+    let mut mods = Modifiers::default();
+    let conflict = |reason: String| RuleErrorKind::InvalidValue {
+        field: key.to_string(),
+        reason,
+    };
+    for name in parts {
+        let needs_regex = || conflict(format!("modifier '{name}' is only valid after 're'"));
+        match name {
+            "contains" | "startswith" | "endswith" => {
+                if mods.anchor != Anchor::Whole {
+                    return Err(conflict(format!(
+                        "modifier '{name}' conflicts with an earlier contains/startswith/endswith"
+                    )));
+                }
+                mods.anchor = match name {
+                    "contains" => Anchor::Contains,
+                    "startswith" => Anchor::Start,
+                    _ => Anchor::End,
+                };
+            }
+            "all" => mods.all = true,
+            "cased" => mods.cased = true,
+            "windash" => mods.windash = true,
+            "base64" => mods.base64 = Some(Base64::Plain),
+            "base64offset" => mods.base64 = Some(Base64::Offset),
+            "re" => mods.regex = Some(RegexFlags::default()),
+            "i" | "ignorecase" => {
+                mods.regex
+                    .as_mut()
+                    .ok_or_else(needs_regex)?
+                    .case_insensitive = true
+            }
+            "m" | "multiline" => mods.regex.as_mut().ok_or_else(needs_regex)?.multi_line = true,
+            "s" | "dotall" => mods.regex.as_mut().ok_or_else(needs_regex)?.dot_all = true,
+            "exists" => mods.exists = true,
+            "lt" => mods.compare = Some(Compare::Lt),
+            "lte" => mods.compare = Some(Compare::Lte),
+            "gt" => mods.compare = Some(Compare::Gt),
+            "gte" => mods.compare = Some(Compare::Gte),
+            other => {
+                return Err(match UNSUPPORTED.iter().find(|(n, _)| *n == other) {
+                    Some((_, why)) => RuleErrorKind::UnsupportedModifier {
+                        modifier: other.to_string(),
+                        field: field.to_string(),
+                        why,
+                    },
+                    None => RuleErrorKind::UnknownModifier {
+                        modifier: other.to_string(),
+                        field: field.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    check_combination(&mods).map_err(|reason| conflict(reason.to_string()))?;
+    Ok((field, mods))
+}
+
+/// Rejects modifier sets whose meaning is undefined.
+fn check_combination(m: &Modifiers) -> Result<(), &'static str> {
+    let string_transforms = m.anchor != Anchor::Whole || m.windash || m.base64.is_some();
+    if m.regex.is_some() && string_transforms {
+        return Err("'re' cannot be combined with contains/startswith/endswith/windash/base64");
+    }
+    if m.exists && (string_transforms || m.regex.is_some() || m.compare.is_some() || m.all) {
+        return Err("'exists' cannot be combined with other modifiers");
+    }
+    if m.compare.is_some() && (string_transforms || m.regex.is_some() || m.cased) {
+        return Err("numeric comparisons cannot be combined with string modifiers");
+    }
+    if m.windash && m.base64.is_some() {
+        return Err("'windash' cannot be combined with base64");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_without_modifiers_is_the_field() {
+        let (field, mods) = parse_key("Image").unwrap();
+        assert_eq!(field, "Image");
+        assert_eq!(mods, Modifiers::default());
+    }
+
+    #[test]
+    fn modifiers_chain_in_any_order() {
+        let (field, mods) = parse_key("CommandLine|contains|all|windash|cased").unwrap();
+        assert_eq!(field, "CommandLine");
+        assert_eq!(mods.anchor, Anchor::Contains);
+        assert!(mods.all && mods.windash && mods.cased);
+        let (_, mods) = parse_key("CommandLine|base64offset|contains").unwrap();
+        assert_eq!(mods.base64, Some(Base64::Offset));
+        assert_eq!(mods.anchor, Anchor::Contains);
+    }
+
+    #[test]
+    fn regex_sub_modifiers_set_flags() {
+        let (_, mods) = parse_key("CommandLine|re|i|m|s").unwrap();
+        assert_eq!(
+            mods.regex,
+            Some(RegexFlags {
+                case_insensitive: true,
+                multi_line: true,
+                dot_all: true
+            })
+        );
+        let err = parse_key("CommandLine|i").unwrap_err();
+        assert!(err.to_string().contains("only valid after 're'"), "{err}");
+    }
+
+    #[test]
+    fn unknown_modifier_names_modifier_and_field() {
+        let err = parse_key("Image|endswithh").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown modifier 'endswithh' on field Image"
+        );
+    }
+
+    #[test]
+    fn unsupported_modifier_is_distinct_from_unknown() {
+        let err = parse_key("CommandLine|expand").unwrap_err();
+        assert!(matches!(err, RuleErrorKind::UnsupportedModifier { .. }));
+        assert!(err
+            .to_string()
+            .starts_with("unsupported modifier 'expand' on field CommandLine"));
+    }
+
+    #[test]
+    fn conflicting_modifiers_are_rejected() {
+        for key in [
+            "CommandLine|contains|endswith",
+            "CommandLine|re|contains",
+            "Image|exists|contains",
+            "ProcessId|gt|contains",
+            "CommandLine|windash|base64",
+        ] {
+            let err = parse_key(key).unwrap_err();
+            assert!(
+                matches!(err, RuleErrorKind::InvalidValue { .. }),
+                "{key}: {err}"
+            );
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+}

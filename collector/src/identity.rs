@@ -1,0 +1,180 @@
+//! Agent identity: who is on the other end of an authenticated connection.
+//!
+//! The identity comes only from the client certificate's subject alternative names (SAN): a URI
+//! SAN `spiffe://<trust-domain>/node/<name>` is preferred (the whole URI is the identity), else the
+//! first DNS SAN. Host names an agent claims in its messages are never trusted.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The authenticated identity of one agent (a SPIFFE URI or a DNS name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity(String);
+
+impl Identity {
+    /// Wraps an already-authenticated identity string (the accept loop derives it from the
+    /// certificate; tests and tools that replay stored data use this directly).
+    pub fn new(identity: impl Into<String>) -> Identity {
+        Identity(identity.into())
+    }
+
+    /// The identity as stamped on events and alerts.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a client certificate yields no identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The peer presented no certificate (cannot happen with mandatory client auth).
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The leaf certificate does not parse as X.509.
+    #[error("client certificate does not parse: {0}")]
+    Parse(String),
+    /// The certificate has no SAN usable as identity.
+    #[error(
+        "client certificate has no usable identity in its subject alternative names \
+         (need a URI spiffe://<trust-domain>/node/<name> or a DNS name){}",
+        seen_suffix(.seen)
+    )]
+    NoUsableSan {
+        /// The SAN entries that were present, for the log line.
+        seen: Vec<String>,
+    },
+}
+
+fn seen_suffix(seen: &[String]) -> String {
+    if seen.is_empty() {
+        String::new()
+    } else {
+        format!("; found {}", seen.join(", "))
+    }
+}
+
+/// What the collector knows about an authenticated connection; tonic hands it to every request
+/// on that connection (`request.extensions().get::<PeerInfo>()`).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Identity from the client certificate.
+    pub identity: Identity,
+    /// The peer's socket address.
+    pub remote_addr: SocketAddr,
+}
+
+/// Extracts the identity from a DER-encoded client leaf certificate.
+pub fn identity_from_cert(der: &[u8]) -> Result<Identity, IdentityError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let names: &[GeneralName<'_>] = san.as_ref().map_or(&[], |ext| &ext.value.general_names);
+    identity_from_names(names)
+}
+
+fn identity_from_names(names: &[GeneralName<'_>]) -> Result<Identity, IdentityError> {
+    let spiffe = names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) if is_spiffe_node_id(uri) => Some(*uri),
+        _ => None,
+    });
+    let dns = || {
+        names.iter().find_map(|name| match name {
+            GeneralName::DNSName(dns) if is_dns_identity(dns) => Some(*dns),
+            _ => None,
+        })
+    };
+    match spiffe.or_else(dns) {
+        Some(id) => Ok(Identity(id.to_owned())),
+        None => Err(IdentityError::NoUsableSan {
+            seen: names.iter().map(|n| n.to_string()).collect(),
+        }),
+    }
+}
+
+/// `spiffe://<trust-domain>/node/<name>`: a lower-case trust domain and one non-empty path
+/// segment after `node/`.
+fn is_spiffe_node_id(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("spiffe://") else {
+        return false;
+    };
+    let Some((domain, name)) = rest.split_once("/node/") else {
+        return false;
+    };
+    let domain_ok = !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    domain_ok && name_ok
+}
+
+/// A DNS name usable as one host's identity: non-empty labels of letters, digits, `-`, `_`
+/// (no wildcard: a wildcard names many hosts).
+fn is_dns_identity(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_node_ids_are_recognised_strictly() {
+        assert!(is_spiffe_node_id("spiffe://kestrel.local/node/web-1"));
+        assert!(!is_spiffe_node_id("spiffe://kestrel.local/node/"));
+        assert!(!is_spiffe_node_id("spiffe://kestrel.local/workload/web-1"));
+        assert!(!is_spiffe_node_id("spiffe://kestrel.local/node/a/b"));
+        assert!(!is_spiffe_node_id("spiffe:///node/web-1"));
+        assert!(!is_spiffe_node_id("https://kestrel.local/node/web-1"));
+    }
+
+    #[test]
+    fn wildcard_dns_names_are_not_identities() {
+        assert!(is_dns_identity("node-1.example.com"));
+        assert!(!is_dns_identity("*.example.com"));
+        assert!(!is_dns_identity(""));
+        assert!(!is_dns_identity("a..b"));
+    }
+
+    #[test]
+    fn spiffe_uri_wins_over_an_earlier_dns_name() {
+        let names = [
+            GeneralName::DNSName("node-1.example.com"),
+            GeneralName::URI("spiffe://kestrel.local/node/node-1"),
+        ];
+        let id = identity_from_names(&names).unwrap();
+        assert_eq!(id.as_str(), "spiffe://kestrel.local/node/node-1");
+    }
+
+    #[test]
+    fn non_node_spiffe_uri_falls_back_to_dns_name() {
+        let names = [
+            GeneralName::URI("spiffe://kestrel.local/workload/x"),
+            GeneralName::DNSName("node-1.example.com"),
+        ];
+        let id = identity_from_names(&names).unwrap();
+        assert_eq!(id.as_str(), "node-1.example.com");
+    }
+}

@@ -1,0 +1,196 @@
+//! The accept loop: TCP accept, TLS handshake with a deadline, client identity check.
+//!
+//! Each handshake runs in its own task, so a slow, silent or hostile client cannot hold up the
+//! loop. Only connections that completed mutual TLS *and* carry a usable identity reach gRPC.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tracing::{debug, info, warn};
+
+use crate::identity::{identity_from_cert, IdentityError, PeerInfo};
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A TLS connection whose client certificate was verified and named an identity.
+pub struct AuthenticatedConn {
+    stream: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl AuthenticatedConn {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl Connected for AuthenticatedConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for AuthenticatedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthenticatedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A bound TCP listener that yields only authenticated mTLS connections.
+pub struct TlsListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// Binds `addr` and serves TLS with `config`.
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: Arc<ServerConfig>,
+    ) -> io::Result<TlsListener> {
+        Ok(TlsListener {
+            listener: TcpListener::bind(addr).await?,
+            acceptor: TlsAcceptor::from(config),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until `shutdown` is cancelled or `conns` is closed, handing each authenticated
+    /// connection to `conns`. Closes the listening socket when it returns.
+    pub async fn run(self, conns: mpsc::Sender<AuthenticatedConn>, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = conns.closed() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (tcp, remote_addr) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let acceptor = self.acceptor.clone();
+            let conns = conns.clone();
+            tokio::spawn(async move {
+                if let Some(conn) = handshake(acceptor, tcp, remote_addr).await {
+                    // Closed only when the server is shutting down: drop the connection then.
+                    let _ = conns.send(conn).await;
+                }
+            });
+        }
+        debug!("accept loop stopped");
+    }
+}
+
+/// Runs the TLS handshake and identity check for one connection, logging why it was refused.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+) -> Option<AuthenticatedConn> {
+    let _ = tcp.set_nodelay(true);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            debug!(peer = %remote_addr, "connection closed before the TLS handshake completed");
+            return None;
+        }
+        Ok(Err(e)) => {
+            warn!(peer = %remote_addr, reason = %e, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => {
+            warn!(
+                peer = %remote_addr,
+                reason = %format_args!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                "TLS handshake refused"
+            );
+            return None;
+        }
+    };
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    let identity = match leaf.ok_or(IdentityError::NoCertificate) {
+        Ok(leaf) => identity_from_cert(leaf),
+        Err(e) => Err(e),
+    };
+    match identity {
+        Ok(identity) => {
+            info!(peer = %remote_addr, identity = %identity, "client authenticated");
+            Some(AuthenticatedConn {
+                stream,
+                peer: PeerInfo {
+                    identity,
+                    remote_addr,
+                },
+            })
+        }
+        Err(e) => {
+            warn!(peer = %remote_addr, reason = %e, "client certificate refused");
+            None
+        }
+    }
+}
