@@ -138,7 +138,7 @@ pub fn tracepoint_field_offset(
 }
 
 /// Finds `offset:N` on the format line declaring `field`
-/// (`field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;`).
+/// (`field:__data_loc char[] filename; offset:8; size:4; signed:0;`, tab-separated).
 fn parse_format_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;

@@ -1,0 +1,114 @@
+//! `cargo xtask`: set-up, development PKI, local run, and the full check suite for Kestrel.
+
+mod certs;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for Kestrel.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks: llvm-22-dev, nightly rust-src, bpf-linker 0.13.0,
+    /// tracefs and bpffs mounts. Idempotent.
+    Setup,
+    /// Write a development PKI: CA (reused if present), collector and agent certificates.
+    Certs {
+        /// Directory for the PEM files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Agent names, comma-separated; each gets NAME.pem with SAN
+        /// spiffe://kestrel.local/node/NAME.
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+    },
+    /// Run collector and agent on this host with a dev PKI and print alerts live.
+    Run,
+    /// Setup, rustfmt, clippy, build the binaries, then `cargo test --workspace`.
+    Test {
+        /// Passed on to `cargo test --workspace` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then `cargo bench --workspace`.
+    Bench {
+        /// Passed on to `cargo bench --workspace` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<ExitCode> {
+    match task {
+        Task::Setup => setup::setup()?,
+        Task::Certs { out, agents } => {
+            let pki = certs::generate(&out, &agents)?;
+            if pki.ca_reused {
+                println!("certs: reused the CA in {}", out.display());
+            }
+            for file in &pki.written {
+                println!("certs: wrote {}", file.display());
+            }
+        }
+        Task::Run => return run::run(),
+        Task::Test { args } => test::test(&args)?,
+        Task::Bench { args } => test::bench(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn test_passes_everything_after_the_separator_to_cargo_test() {
+        let Task::Test { args } = parse(&["test", "--", "-p", "x", "--", "--nocapture"]) else {
+            panic!("not the test task");
+        };
+        assert_eq!(args, ["-p", "x", "--", "--nocapture"]);
+        let Task::Test { args } = parse(&["test"]) else {
+            panic!("not the test task");
+        };
+        assert!(args.is_empty());
+    }
+
+    #[test]
+    fn certs_takes_comma_separated_agents() {
+        let Task::Certs { out, agents } = parse(&["certs", "--out", "d", "--agents", "a,b.c"])
+        else {
+            panic!("not the certs task");
+        };
+        assert_eq!(out, PathBuf::from("d"));
+        assert_eq!(agents, ["a", "b.c"]);
+    }
+}

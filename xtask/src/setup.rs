@@ -1,0 +1,321 @@
+//! `cargo xtask setup`: installs what a fresh Debian 12 machine lacks to build and run Kestrel.
+//!
+//! Every step first checks whether its work is already done and says so; only missing pieces
+//! are installed, so running it again is cheap.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util;
+
+/// Debian package with the LLVM that the nightly toolchain and bpf-linker use.
+const LLVM_PACKAGE: &str = "llvm-22-dev";
+/// Where Debian installs that LLVM.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The bpf-linker release the eBPF build is pinned to.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Mount point of tracefs (tracepoint ids and formats).
+const TRACEFS: &str = "/sys/kernel/tracing";
+/// Mount point of bpffs (pinned maps and programs).
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// One piece of work that the checks found missing.
+struct Pending {
+    /// What the step provides, e.g. "llvm-22-dev".
+    what: &'static str,
+    /// Whether the commands need root.
+    needs_root: bool,
+    /// The commands that do it, in order.
+    commands: Vec<Command>,
+    /// The check that found it missing, run again after the commands.
+    check: Check,
+}
+
+/// A check: `None` when the prerequisite is in place, else the work to do.
+type Check = fn() -> Result<Option<Pending>>;
+
+/// The checks, in the order their work must run (bpf-linker needs LLVM).
+const CHECKS: [Check; 5] = [
+    check_llvm,
+    check_rust_src,
+    check_bpf_linker,
+    check_tracefs,
+    check_bpffs,
+];
+
+impl Pending {
+    fn by_hand(&self) -> String {
+        self.commands
+            .iter()
+            .map(util::display)
+            .collect::<Vec<_>>()
+            .join(" && ")
+    }
+}
+
+/// Checks every prerequisite and installs the missing ones.
+pub fn setup() -> Result<()> {
+    let mut pending = Vec::new();
+    for check in CHECKS {
+        pending.extend(check()?);
+    }
+
+    if pending.is_empty() {
+        println!("setup: everything already in place");
+        return Ok(());
+    }
+
+    if !util::is_root() {
+        let root_steps: Vec<&Pending> = pending.iter().filter(|p| p.needs_root).collect();
+        if !root_steps.is_empty() {
+            let mut msg = String::from(
+                "setup: not running as root, and these steps need root; \
+                 run `cargo xtask setup` as root, or by hand:",
+            );
+            for step in root_steps {
+                msg.push_str(&format!("\n  {}: {}", step.what, step.by_hand()));
+            }
+            bail!(msg);
+        }
+    }
+
+    for step in &pending {
+        println!("setup: {}: installing", step.what);
+        for command in &step.commands {
+            let mut command = clone_command(command);
+            if let Err(err) = util::run("setup", &mut command) {
+                let root = if step.needs_root && !util::is_root() {
+                    " as root"
+                } else {
+                    ""
+                };
+                bail!(
+                    "setup: step `{}` failed: {err:#}\n  fix the error above, then run{root} by hand: {}",
+                    step.what,
+                    step.by_hand()
+                );
+            }
+        }
+    }
+    verify_after_install(&pending)?;
+    println!("setup: done");
+    Ok(())
+}
+
+/// Re-checks what was just installed, so a silent failure does not pass.
+fn verify_after_install(done: &[Pending]) -> Result<()> {
+    println!("setup: checking again");
+    for step in done {
+        if (step.check)()?.is_some() {
+            bail!(
+                "setup: step `{}` ran but its check still fails; do it by hand: {}",
+                step.what,
+                step.by_hand()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `Command` is not `Clone`; rebuild one from its parts.
+fn clone_command(cmd: &Command) -> Command {
+    let mut new = Command::new(cmd.get_program());
+    new.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => new.env(key, value),
+            None => new.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        new.current_dir(dir);
+    }
+    new
+}
+
+fn check_llvm() -> Result<Option<Pending>> {
+    let output =
+        util::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}", LLVM_PACKAGE]))
+            .with_context(|| {
+                format!(
+            "setup: {LLVM_PACKAGE}: dpkg-query is missing; this step expects Debian 12. \
+             Install LLVM 22 development files by hand so that {LLVM_PREFIX}/bin/llvm-config exists"
+        )
+            })?;
+    let status = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() && status.trim() == "install ok installed" {
+        println!("setup: {LLVM_PACKAGE} already installed");
+        return Ok(None);
+    }
+    println!("setup: {LLVM_PACKAGE} is not installed");
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", LLVM_PACKAGE]);
+    Ok(Some(Pending {
+        what: LLVM_PACKAGE,
+        needs_root: true,
+        commands: vec![update, install],
+        check: check_llvm,
+    }))
+}
+
+fn rustup() -> Result<PathBuf> {
+    util::find_tool("rustup").context(
+        "setup: rust-src: rustup not found on PATH or in ~/.cargo/bin; install rustup first \
+         (Debian: `apt-get install rustup`), then a nightly toolchain",
+    )
+}
+
+fn check_rust_src() -> Result<Option<Pending>> {
+    let rustup = rustup()?;
+    let output = util::capture(Command::new(&rustup).args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !output.status.success() {
+        bail!(
+            "setup: rust-src: `rustup component list --toolchain nightly --installed` failed: {}\n\
+             The eBPF programs need a nightly toolchain whose LLVM is 22; install one, e.g. \
+             `rustup toolchain install nightly --component rust-src`",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let listed = String::from_utf8_lossy(&output.stdout);
+    if listed
+        .lines()
+        .any(|line| line.trim() == "rust-src" || line.trim().starts_with("rust-src-"))
+    {
+        println!("setup: rust-src already installed for the nightly toolchain");
+        return Ok(None);
+    }
+    println!("setup: rust-src is not installed for the nightly toolchain");
+    let mut add = Command::new(rustup);
+    add.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
+    Ok(Some(Pending {
+        what: "rust-src",
+        needs_root: false,
+        commands: vec![add],
+        check: check_rust_src,
+    }))
+}
+
+/// The version a bpf-linker binary reports, e.g. `0.13.0`.
+fn bpf_linker_version(path: &Path) -> Option<String> {
+    let output = util::capture(Command::new(path).arg("--version")).ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .find(|word| word.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+}
+
+fn check_bpf_linker() -> Result<Option<Pending>> {
+    let found = util::find_tools("bpf-linker");
+    for (index, path) in found.iter().enumerate() {
+        match bpf_linker_version(path) {
+            Some(version) if version == BPF_LINKER_VERSION => {
+                println!(
+                    "setup: bpf-linker {version} already installed ({})",
+                    path.display()
+                );
+                if !util::on_path("bpf-linker") {
+                    println!(
+                        "setup: note: {} is not on PATH; add it (e.g. `source ~/.cargo/env`)",
+                        path.parent().unwrap_or(path).display()
+                    );
+                } else if index > 0 {
+                    println!(
+                        "setup: note: {} comes first on PATH and shadows it; remove that one",
+                        found[0].display()
+                    );
+                }
+                return Ok(None);
+            }
+            Some(version) => println!(
+                "setup: {} reports bpf-linker {version}, need {BPF_LINKER_VERSION}",
+                path.display()
+            ),
+            None => println!("setup: {} does not report a version", path.display()),
+        }
+    }
+    if found.is_empty() {
+        println!("setup: bpf-linker not found on PATH or in ~/.cargo/bin");
+    }
+    let mut install = util::cargo();
+    install
+        // bpf-linker's build.rs finds libLLVM here; llvm-sys 221 reads its own variable.
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]);
+    Ok(Some(Pending {
+        what: "bpf-linker",
+        needs_root: false,
+        commands: vec![install],
+        check: check_bpf_linker,
+    }))
+}
+
+/// Whether `/proc/mounts` lists a filesystem of type `fstype` mounted at `mount_point`.
+fn mounted(fstype: &str, mount_point: &str) -> bool {
+    let Ok(mounts) = fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, point, kind) = (fields.next(), fields.next(), fields.next());
+        point == Some(mount_point) && kind == Some(fstype)
+    })
+}
+
+fn mount(fstype: &str, mount_point: &str) -> Command {
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", fstype, fstype, mount_point]);
+    cmd
+}
+
+fn check_tracefs() -> Result<Option<Pending>> {
+    let events = Path::new(TRACEFS).join("events");
+    // Without root the directory may be unreadable; /proc/mounts still tells.
+    if events.is_dir() || mounted("tracefs", TRACEFS) {
+        println!("setup: tracefs already mounted at {TRACEFS}");
+        return Ok(None);
+    }
+    println!("setup: tracefs is not mounted at {TRACEFS}");
+    Ok(Some(Pending {
+        what: "tracefs",
+        needs_root: true,
+        commands: vec![mount("tracefs", TRACEFS)],
+        check: check_tracefs,
+    }))
+}
+
+fn check_bpffs() -> Result<Option<Pending>> {
+    if mounted("bpf", BPFFS) {
+        println!("setup: bpffs already mounted at {BPFFS}");
+        return Ok(None);
+    }
+    println!("setup: bpffs is not mounted at {BPFFS}");
+    Ok(Some(Pending {
+        what: "bpffs",
+        needs_root: true,
+        commands: vec![mount("bpf", BPFFS)],
+        check: check_bpffs,
+    }))
+}
