@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{binary, expect_json_line, poll, require_root_for_ebpf, workspace_root, ChildGuard};
+use kestrel_tests::{
+    binary, expect_json_line, poll, require_root_for_ebpf, workspace_root, ChildGuard,
+};
 use serde_json::Value;
 
 const AGENT: &str = "e2e-agent";
@@ -26,7 +28,11 @@ fn certs(out: &Path, agents: &str) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
@@ -72,8 +78,18 @@ fn start_collector(dir: &Path, pki: &Path) -> Collector {
     let listening = poll(Duration::from_secs(15), || {
         TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()
     });
-    assert!(listening.is_some(), "collector not listening; log:\n{}", read(&log));
-    Collector { port, alerts, log, data, _child: child }
+    assert!(
+        listening.is_some(),
+        "collector not listening; log:\n{}",
+        read(&log)
+    );
+    Collector {
+        port,
+        alerts,
+        log,
+        data,
+        _child: child,
+    }
 }
 
 fn start_agent(dir: &Path, pki: &Path, name: &str, port: u16) -> (ChildGuard, PathBuf, PathBuf) {
@@ -93,9 +109,15 @@ fn start_agent(dir: &Path, pki: &Path, name: &str, port: u16) -> (ChildGuard, Pa
             .arg(&events)
             .stderr(stderr),
     );
-    let running = poll(Duration::from_secs(20), || read(&log).contains("agent running").then_some(()));
+    let running = poll(Duration::from_secs(20), || {
+        read(&log).contains("agent running").then_some(())
+    });
     child.assert_running();
-    assert!(running.is_some(), "{name} did not start; log:\n{}", read(&log));
+    assert!(
+        running.is_some(),
+        "{name} did not start; log:\n{}",
+        read(&log)
+    );
     (child, log, events)
 }
 
@@ -106,7 +128,10 @@ fn read(path: &Path) -> String {
 /// Runs `cat /etc/shadow` under `sh` (the trailing `true` keeps sh from exec'ing cat in place,
 /// so the chain is test -> sh -> cat). Returns the pid of sh.
 fn read_shadow_under_sh() -> u32 {
-    let child = Command::new("/bin/sh").args(["-c", "cat /etc/shadow > /dev/null; true"]).spawn().unwrap();
+    let child = Command::new("/bin/sh")
+        .args(["-c", "cat /etc/shadow > /dev/null; true"])
+        .spawn()
+        .unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
     pid
@@ -132,29 +157,58 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
 
     let started = Instant::now();
     let sh_pid = read_shadow_under_sh();
-    let alert = expect_json_line(&collector.alerts, Duration::from_secs(10), "the shadow-read alert", shadow_alert_for(sh_pid));
+    let alert = expect_json_line(
+        &collector.alerts,
+        Duration::from_secs(10),
+        "the shadow-read alert",
+        shadow_alert_for(sh_pid),
+    );
     eprintln!("exec to alert line: {:?}", started.elapsed());
 
-    assert_eq!(alert["host"], AGENT_IDENTITY, "identity from the client certificate SAN");
-    assert_eq!(alert["rule"]["title"], "Shadow password file read by a command-line tool");
+    assert_eq!(
+        alert["host"], AGENT_IDENTITY,
+        "identity from the client certificate SAN"
+    );
+    assert_eq!(
+        alert["rule"]["title"],
+        "Shadow password file read by a command-line tool"
+    );
     assert!(alert["rule"]["level"].is_string());
     let process = &alert["process"];
-    assert!(process["exe"].as_str().unwrap().ends_with("/cat"), "{process}");
+    assert!(
+        process["exe"].as_str().unwrap().ends_with("/cat"),
+        "{process}"
+    );
     assert_eq!(process["command_line"], "cat /etc/shadow");
     assert_eq!(process["user"], "root");
     assert_eq!(process["ppid"].as_u64(), Some(sh_pid as u64));
     let ancestors = alert["ancestors"].as_array().expect("ancestors");
     assert_eq!(ancestors[0]["exe"], "/bin/sh");
-    assert_eq!(ancestors[0]["command_line"], "/bin/sh -c cat /etc/shadow > /dev/null; true");
-    assert_eq!(ancestors[1]["pid"].as_u64(), Some(std::process::id() as u64), "grandparent is this test");
-    assert_eq!(ancestors[1]["exe"], std::env::current_exe().unwrap().display().to_string());
+    assert_eq!(
+        ancestors[0]["command_line"],
+        "/bin/sh -c cat /etc/shadow > /dev/null; true"
+    );
+    assert_eq!(
+        ancestors[1]["pid"].as_u64(),
+        Some(std::process::id() as u64),
+        "grandparent is this test"
+    );
+    assert_eq!(
+        ancestors[1]["exe"],
+        std::env::current_exe().unwrap().display().to_string()
+    );
 
     // The agent also wrote the exec to its own JSON-lines file.
     let exec = expect_json_line(&events, Duration::from_secs(5), "the cat exec event", |e| {
-        e["process"]["argv"] == serde_json::json!(["cat", "/etc/shadow"]) && e["process"]["ppid"].as_u64() == Some(sh_pid as u64)
+        e["process"]["argv"] == serde_json::json!(["cat", "/etc/shadow"])
+            && e["process"]["ppid"].as_u64() == Some(sh_pid as u64)
     });
     assert!(exec["payload"]["exec"].is_object(), "{exec}");
-    assert!(!read(&agent_log).contains("ERROR"), "agent log:\n{}", read(&agent_log));
+    assert!(
+        !read(&agent_log).contains("ERROR"),
+        "agent log:\n{}",
+        read(&agent_log)
+    );
     assert!(collector.data.join("kestrel.db").exists());
 }
 
@@ -176,17 +230,38 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
 
     let refused = poll(Duration::from_secs(10), || {
         let log = read(&collector.log);
-        log.lines().find(|l| l.contains("refused") && l.contains("127.0.0.1")).map(str::to_owned)
+        log.lines()
+            .find(|l| l.contains("refused") && l.contains("127.0.0.1"))
+            .map(str::to_owned)
     });
-    let refused = refused.unwrap_or_else(|| panic!("no refusal logged; collector log:\n{}", read(&collector.log)));
-    assert!(refused.to_lowercase().contains("certificate"), "refusal names the reason: {refused}");
-    assert!(poll(Duration::from_secs(10), || read(&rogue_log).contains("collector stream failed").then_some(())).is_some());
+    let refused = refused.unwrap_or_else(|| {
+        panic!(
+            "no refusal logged; collector log:\n{}",
+            read(&collector.log)
+        )
+    });
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "refusal names the reason: {refused}"
+    );
+    assert!(poll(Duration::from_secs(10), || read(&rogue_log)
+        .contains("collector stream failed")
+        .then_some(()))
+    .is_some());
 
     let sh_pid = read_shadow_under_sh();
-    let alert = expect_json_line(&collector.alerts, Duration::from_secs(10), "the valid agent's alert", shadow_alert_for(sh_pid));
+    let alert = expect_json_line(
+        &collector.alerts,
+        Duration::from_secs(10),
+        "the valid agent's alert",
+        shadow_alert_for(sh_pid),
+    );
     assert_eq!(alert["host"], AGENT_IDENTITY);
     let alerts = kestrel_tests::read_json_lines(&collector.alerts);
-    assert!(alerts.iter().all(|a| a["host"] == AGENT_IDENTITY), "only the valid identity reaches the store");
+    assert!(
+        alerts.iter().all(|a| a["host"] == AGENT_IDENTITY),
+        "only the valid identity reaches the store"
+    );
 }
 
 #[test]
@@ -207,7 +282,10 @@ fn agent_with_a_missing_key_file_exits_naming_the_file() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&missing.display().to_string()), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -232,5 +310,8 @@ fn collector_with_a_missing_rules_directory_exits_naming_it() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&rules.display().to_string()), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&rules.display().to_string()),
+        "stderr: {stderr}"
+    );
 }
