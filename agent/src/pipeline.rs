@@ -175,6 +175,7 @@ impl Pipeline {
             seq: 0,
             process: Some(process),
             payload: Some(payload),
+            ..Event::default()
         }
     }
 
@@ -196,6 +197,7 @@ impl Pipeline {
             cgroup_id,
             container_id: String::new(),
             start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
+            ..Process::default()
         }
     }
 

@@ -1,16 +1,10 @@
 //! Small views on proto events shared by the store and the alert record.
 
-use kestrel_proto::event::Payload;
 use kestrel_proto::Event;
 
-/// The event kind as a stable lower-case name (`exec`, `fork`, `exit`; `unknown` without payload).
+/// The event kind as a stable lower-case name (`exec`, `fork`, `exit`, ...; `unknown` without payload).
 pub fn kind(event: &Event) -> &'static str {
-    match &event.payload {
-        Some(Payload::Exec(_)) => "exec",
-        Some(Payload::Fork(_)) => "fork",
-        Some(Payload::Exit(_)) => "exit",
-        None => "unknown",
-    }
+    event.kind_name()
 }
 
 /// A command line rebuilt from argv: the arguments joined by single spaces.
@@ -21,7 +15,7 @@ pub fn command_line(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kestrel_proto::{ExecEvent, ExitEvent};
+    use kestrel_proto::{event::Payload, ExecEvent, ExitEvent};
 
     #[test]
     fn kind_names_follow_the_payload() {

@@ -8,3 +8,27 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+impl v1::Event {
+    /// The event kind as a stable lower-case name (`exec`, `file`, `network`, ...; `unknown`
+    /// without a payload), used in storage, logs and loss accounting.
+    pub fn kind_name(&self) -> &'static str {
+        use v1::event::Payload;
+        match &self.payload {
+            Some(Payload::Exec(_)) => "exec",
+            Some(Payload::Fork(_)) => "fork",
+            Some(Payload::Exit(_)) => "exit",
+            Some(Payload::File(_)) => "file",
+            Some(Payload::Network(_)) => "network",
+            Some(Payload::Credential(_)) => "credential",
+            Some(Payload::Ptrace(_)) => "ptrace",
+            Some(Payload::Signal(_)) => "signal",
+            Some(Payload::Module(_)) => "module",
+            Some(Payload::Bpf(_)) => "bpf",
+            Some(Payload::Memfd(_)) => "memfd",
+            Some(Payload::Namespace(_)) => "namespace",
+            Some(Payload::IoUring(_)) => "io_uring",
+            None => "unknown",
+        }
+    }
+}
