@@ -120,6 +120,7 @@ impl Pipeline {
             Payload::Exec(ExecEvent {
                 ancestors,
                 filename_truncated: exec.filename_truncated,
+                ..ExecEvent::default()
             }),
         )
     }
