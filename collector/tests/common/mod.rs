@@ -171,7 +171,9 @@ pub fn shadow_exec_event() -> Event {
                 },
             ],
             filename_truncated: false,
+            ..ExecEvent::default()
         })),
+        ..Event::default()
     }
 }
 
