@@ -2,8 +2,10 @@
 //! length checked against the bytes actually received.
 
 use kestrel_ebpf_abi::{
-    ExecRecord, ExitRecord, ForkRecord, RecordHeader, ARGV_MAX, COMM_LEN, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK,
+    ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX, COMM_LEN,
+    EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, FILENAME_MAX,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS, STR_SLOT, SYSCALL_FIXED_SIZE,
+    SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
 };
 
 /// A record that cannot be decoded. The reader logs it, counts it and goes on.
@@ -47,6 +49,31 @@ pub enum KernelRecord {
     Fork(Fork),
     /// A process ended.
     Exit(Exit),
+    /// A followed syscall (file, network, credential, ... kinds).
+    Syscall(Box<Syscall>),
+}
+
+/// A followed syscall, decoded: raw arguments and kind-specific values (see
+/// `kestrel_ebpf_abi::SyscallRecord`) plus its strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syscall {
+    pub common: Common,
+    /// `KIND_*`.
+    pub kind: u32,
+    /// Id from `kestrel_ebpf_abi::sys`.
+    pub syscall: u32,
+    pub result: i64,
+    pub args: [u64; 6],
+    pub aux: [u64; 16],
+    pub euid: u32,
+    /// First path argument (as the caller passed it).
+    pub path: String,
+    pub path_truncated: bool,
+    /// Second path argument.
+    pub second_path: String,
+    pub second_path_truncated: bool,
+    /// A read-only open reported because its path is sensitive.
+    pub sensitive_read: bool,
 }
 
 /// A successful exec, decoded.
@@ -65,6 +92,15 @@ pub struct Exec {
     pub argv_truncated: bool,
     /// The kernel could not read the argument vector.
     pub argv_unreadable: bool,
+    pub euid: u32,
+    pub egid: u32,
+    pub cap_effective: u64,
+    pub exe_dev: u64,
+    pub exe_inode: u64,
+    /// The executed file had no link left (deleted, or never linked).
+    pub exe_deleted: bool,
+    /// The executed file is a memfd.
+    pub exe_memfd: bool,
 }
 
 /// A new process, decoded. `common` describes the parent.
@@ -98,6 +134,7 @@ impl KernelRecord {
             KernelRecord::Exec(e) => &e.common,
             KernelRecord::Fork(f) => &f.common,
             KernelRecord::Exit(x) => &x.common,
+            KernelRecord::Syscall(s) => &s.common,
         }
     }
 }
@@ -109,6 +146,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelRecord, DecodeError> {
         KIND_EXEC => decode_exec(bytes).map(KernelRecord::Exec),
         KIND_FORK => decode_fork(bytes).map(KernelRecord::Fork),
         KIND_EXIT => decode_exit(bytes).map(KernelRecord::Exit),
+        kind if (KIND_EXIT + 1..=KIND_IO_URING).contains(&kind) && kind < KIND_SLOTS => {
+            decode_syscall(bytes).map(|s| KernelRecord::Syscall(Box::new(s)))
+        }
         kind => Err(DecodeError::UnknownKind {
             kind,
             len: bytes.len(),
@@ -131,6 +171,58 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         argv: split_argv(&r.argv[..argv_len]),
         argv_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
         argv_unreadable: r.flags & EXEC_ARGV_UNREADABLE != 0,
+        euid: r.euid,
+        egid: r.egid,
+        cap_effective: r.cap_effective,
+        exe_dev: r.exe_dev,
+        exe_inode: r.exe_inode,
+        exe_deleted: r.exe_inode != 0 && r.exe_nlink == 0,
+        exe_memfd: r.flags & EXEC_MEMFD != 0,
+    })
+}
+
+fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
+    let kind = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
+    if bytes.len() < SYSCALL_FIXED_SIZE {
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need: SYSCALL_FIXED_SIZE,
+        });
+    }
+    // Only the used prefix was sent: copy what arrived into a full-size record.
+    let mut full = vec![0u8; std::mem::size_of::<SyscallRecord>()];
+    let len = bytes.len().min(full.len());
+    full[..len].copy_from_slice(&bytes[..len]);
+    let r: SyscallRecord = read(&full, kind)?;
+    let slot = |field: &'static str,
+                index: usize,
+                start: usize,
+                max: usize|
+     -> Result<String, DecodeError> {
+        let used = checked_len(kind, field, r.str_len[index], max)?;
+        if used > 0 && start + used > len.saturating_sub(SYSCALL_FIXED_SIZE) {
+            return Err(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+                need: SYSCALL_FIXED_SIZE + start + used,
+            });
+        }
+        Ok(String::from_utf8_lossy(&r.strings[start..start + used]).into_owned())
+    };
+    Ok(Syscall {
+        common: common(&r.header),
+        kind,
+        syscall: r.syscall,
+        result: r.result,
+        args: r.args,
+        aux: r.aux,
+        euid: r.euid,
+        path: slot("str_len[0]", 0, 0, STR_SLOT - 1)?,
+        path_truncated: r.flags & SYS_STR0_TRUNCATED != 0,
+        second_path: slot("str_len[1]", 1, STR_SLOT, STR_SLOT - 1)?,
+        second_path_truncated: r.flags & SYS_STR1_TRUNCATED != 0,
+        sensitive_read: r.flags & SYS_SENSITIVE_READ != 0,
     })
 }
 
@@ -249,6 +341,13 @@ mod tests {
             comm: [0; COMM_LEN],
             filename: [0; FILENAME_MAX],
             argv: [0; ARGV_MAX],
+            euid: 0,
+            egid: 0,
+            cap_effective: 0,
+            exe_dev: 0,
+            exe_inode: 0,
+            exe_nlink: 1,
+            reserved: 0,
         };
         r.comm[..2].copy_from_slice(b"ls");
         r.filename[..filename.len()].copy_from_slice(filename.as_bytes());

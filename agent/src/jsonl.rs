@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kestrel_proto::Event;
+use kestrel_proto::{Event, Gap};
 
 /// Appends events to a file, one JSON object per line.
 pub struct JsonlWriter {
@@ -43,6 +43,17 @@ impl JsonlWriter {
     /// Writes one event (buffered; see [`JsonlWriter::flush`]).
     pub fn write(&mut self, event: &Event) -> Result<(), JsonlError> {
         serde_json::to_writer(&mut self.out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| JsonlError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Writes one Gap record as `{"gap": {...}}` (buffered).
+    pub fn write_gap(&mut self, gap: &Gap) -> Result<(), JsonlError> {
+        serde_json::to_writer(&mut self.out, &serde_json::json!({ "gap": gap }))
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
             .map_err(|source| JsonlError {

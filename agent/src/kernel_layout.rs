@@ -32,29 +32,81 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         path: btf_path.to_owned(),
         reason: e.to_string(),
     })?;
-    let task = |field| field_offset(&btf, "task_struct", field);
-    let mm = |field| field_offset(&btf, "mm_struct", field);
+    let off = |strukt: &str, field: &str| field_offset(&btf, strukt, field);
+    let task = |field| off("task_struct", field);
+    let cred = |field| off("cred", field);
+    let skc = |field| off("sock_common", field);
+    let tracepoint =
+        |category, name, field| tracepoint_field_offset(tracefs, category, name, field);
     Ok(ProbeConfig {
         task_real_parent: task("real_parent")?,
         task_tgid: task("tgid")?,
         task_pid: task("pid")?,
         task_mm: task("mm")?,
         task_exit_code: task("exit_code")?,
-        mm_arg_start: mm("arg_start")?,
-        mm_arg_end: mm("arg_end")?,
-        tp_exec_filename: tracepoint_field_offset(
-            tracefs,
-            "sched",
-            "sched_process_exec",
-            "filename",
-        )?,
-        tp_exit_group_dead: tracepoint_field_offset(
-            tracefs,
-            "sched",
-            "sched_process_exit",
-            "group_dead",
-        )?,
+        mm_arg_start: off("mm_struct", "arg_start")?,
+        mm_arg_end: off("mm_struct", "arg_end")?,
+        tp_exec_filename: tracepoint("sched", "sched_process_exec", "filename")?,
+        tp_exit_group_dead: tracepoint("sched", "sched_process_exit", "group_dead")?,
         agent_tgid: 0,
+        only_tgid: 0,
+        kinds_enabled: 0,
+        task_cred: task("cred")?,
+        task_fs: task("fs")?,
+        task_files: task("files")?,
+        cred_ids: [
+            cred("uid")?,
+            cred("euid")?,
+            cred("suid")?,
+            cred("fsuid")?,
+            cred("gid")?,
+            cred("egid")?,
+            cred("sgid")?,
+            cred("fsgid")?,
+        ],
+        cred_caps: [
+            cred("cap_effective")?,
+            cred("cap_permitted")?,
+            cred("cap_inheritable")?,
+        ],
+        fs_pwd: off("fs_struct", "pwd")?,
+        path_mnt: off("path", "mnt")?,
+        path_dentry: off("path", "dentry")?,
+        dentry_parent: off("dentry", "d_parent")?,
+        dentry_name: off("dentry", "d_name")? + off("qstr", "name")?,
+        vfsmount_root: off("vfsmount", "mnt_root")?,
+        mount_mnt: off("mount", "mnt")?,
+        mount_parent: off("mount", "mnt_parent")?,
+        mount_mountpoint: off("mount", "mnt_mountpoint")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdt_max_fds: off("fdtable", "max_fds")?,
+        fdt_fd: off("fdtable", "fd")?,
+        file_path: off("file", "f_path")?,
+        file_inode: off("file", "f_inode")?,
+        file_private: off("file", "private_data")?,
+        inode_ino: off("inode", "i_ino")?,
+        inode_sb: off("inode", "i_sb")?,
+        inode_nlink: off("inode", "__i_nlink")?,
+        sb_dev: off("super_block", "s_dev")?,
+        mm_exe_file: off("mm_struct", "exe_file")?,
+        socket_sk: off("socket", "sk")?,
+        skc: [
+            skc("skc_daddr")?,
+            skc("skc_rcv_saddr")?,
+            skc("skc_dport")?,
+            skc("skc_num")?,
+            skc("skc_family")?,
+            skc("skc_v6_daddr")?,
+            skc("skc_v6_rcv_saddr")?,
+        ],
+        sk_protocol: off("sock", "sk_protocol")?,
+        sk_type: off("sock", "sk_type")?,
+        // io_uring may be compiled out: then its hooks are reported unavailable.
+        tp_uring_opcode: tracepoint("io_uring", "io_uring_submit_req", "opcode").unwrap_or(0),
+        sensitive_count: 0,
+        muted_count: 0,
+        muted_exe_count: 0,
+        sensitive_name_count: 0,
     })
 }
 

@@ -2,14 +2,22 @@
 
 use std::path::Path;
 
+use std::os::unix::fs::MetadataExt;
+
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use kestrel_ebpf_abi::{CONFIG_GLOBAL, DROPS_MAP, EVENTS_MAP, KIND_SLOTS};
+use kestrel_ebpf_abi::{
+    FileKey, PathPrefix, ProbeConfig, CONFIG_GLOBAL, DROPS_MAP, EVENTS_MAP, MUTED_EXES_MAP,
+    MUTED_MAP, PREFIX_MAX, SENSITIVE_MAP, SENSITIVE_NAMES_MAP,
+};
 
-use crate::kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF};
+use crate::{
+    config::AgentConfig,
+    kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
+};
 
 /// The eBPF object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kestrel"));
@@ -21,10 +29,12 @@ enum Attach {
     TracePoint(&'static str, &'static str),
     /// A raw tracepoint by name.
     RawTracePoint(&'static str),
+    /// The `syscalls` tracepoint with the program's own name.
+    Syscall,
 }
 
-/// The programs, by name in the object, and where they attach.
-const HOOKS: &[(&str, Attach)] = &[
+/// The process lifecycle programs, by name in the object, and where they attach.
+const PROCESS_HOOKS: &[(&str, Attach)] = &[
     (
         "sched_process_exec",
         Attach::TracePoint("sched", "sched_process_exec"),
@@ -37,7 +47,88 @@ const HOOKS: &[(&str, Attach)] = &[
         "sched_process_exit",
         Attach::TracePoint("sched", "sched_process_exit"),
     ),
+    (
+        "io_uring_submit_req",
+        Attach::TracePoint("io_uring", "io_uring_submit_req"),
+    ),
 ];
+
+/// Syscalls followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the programs
+/// have the same names as their tracepoints.
+const SYSCALLS: &[&str] = &[
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "truncate",
+    "ftruncate",
+    "mount",
+    "umount",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "capset",
+    "ptrace",
+    "process_vm_writev",
+    "kill",
+    "tkill",
+    "tgkill",
+    "connect",
+    "accept",
+    "accept4",
+    "listen",
+    "bind",
+    "sendto",
+    "socket",
+    "init_module",
+    "finit_module",
+    "bpf",
+    "memfd_create",
+    "setns",
+    "unshare",
+    "io_uring_setup",
+];
+
+/// Every hook: (program name, attach point).
+fn hooks() -> Vec<(String, Attach)> {
+    let mut hooks: Vec<(String, Attach)> = PROCESS_HOOKS
+        .iter()
+        .map(|(name, attach)| (name.to_string(), *attach))
+        .collect();
+    for name in SYSCALLS {
+        for phase in ["enter", "exit"] {
+            hooks.push((format!("sys_{phase}_{name}"), Attach::Syscall));
+        }
+    }
+    hooks
+}
 
 /// Why the programs could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +162,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// Process whose events the kernel should not report (normally the agent itself).
     pub agent_tgid: u32,
+    /// When set, only this process is reported (diagnostics and exact-count tests).
+    pub only_tgid: u32,
+    /// Kinds, sensitive and muted paths, muted executables.
+    pub config: AgentConfig,
 }
 
 impl Default for LoadOptions {
@@ -78,6 +173,8 @@ impl Default for LoadOptions {
         Self {
             ring_buffer_bytes: None,
             agent_tgid: std::process::id(),
+            only_tgid: 0,
+            config: AgentConfig::default(),
         }
     }
 }
@@ -103,18 +200,33 @@ impl Probes {
     /// Fails only when no hook at all could be attached.
     pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
         let mut config = kernel_layout::probe_config(Path::new(VMLINUX_BTF), Path::new(TRACEFS))?;
-        config.agent_tgid = options.agent_tgid;
+        let muted_exes = muted_executables(&options.config);
+        apply_options(&mut config, options, muted_exes.len());
         let mut loader = EbpfLoader::new();
         loader.override_global(CONFIG_GLOBAL, &config, true);
         if let Some(bytes) = options.ring_buffer_bytes {
             loader.map_max_entries(EVENTS_MAP, bytes);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let hooks: Vec<HookReport> = HOOKS
-            .iter()
-            .map(|&(name, attach)| HookReport {
-                name: name.to_owned(),
-                result: attach_hook(&mut ebpf, name, attach).map_err(|e| e.to_string()),
+        fill_prefixes(&mut ebpf, SENSITIVE_MAP, &options.config.sensitive_paths)?;
+        fill_prefixes(
+            &mut ebpf,
+            SENSITIVE_NAMES_MAP,
+            &options.config.sensitive_names,
+        )?;
+        fill_prefixes(&mut ebpf, MUTED_MAP, &options.config.muted_paths)?;
+        fill_muted_exes(&mut ebpf, &muted_exes)?;
+        let only: Option<Vec<String>> = std::env::var("KESTREL_ONLY_HOOKS")
+            .ok()
+            .map(|v| v.split(',').map(String::from).collect());
+        let hooks: Vec<HookReport> = hooks()
+            .into_iter()
+            .filter(|(name, _)| only.as_ref().is_none_or(|only| only.contains(name)))
+            .map(|(name, attach)| {
+                let started = std::time::Instant::now();
+                let result = attach_hook(&mut ebpf, &name, attach).map_err(|e| format!("{e:#}"));
+                tracing::debug!(hook = %name, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "hook");
+                HookReport { result, name }
             })
             .collect();
         if hooks.iter().all(|h| h.result.is_err()) {
@@ -144,29 +256,88 @@ impl Probes {
         })
     }
 
-    /// Records lost in the kernel because the ring buffer was full, summed over CPUs, by kind
-    /// (index = `KIND_*`).
-    pub fn drops(&self) -> Result<Vec<u64>, LoadError> {
+    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::loss::LossMonitor`].
+    pub fn take_drop_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         let map = self
             .ebpf
-            .map(DROPS_MAP)
+            .take_map(DROPS_MAP)
             .ok_or(LoadError::MissingMap(DROPS_MAP))?;
-        let drops = PerCpuArray::<_, u64>::try_from(map).map_err(|source| LoadError::Map {
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
             name: DROPS_MAP,
             source,
-        })?;
-        (0..KIND_SLOTS)
-            .map(|kind| {
-                drops
-                    .get(&kind, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .map_err(|source| LoadError::Map {
-                        name: DROPS_MAP,
-                        source,
-                    })
-            })
-            .collect()
+        })
     }
+}
+
+/// Copies the filter settings into the kernel configuration.
+fn apply_options(config: &mut ProbeConfig, options: &LoadOptions, muted_exes: usize) {
+    config.agent_tgid = options.agent_tgid;
+    config.only_tgid = options.only_tgid;
+    config.kinds_enabled = options.config.kind_mask();
+    config.sensitive_count = options.config.sensitive_paths.len() as u32;
+    config.sensitive_name_count = options.config.sensitive_names.len() as u32;
+    config.muted_count = options.config.muted_paths.len() as u32;
+    config.muted_exe_count = muted_exes as u32;
+}
+
+/// Device and inode of each muted executable that exists (a missing one is logged).
+fn muted_executables(config: &AgentConfig) -> Vec<FileKey> {
+    config
+        .muted_executables
+        .iter()
+        .filter_map(|path| match std::fs::metadata(path) {
+            Ok(meta) => Some(FileKey { dev: kernel_dev(meta.dev()), ino: meta.ino() }),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "muted executable not found; not muted");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The kernel's `dev_t` (MAJOR << 20 | MINOR) for a user-space `st_dev`.
+fn kernel_dev(dev: u64) -> u64 {
+    let major = libc::major(dev) as u64;
+    let minor = libc::minor(dev) as u64;
+    major << 20 | minor
+}
+
+fn fill_prefixes(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    prefixes: &[String],
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut array =
+        Array::<_, PathPrefix>::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+    for (index, prefix) in prefixes.iter().enumerate() {
+        let mut entry = PathPrefix {
+            len: prefix.len().min(PREFIX_MAX) as u32,
+            bytes: [0; PREFIX_MAX],
+        };
+        entry.bytes[..entry.len as usize].copy_from_slice(&prefix.as_bytes()[..entry.len as usize]);
+        array
+            .set(index as u32, entry, 0)
+            .map_err(|source| LoadError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+fn fill_muted_exes(ebpf: &mut Ebpf, keys: &[FileKey]) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(MUTED_EXES_MAP)
+        .ok_or(LoadError::MissingMap(MUTED_EXES_MAP))?;
+    let mut muted = HashMap::<_, FileKey, u8>::try_from(map).map_err(|source| LoadError::Map {
+        name: MUTED_EXES_MAP,
+        source,
+    })?;
+    for key in keys {
+        muted.insert(key, 1, 0).map_err(|source| LoadError::Map {
+            name: MUTED_EXES_MAP,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn attach_hook(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<(), anyhow::Error> {
@@ -183,6 +354,11 @@ fn attach_hook(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<(), anyhow
             let program: &mut RawTracePoint = program.try_into()?;
             program.load()?;
             program.attach(event)?;
+        }
+        Attach::Syscall => {
+            let program: &mut TracePoint = program.try_into()?;
+            program.load()?;
+            program.attach("syscalls", name)?;
         }
     }
     Ok(())

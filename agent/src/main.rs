@@ -5,12 +5,16 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kestrel_agent::{
+    clock::BootClock,
+    config::AgentConfig,
+    container::{ContainerConfig, ContainerResolver},
     jsonl::JsonlWriter,
     loader::{LoadOptions, Probes},
+    loss::LossMonitor,
     pipeline::{Outputs, Pipeline},
     process_table::ProcessTable,
     reader::RingReader,
-    shipper::{Shipper, ShipperConfig},
+    shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
     tls::TlsFiles,
 };
 use kestrel_proto::{HookStatus, KernelCapabilities};
@@ -40,13 +44,22 @@ struct Cli {
     /// Kernel ring buffer size in bytes (a power-of-two multiple of the page size).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print what this kernel supports (BTF, ring buffer, each hook) and exit non-zero when the
     /// agent cannot run.
-    Probe,
+    Probe {
+        /// Configuration file to check the kernel against (kinds to enable).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -60,17 +73,24 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Probe) => probe(),
+        Some(Command::Probe { config }) => probe(config.as_deref()),
         None => run(cli).await,
     }
 }
 
-fn probe() -> anyhow::Result<()> {
+fn probe(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config
+        .map(AgentConfig::load)
+        .transpose()?
+        .unwrap_or_default();
     let release = kernel_release();
     println!("kernel:      {release}");
     let btf = std::path::Path::new(kestrel_agent::kernel_layout::VMLINUX_BTF).exists();
     println!("btf:         {}", if btf { "yes" } else { "missing" });
-    let options = LoadOptions::default();
+    let options = LoadOptions {
+        config,
+        ..LoadOptions::default()
+    };
     match Probes::load(&options) {
         Ok(probes) => {
             println!("ring buffer: yes");
@@ -98,7 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 key: key.clone(),
             };
             let domain = host_of(url).with_context(|| format!("collector URL {url}: no host"))?;
-            Some((url.clone(), files.client_config(&domain)?))
+            let tls = TlsSource { files, domain };
+            tls.load()?;
+            Some((url.clone(), tls))
         }
         _ => None,
     };
@@ -113,13 +135,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
+    let config = cli
+        .config
+        .as_deref()
+        .map(AgentConfig::load)
+        .transpose()?
+        .unwrap_or_default();
+    let container_config = config.containers.clone();
     let options = LoadOptions {
         ring_buffer_bytes: cli.ring_buffer_bytes,
+        config,
         ..LoadOptions::default()
     };
     let mut probes = Probes::load(&options)
         .context("loading eBPF programs (run as root; see `kestrel-agent probe`)")?;
     let ring = probes.take_ring_buffer()?;
+    let loss = LossMonitor::new(
+        probes.take_drop_counters()?,
+        BootClock::now().unix_ns(BootClock::boot_ns_now()),
+    )?;
     // Seed after attaching, so a process started in between is seen by one or the other.
     let table = ProcessTable::from_proc();
     tracing::info!(processes = table.len(), "process table seeded from /proc");
@@ -127,55 +161,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (record_tx, record_rx) = mpsc::channel(16 * 1024);
     let mut outputs = Outputs {
         jsonl,
-        shipper: None,
+        ..Outputs::default()
     };
-    let shipper = tls.map(|(url, tls)| {
-        let (tx, rx) = mpsc::channel(64 * 1024);
-        outputs.shipper = Some(tx);
-        let config = ShipperConfig {
-            url,
-            tls,
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            capabilities: capabilities(&probes),
-            batch_max: 512,
-            flush_interval: Duration::from_millis(100),
-            unacked_max: 200_000,
-        };
-        tokio::spawn(Shipper::new(config, rx).run())
-    });
+    let delivery = match tls {
+        Some((url, tls)) => {
+            let config = ShipperConfig {
+                hostname: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                capabilities: capabilities(&probes),
+                ..ShipperConfig::new(url, tls)
+            };
+            let (delivery, events, gaps) = Delivery::start(&cli.delivery, config)?;
+            outputs.shipper = Some(events);
+            outputs.gaps = Some(gaps);
+            Some(delivery)
+        }
+        None => None,
+    };
     let reader = tokio::spawn(RingReader::new(ring, record_tx)?.run());
-    let pipeline = tokio::spawn(Pipeline::new(table, outputs).run(record_rx));
+    let pipeline = tokio::spawn(
+        with_containers(
+            Pipeline::new(table, outputs).with_loss_monitor(loss),
+            &container_config,
+        )
+        .run(record_rx),
+    );
     tracing::info!(
         hooks = probes.hooks.iter().filter(|h| h.result.is_ok()).count(),
         "agent running"
     );
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut drops_seen = 0u64;
-    let mut drop_check = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            _ = drop_check.tick() => {
-                let drops: u64 = probes.drops().map(|d| d.iter().sum()).unwrap_or(0);
-                if drops > drops_seen {
-                    tracing::warn!(lost = drops - drops_seen, total = drops, "kernel ring buffer full: events lost");
-                    drops_seen = drops;
-                }
-            }
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
     reader.abort();
     pipeline.await.context("pipeline task")??;
-    if let Some(shipper) = shipper {
-        let _ = tokio::time::timeout(Duration::from_secs(5), shipper).await;
+    if let Some(delivery) = delivery {
+        delivery.shutdown(Duration::from_secs(5)).await;
     }
     drop(probes);
     Ok(())
+}
+
+/// Adds container context when this host supports it; otherwise says why and goes on
+/// without (events then carry enrichment NONE).
+fn with_containers(pipeline: Pipeline, config: &ContainerConfig) -> Pipeline {
+    match ContainerResolver::new(config.clone()) {
+        Ok(resolver) => pipeline.with_containers(resolver),
+        Err(err) => {
+            tracing::warn!(%err, "container context unavailable");
+            pipeline
+        }
+    }
 }
 
 /// The kernel capabilities reported to the collector in Hello.

@@ -1,24 +1,36 @@
 //! Turns decoded kernel records into protocol events: keeps the process table current, adds
 //! user names, ancestry and wall-clock time, and hands each event to the outputs.
 
-use kestrel_proto::{event::Payload, Ancestor, Event, ExecEvent, ExitEvent, ForkEvent, Process};
+use std::time::Duration;
+
+use kestrel_proto::{
+    event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap, Process,
+};
 use tokio::sync::mpsc;
 
 use crate::{
     clock::BootClock,
-    decode::{Exec, Exit, Fork, KernelRecord},
+    container::ContainerResolver,
+    decode::{Exec, Exit, Fork, KernelRecord, Syscall},
     jsonl::JsonlWriter,
+    loss::LossMonitor,
     process_table::{ProcessInfo, ProcessTable},
+    syscall_events,
     users::UserNames,
 };
+
+/// How often the kernel drop counters are read.
+const LOSS_POLL: Duration = Duration::from_millis(500);
 
 /// Where events go after the pipeline.
 #[derive(Default)]
 pub struct Outputs {
     /// `--events-jsonl`.
     pub jsonl: Option<JsonlWriter>,
-    /// The collector shipper's queue.
-    pub shipper: Option<mpsc::Sender<Event>>,
+    /// The queue into the spool that the shipper sends from (overflow is counted in a Gap).
+    pub shipper: Option<crate::spool::SpoolSender>,
+    /// Where Gap records (lost events) go besides the JSON-lines file.
+    pub gaps: Option<mpsc::Sender<Gap>>,
 }
 
 /// The record -> event stage.
@@ -27,6 +39,8 @@ pub struct Pipeline {
     users: UserNames,
     clock: BootClock,
     outputs: Outputs,
+    loss: Option<LossMonitor>,
+    containers: Option<ContainerResolver>,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -39,8 +53,27 @@ impl Pipeline {
             users: UserNames::default(),
             clock: BootClock::now(),
             outputs,
+            loss: None,
+            containers: None,
             shipper_overflow: 0,
         }
+    }
+
+    /// Also turns kernel drops into Gap records.
+    pub fn with_loss_monitor(mut self, loss: LossMonitor) -> Self {
+        self.loss = Some(loss);
+        self
+    }
+
+    /// Also adds container context (and the enrichment status) to every event.
+    pub fn with_containers(mut self, containers: ContainerResolver) -> Self {
+        self.containers = Some(containers);
+        self
+    }
+
+    /// Wall-clock nanoseconds now.
+    fn now_unix_ns(&self) -> u64 {
+        self.clock.unix_ns(BootClock::boot_ns_now())
     }
 
     /// The process table as it stands.
@@ -51,17 +84,43 @@ impl Pipeline {
     /// Consumes records until the channel closes, flushing the JSON-lines output after each
     /// burst so events reach the file promptly.
     pub async fn run(mut self, mut records: mpsc::Receiver<KernelRecord>) -> anyhow::Result<()> {
-        while let Some(record) = records.recv().await {
-            self.handle(record)?;
-            while let Ok(record) = records.try_recv() {
-                self.handle(record)?;
+        let mut loss_tick = tokio::time::interval(LOSS_POLL);
+        loop {
+            tokio::select! {
+                record = records.recv() => {
+                    let Some(record) = record else { break };
+                    self.handle(record)?;
+                    while let Ok(record) = records.try_recv() {
+                        self.handle(record)?;
+                    }
+                }
+                _ = loss_tick.tick() => self.account_losses()?,
             }
             if let Some(jsonl) = &mut self.outputs.jsonl {
                 jsonl.flush()?;
             }
         }
+        self.account_losses()?;
         if let Some(jsonl) = &mut self.outputs.jsonl {
             jsonl.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Emits a Gap for every kernel drop counter that rose since the last look.
+    fn account_losses(&mut self) -> anyhow::Result<()> {
+        let now = self.now_unix_ns();
+        let Some(loss) = &mut self.loss else {
+            return Ok(());
+        };
+        for gap in loss.poll(now)? {
+            tracing::warn!(kind = %gap.kind, cpu = gap.cpu, count = gap.count, "kernel ring buffer full: events lost");
+            if let Some(jsonl) = &mut self.outputs.jsonl {
+                jsonl.write_gap(&gap)?;
+            }
+            if let Some(gaps) = &self.outputs.gaps {
+                let _ = gaps.try_send(gap);
+            }
         }
         Ok(())
     }
@@ -91,13 +150,32 @@ impl Pipeline {
             KernelRecord::Exec(exec) => self.exec_event(exec),
             KernelRecord::Fork(fork) => self.fork_event(fork),
             KernelRecord::Exit(exit) => self.exit_event(exit),
+            KernelRecord::Syscall(syscall) => self.syscall_event(&syscall),
         }
+    }
+
+    fn syscall_event(&mut self, syscall: &Syscall) -> Event {
+        let tgid = syscall.common.tgid;
+        let info = self
+            .table
+            .get(tgid)
+            .cloned()
+            .unwrap_or_else(|| unknown_process(tgid, 0, ""));
+        let payload = syscall_events::payload(syscall, &info.cwd);
+        let mut process = self.process(&info, syscall.common.pid, syscall.common.cgroup_id);
+        process.euid = syscall.euid;
+        process.parent_exec_id = self
+            .table
+            .get(info.ppid)
+            .map(|p| p.exec_id.clone())
+            .unwrap_or_default();
+        self.event(syscall.common.boot_ns, process, payload)
     }
 
     fn exec_event(&mut self, exec: Exec) -> Event {
         let tgid = exec.common.tgid;
-        let exe = absolute_exe(&exec.filename, tgid);
         let cwd = proc_link(tgid, "cwd").unwrap_or_default();
+        let exe = absolute_exe(&exec.filename, tgid, &cwd);
         self.table.on_exec(&exec, exe, cwd);
         let ancestors: Vec<Ancestor> = self
             .table
@@ -110,6 +188,8 @@ impl Pipeline {
             .collect();
         let info = self.table.get(tgid).expect("just inserted").clone();
         let mut process = self.process(&info, exec.common.pid, exec.common.cgroup_id);
+        process.euid = exec.euid;
+        process.egid = exec.egid;
         process.parent_exec_id = ancestors
             .first()
             .map(|a| a.exec_id.clone())
@@ -117,11 +197,15 @@ impl Pipeline {
         self.event(
             exec.common.boot_ns,
             process,
-            Payload::Exec(ExecEvent {
+            Some(Payload::Exec(ExecEvent {
                 ancestors,
                 filename_truncated: exec.filename_truncated,
-                ..ExecEvent::default()
-            }),
+                cap_effective: exec.cap_effective,
+                exe_dev: exec.exe_dev,
+                exe_inode: exec.exe_inode,
+                exe_deleted: exec.exe_deleted,
+                exe_memfd: exec.exe_memfd,
+            })),
         )
     }
 
@@ -136,47 +220,46 @@ impl Pipeline {
         self.event(
             fork.common.boot_ns,
             process,
-            Payload::Fork(ForkEvent {
+            Some(Payload::Fork(ForkEvent {
                 parent_tgid: fork.common.tgid,
-            }),
+            })),
         )
     }
 
     fn exit_event(&mut self, exit: Exit) -> Event {
         let tgid = exit.common.tgid;
-        let info = self.table.on_exit(tgid).unwrap_or_else(|| ProcessInfo {
-            tgid,
-            ppid: exit.ppid,
-            exe: String::new(),
-            argv: Vec::new(),
-            argv_truncated: false,
-            uid: 0,
-            gid: 0,
-            comm: exit.comm.clone(),
-            cwd: String::new(),
-            exec_id: String::new(),
-            start_boot_ns: 0,
-        });
+        let info = self
+            .table
+            .on_exit(tgid)
+            .unwrap_or_else(|| unknown_process(tgid, exit.ppid, &exit.comm));
         let process = self.process(&info, exit.common.pid, exit.common.cgroup_id);
         self.event(
             exit.common.boot_ns,
             process,
-            Payload::Exit(ExitEvent {
+            Some(Payload::Exit(ExitEvent {
                 code: exit.code,
                 signal: exit.signal,
                 core_dumped: exit.core_dumped,
-            }),
+            })),
         )
     }
 
-    fn event(&self, boot_ns: u64, process: Process, payload: Payload) -> Event {
+    fn event(&mut self, boot_ns: u64, mut process: Process, payload: Option<Payload>) -> Event {
+        let (container, enrichment) = match &mut self.containers {
+            Some(containers) => containers.resolve(process.cgroup_id, process.tgid),
+            None => (None, Enrichment::None),
+        };
+        if let Some(container) = &container {
+            process.container_id = container.id.clone();
+        }
         Event {
             time_unix_ns: self.clock.unix_ns(boot_ns),
             host: String::new(),
             seq: 0,
             process: Some(process),
-            payload: Some(payload),
-            ..Event::default()
+            container,
+            enrichment: enrichment as i32,
+            payload,
         }
     }
 
@@ -215,10 +298,32 @@ impl Pipeline {
     }
 }
 
-/// The kernel reports the path as passed to exec; a relative one is resolved through /proc.
-fn absolute_exe(filename: &str, tgid: u32) -> String {
+/// A process the table does not know (it started before the agent and ended, or its records
+/// were lost): what the record itself says.
+fn unknown_process(tgid: u32, ppid: u32, comm: &str) -> ProcessInfo {
+    ProcessInfo {
+        tgid,
+        ppid,
+        exe: String::new(),
+        argv: Vec::new(),
+        argv_truncated: false,
+        uid: 0,
+        gid: 0,
+        comm: comm.to_owned(),
+        cwd: String::new(),
+        exec_id: String::new(),
+        start_boot_ns: 0,
+    }
+}
+
+/// The kernel reports the path as passed to exec; a relative one is resolved against the
+/// working directory the kernel walked (or, failing that, through /proc).
+fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
     if filename.starts_with('/') {
         return filename.to_owned();
+    }
+    if !cwd.is_empty() {
+        return syscall_events::normalize(&format!("{cwd}/{filename}"));
     }
     proc_link(tgid, "exe").unwrap_or_else(|| filename.to_owned())
 }

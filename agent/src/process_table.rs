@@ -197,6 +197,13 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
             argv_unreadable: false,
+            euid: 0,
+            egid: 0,
+            cap_effective: 0,
+            exe_dev: 0,
+            exe_inode: 0,
+            exe_deleted: false,
+            exe_memfd: false,
         }
     }
 

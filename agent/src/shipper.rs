@@ -1,152 +1,384 @@
-//! Streams events to the collector over the bidirectional gRPC stream: Hello, then numbered
-//! EventBatches; the collector Acks what it has stored. Reconnects with exponential backoff and
-//! jitter and resends every batch not yet acknowledged (at-least-once; the collector drops
-//! duplicates by identity, epoch and sequence).
+//! Streams the spool to the collector over the bidirectional gRPC stream: Hello (epoch, first
+//! unacknowledged sequence number), then numbered EventBatches and sequenced Gaps read from the
+//! spool, and periodic Heartbeats; the collector Acks what it has committed and the spool drops
+//! it. Reconnects with exponential backoff and jitter and resends everything not yet
+//! acknowledged (at-least-once; the collector drops duplicates by identity, epoch and sequence).
+//!
+//! TLS files are read at each connection and watched: when the certificate, key or CA change on
+//! disk (and load), the stream is closed and reopened with them, without restarting the agent.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
 
 use kestrel_proto::{
     agent_message, collector_message, ingest_client::IngestClient, AgentMessage, CollectorMessage,
-    Event, EventBatch, Hello, KernelCapabilities,
+    EventBatch, Gap, Heartbeat, Hello, KernelCapabilities,
 };
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
+
+use crate::{
+    spool::{
+        run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
+    },
+    tls::{TlsError, TlsFiles},
+};
 
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
     /// Collector URL, `https://host:port`.
     pub url: String,
-    /// Mutual TLS settings.
-    pub tls: ClientTlsConfig,
+    /// Where the TLS material comes from (re-read when it changes).
+    pub tls: TlsSource,
     /// Host name reported in Hello (informational).
     pub hostname: String,
     /// What the agent attached, reported in Hello.
     pub capabilities: KernelCapabilities,
     /// Most events in one batch.
     pub batch_max: usize,
-    /// Longest an event waits for its batch to fill.
-    pub flush_interval: Duration,
-    /// Most unacknowledged events kept in memory for resending; older ones are given up.
-    pub unacked_max: usize,
+    /// Most events sent and not yet acknowledged.
+    pub window: usize,
+    /// Longest a record waits for its batch to fill before it is sent anyway.
+    pub linger: Duration,
+    /// How often a Heartbeat is sent.
+    pub heartbeat_interval: Duration,
+    /// How often the TLS files are checked for changes.
+    pub tls_check_interval: Duration,
+    /// Longest pause between reconnection attempts (before jitter).
+    pub reconnect_max: Duration,
 }
 
-/// A batch sent but not yet acknowledged.
-struct InFlight {
-    first_seq: u64,
-    events: Vec<Event>,
-}
-
-impl InFlight {
-    fn last_seq(&self) -> u64 {
-        self.first_seq + self.events.len() as u64 - 1
-    }
-
-    fn message(&self) -> AgentMessage {
-        AgentMessage {
-            msg: Some(agent_message::Msg::Batch(EventBatch {
-                first_seq: self.first_seq,
-                events: self.events.clone(),
-            })),
+impl ShipperConfig {
+    /// Defaults for everything but where to connect and with what.
+    pub fn new(url: String, tls: TlsSource) -> ShipperConfig {
+        ShipperConfig {
+            url,
+            tls,
+            hostname: String::new(),
+            capabilities: KernelCapabilities::default(),
+            batch_max: 512,
+            window: 16 * 512,
+            linger: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_secs(10),
+            tls_check_interval: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(10),
         }
     }
+}
+
+/// The agent's TLS files and the name the collector's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct TlsSource {
+    /// CA, certificate and key files.
+    pub files: TlsFiles,
+    /// Host name expected in the collector's certificate.
+    pub domain: String,
+}
+
+/// What the files looked like when last loaded: size and modification time of each.
+type Stamp = Vec<Option<(u64, SystemTime)>>;
+
+impl TlsSource {
+    /// Reads and checks the three files.
+    pub fn load(&self) -> Result<ClientTlsConfig, TlsError> {
+        self.files.client_config(&self.domain)
+    }
+
+    fn stamp(&self) -> Stamp {
+        [&self.files.ca, &self.files.cert, &self.files.key]
+            .iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.len(), m.modified().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Counters other stages report, sent in Heartbeats.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Records the kernel could not put in the ring buffer, in total.
+    pub kernel_drops: AtomicU64,
 }
 
 /// How a connected session ended without error.
 enum SessionEnd {
-    /// The pipeline closed: everything was sent (and acknowledged, if the collector answered in time).
+    /// The spool writer closed and everything was acknowledged.
     Finished,
+    /// The TLS files changed: connect again with the new ones.
+    Reload,
 }
 
-/// Ships events from a channel to the collector until the channel closes.
+/// A batch sent and not yet acknowledged.
+struct InFlight {
+    last_seq: u64,
+    events: usize,
+}
+
+/// Ships the spool to the collector.
 pub struct Shipper {
     config: ShipperConfig,
-    events: mpsc::Receiver<Event>,
-    epoch: u64,
-    next_seq: u64,
-    unacked: VecDeque<InFlight>,
-    /// Events given up because too many were unacknowledged.
-    pub abandoned: u64,
+    spool: Arc<Spool>,
+    stats: Arc<AgentStats>,
+    reader: Option<SpoolReader>,
+    published: watch::Receiver<Published>,
+    tls: Option<(Stamp, ClientTlsConfig)>,
+    events_sent: u64,
 }
 
 impl Shipper {
-    /// A shipper reading `events`. The epoch is this agent run's start time, so sequence
-    /// numbers restarting at 1 never collide with an earlier run's.
-    pub fn new(config: ShipperConfig, events: mpsc::Receiver<Event>) -> Self {
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Self {
+    /// A shipper sending what is written to `spool`.
+    pub fn new(config: ShipperConfig, spool: Arc<Spool>, stats: Arc<AgentStats>) -> Shipper {
+        Shipper {
+            reader: Some(SpoolReader::new(spool.clone())),
+            published: spool.subscribe(),
             config,
-            events,
-            epoch,
-            next_seq: 1,
-            unacked: VecDeque::new(),
-            abandoned: 0,
+            spool,
+            stats,
+            tls: None,
+            events_sent: 0,
         }
     }
 
-    /// Runs until the event channel closes, reconnecting as needed.
+    /// Runs until the spool writer has closed and everything was acknowledged, reconnecting as
+    /// needed. (On shutdown the caller bounds how long it waits for that.)
     pub async fn run(mut self) {
         let mut failures = 0u32;
         loop {
             match self.session(&mut failures).await {
-                Ok(SessionEnd::Finished) => return,
+                Ok(SessionEnd::Finished) => break,
+                Ok(SessionEnd::Reload) => continue,
                 Err(err) => {
                     failures = failures.saturating_add(1);
-                    let delay = backoff(failures);
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "collector stream failed");
+                    let delay = backoff(failures, self.config.reconnect_max);
+                    tracing::warn!(
+                        error = %report(&err),
+                        retry_in_ms = delay.as_millis() as u64,
+                        unacked = self.spool.unacked(),
+                        "collector stream failed"
+                    );
                     tokio::time::sleep(delay).await;
                 }
+            }
+        }
+        if let Err(e) = self.spool.persist() {
+            tracing::error!(error = %e, "cannot record the acknowledged position");
+        }
+    }
+
+    /// The client TLS configuration: the files as they are now, or the last good ones when they
+    /// do not load (logged with the file at fault).
+    fn tls_config(&mut self) -> anyhow::Result<ClientTlsConfig> {
+        let stamp = self.config.tls.stamp();
+        if let Some((seen, config)) = &self.tls {
+            if *seen == stamp {
+                return Ok(config.clone());
+            }
+        }
+        match self.config.tls.load() {
+            Ok(config) => {
+                if self.tls.is_some() {
+                    tracing::info!("TLS files changed: using the new certificate and key");
+                }
+                self.tls = Some((stamp, config.clone()));
+                Ok(config)
+            }
+            Err(e) => match &mut self.tls {
+                Some((seen, config)) => {
+                    tracing::error!(error = %e, "TLS files changed but do not load: keeping the previous ones");
+                    *seen = stamp;
+                    Ok(config.clone())
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// True when the TLS files on disk changed since they were loaded and the new ones load
+    /// (new ones that do not load are logged, with the file at fault, and left alone).
+    fn tls_changed(&mut self) -> bool {
+        let stamp = self.config.tls.stamp();
+        if self.tls.as_ref().is_some_and(|(seen, _)| *seen == stamp) {
+            return false;
+        }
+        match self.config.tls.load() {
+            Ok(config) => {
+                self.tls = Some((stamp, config));
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files changed but do not load: keeping the previous ones");
+                if let Some((seen, _)) = &mut self.tls {
+                    *seen = stamp;
+                }
+                false
             }
         }
     }
 
     async fn session(&mut self, failures: &mut u32) -> anyhow::Result<SessionEnd> {
+        let tls = self.tls_config()?;
         let channel = Endpoint::from_shared(self.config.url.clone())?
-            .tls_config(self.config.tls.clone())?
+            .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
             .connect()
             .await?;
-        let (outbound, rx) = mpsc::channel::<AgentMessage>(64);
+        let (outbound, rx) = mpsc::channel::<AgentMessage>(32);
         outbound.send(self.hello()).await?;
         let mut inbound = IngestClient::new(channel)
+            .max_decoding_message_size(1024 * 1024)
             .stream(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        tracing::info!(url = %self.config.url, epoch = self.epoch, resend = self.unacked.len(), "connected to collector");
+        self.reader_mut().rewind();
+        tracing::info!(
+            url = %self.config.url,
+            epoch = self.spool.epoch(),
+            first_unacked_seq = self.spool.first_unacked_seq(),
+            unacked = self.spool.unacked(),
+            "connected to collector"
+        );
         *failures = 0;
-        for batch in &self.unacked {
-            outbound.send(batch.message()).await?;
-        }
-        let mut pending: Vec<Event> = Vec::new();
-        let mut ticker = tokio::time::interval(self.config.flush_interval);
+
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        let mut tls_check = tokio::time::interval(self.config.tls_check_interval);
+        tls_check.reset();
+        // Unsent records wait up to `linger` for a full batch: fewer, larger messages.
+        let mut pending_since: Option<tokio::time::Instant> = None;
         loop {
+            let published = *self.published.borrow();
+            let pending = (published.written_seq + 1).saturating_sub(self.reader_next_seq());
+            let now = tokio::time::Instant::now();
+            let since = *pending_since.get_or_insert(now);
+            let due = pending >= self.config.batch_max as u64
+                || published.closed
+                || now >= since + self.config.linger;
+            if pending == 0 {
+                pending_since = None;
+            } else if due {
+                self.pump(&outbound, &mut in_flight).await?;
+                pending_since = None;
+            }
+            if published.closed && in_flight.is_empty() && self.caught_up() {
+                return Ok(SessionEnd::Finished);
+            }
+            let linger = pending_since
+                .filter(|_| !due)
+                .map(|since| since + self.config.linger);
             tokio::select! {
-                event = self.events.recv() => match event {
-                    Some(event) => {
-                        pending.push(event);
-                        if pending.len() >= self.config.batch_max {
-                            self.send_batch(&outbound, &mut pending).await?;
-                        }
-                    }
-                    None => {
-                        self.send_batch(&outbound, &mut pending).await?;
-                        self.await_acks(&mut inbound).await;
-                        return Ok(SessionEnd::Finished);
-                    }
-                },
-                _ = ticker.tick() => self.send_batch(&outbound, &mut pending).await?,
+                _ = tokio::time::sleep_until(linger.unwrap_or(now)), if linger.is_some() => {}
                 message = inbound.message() => match message? {
-                    Some(message) => self.on_message(message),
+                    Some(message) => self.on_message(message, &mut in_flight).await?,
                     None => anyhow::bail!("collector closed the stream"),
                 },
+                changed = self.published.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("spool closed");
+                    }
+                }
+                _ = heartbeat.tick() => outbound.send(self.heartbeat()).await?,
+                _ = tls_check.tick() => {
+                    if self.tls_changed() {
+                        tracing::info!("TLS files changed: reconnecting with the new certificate");
+                        return Ok(SessionEnd::Reload);
+                    }
+                }
             }
         }
+    }
+
+    fn reader_mut(&mut self) -> &mut SpoolReader {
+        self.reader
+            .as_mut()
+            .expect("the reader is back after each read")
+    }
+
+    fn reader_next_seq(&self) -> u64 {
+        self.reader.as_ref().expect("reader present").next_seq()
+    }
+
+    fn caught_up(&self) -> bool {
+        self.reader_next_seq() > self.published.borrow().written_seq
+    }
+
+    /// Sends what the spool holds, as far as the window allows.
+    async fn pump(
+        &mut self,
+        outbound: &mpsc::Sender<AgentMessage>,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> anyhow::Result<()> {
+        self.published.borrow_and_update();
+        loop {
+            let held: usize = in_flight.iter().map(|b| b.events.max(1)).sum();
+            if held >= self.config.window || self.caught_up() {
+                return Ok(());
+            }
+            let mut reader = self.reader.take().expect("reader present");
+            let max = self.config.batch_max;
+            let (reader, items) = tokio::task::spawn_blocking(move || {
+                let items = reader.read(max);
+                (reader, items)
+            })
+            .await?;
+            self.reader = Some(reader);
+            let items = items?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            for message in messages(items) {
+                let (last_seq, events) = match &message {
+                    Message::Batch(batch) => (
+                        batch.first_seq + batch.events.len() as u64 - 1,
+                        batch.events.len(),
+                    ),
+                    Message::Gap(gap) => (gap.last_seq, 0),
+                };
+                in_flight.push_back(InFlight { last_seq, events });
+                self.events_sent += events as u64;
+                let msg = match message {
+                    Message::Batch(batch) => agent_message::Msg::Batch(batch),
+                    Message::Gap(gap) => agent_message::Msg::Gap(gap),
+                };
+                outbound.send(AgentMessage { msg: Some(msg) }).await?;
+            }
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        message: CollectorMessage,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> anyhow::Result<()> {
+        let Some(collector_message::Msg::Ack(ack)) = message.msg else {
+            return Ok(());
+        };
+        while in_flight
+            .front()
+            .is_some_and(|b| b.last_seq <= ack.up_to_seq)
+        {
+            in_flight.pop_front();
+        }
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.ack(ack.up_to_seq)).await??;
+        Ok(())
     }
 
     fn hello(&self) -> AgentMessage {
@@ -155,87 +387,249 @@ impl Shipper {
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 hostname: self.config.hostname.clone(),
                 capabilities: Some(self.config.capabilities.clone()),
-                spool_epoch: self.epoch,
-                first_unacked_seq: self
-                    .unacked
-                    .front()
-                    .map(|b| b.first_seq)
-                    .unwrap_or(self.next_seq),
+                spool_epoch: self.spool.epoch(),
+                first_unacked_seq: self.spool.first_unacked_seq(),
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             })),
         }
     }
 
-    async fn send_batch(
-        &mut self,
-        outbound: &mpsc::Sender<AgentMessage>,
-        pending: &mut Vec<Event>,
-    ) -> anyhow::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let events = std::mem::take(pending);
-        let batch = InFlight {
-            first_seq: self.next_seq,
-            events,
-        };
-        self.next_seq += batch.events.len() as u64;
-        let message = batch.message();
-        self.unacked.push_back(batch);
-        self.enforce_unacked_bound();
-        outbound.send(message).await?;
-        Ok(())
-    }
-
-    fn enforce_unacked_bound(&mut self) {
-        let mut held: usize = self.unacked.iter().map(|b| b.events.len()).sum();
-        while held > self.config.unacked_max && self.unacked.len() > 1 {
-            let dropped = self.unacked.pop_front().expect("len > 1");
-            held -= dropped.events.len();
-            self.abandoned += dropped.events.len() as u64;
-            tracing::warn!(
-                events = dropped.events.len(),
-                total = self.abandoned,
-                "unacknowledged events given up"
-            );
-        }
-    }
-
-    fn on_message(&mut self, message: CollectorMessage) {
-        if let Some(collector_message::Msg::Ack(ack)) = message.msg {
-            while self
-                .unacked
-                .front()
-                .is_some_and(|b| b.last_seq() <= ack.up_to_seq)
-            {
-                self.unacked.pop_front();
-            }
-        }
-    }
-
-    /// On shutdown: waits briefly for the collector to acknowledge what was sent.
-    async fn await_acks(&mut self, inbound: &mut tonic::Streaming<CollectorMessage>) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !self.unacked.is_empty() {
-            match tokio::time::timeout_at(deadline, inbound.message()).await {
-                Ok(Ok(Some(message))) => self.on_message(message),
-                _ => break,
-            }
-        }
-        if !self.unacked.is_empty() {
-            let events: usize = self.unacked.iter().map(|b| b.events.len()).sum();
-            tracing::warn!(events, "shutting down with unacknowledged events");
+    fn heartbeat(&self) -> AgentMessage {
+        let usage = ProcessUsage::now();
+        AgentMessage {
+            msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
+                time_unix_ns: unix_ns(SystemTime::now()),
+                events_sent: self.events_sent,
+                kernel_drops: self.stats.kernel_drops.load(Ordering::Relaxed),
+                queue_depth: self.spool.queue_depth(),
+                rss_bytes: usage.rss_bytes,
+                spool_bytes: self.spool.used_bytes(),
+                spool_max_bytes: self.spool.config().max_bytes,
+                spool_unacked: self.spool.unacked(),
+                events_shed: self.spool.shed_total(),
+                cpu_ns: usage.cpu_ns,
+            })),
         }
     }
 }
 
-/// Exponential backoff from 200 ms up to 30 s, with up to 50 % random jitter so that many
-/// agents do not reconnect in lockstep.
-fn backoff(failures: u32) -> Duration {
+/// Spool and delivery options of `kestrel-agent` (used with `--collector`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// Spool directory: events wait here, on disk, until the collector acknowledges them
+    /// (kept across restarts). Without it, a temporary directory removed at exit is used.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Most bytes the spool may hold; beyond, events are shed by priority (and counted in Gaps).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Size of one spool segment file.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub spool_segment_bytes: u64,
+    /// Shedding priority of an event kind when the spool fills, KIND=low|normal|high
+    /// (repeatable). Defaults: exec, credential, module high; file, network, ptrace, bpf, memfd,
+    /// namespace normal; the rest low.
+    #[arg(long, value_name = "KIND=TIER")]
+    pub spool_priority: Vec<String>,
+    /// How often a heartbeat is sent to the collector (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+impl DeliveryArgs {
+    /// The spool configuration these options describe.
+    pub fn spool_config(&self) -> anyhow::Result<SpoolConfig> {
+        let mut priorities = Priorities::default();
+        for assignment in &self.spool_priority {
+            priorities
+                .set(assignment)
+                .map_err(|e| anyhow::anyhow!("--spool-priority {e}"))?;
+        }
+        Ok(SpoolConfig {
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
+            priorities,
+            ..SpoolConfig::default()
+        })
+    }
+}
+
+/// The path from the pipeline to the collector, running: the spool, its writer and the shipper.
+pub struct Delivery {
+    spool: Arc<Spool>,
+    temporary: Option<PathBuf>,
+    writer: JoinHandle<()>,
+    shipper: JoinHandle<()>,
+    gaps: JoinHandle<()>,
+}
+
+impl Delivery {
+    /// Opens the spool and starts its writer and the shipper. Returns the queue the pipeline
+    /// hands events to, and one for Gaps produced elsewhere (kernel drops), which are written to
+    /// the spool as sequenced Gap records.
+    pub fn start(
+        args: &DeliveryArgs,
+        config: ShipperConfig,
+    ) -> anyhow::Result<(Delivery, SpoolSender, mpsc::Sender<Gap>)> {
+        let (dir, temporary) = match &args.spool {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = std::env::temp_dir()
+                    .join(format!("kestrel-agent-spool-{}", std::process::id()));
+                tracing::warn!(
+                    spool = %dir.display(),
+                    "no --spool: events not yet acknowledged are lost if the agent restarts"
+                );
+                (dir.clone(), Some(dir))
+            }
+        };
+        let (spool, writer) = Spool::open(&dir, args.spool_config()?)?;
+        let (sender, events) = SpoolSender::channel(spool.clone(), 64 * 1024);
+        let stats = Arc::new(AgentStats::default());
+        let (gap_tx, mut gap_rx) = mpsc::channel::<Gap>(1024);
+        let gaps = {
+            let spool = spool.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                while let Some(gap) = gap_rx.recv().await {
+                    if gap.reason.is_empty() || gap.reason == "kernel" {
+                        stats.kernel_drops.fetch_add(gap.count, Ordering::Relaxed);
+                    }
+                    spool.report_gap(gap);
+                }
+            })
+        };
+        let config = ShipperConfig {
+            heartbeat_interval: args.heartbeat_interval,
+            ..config
+        };
+        let delivery = Delivery {
+            writer: tokio::spawn(run_writer(writer, events)),
+            shipper: tokio::spawn(Shipper::new(config, spool.clone(), stats).run()),
+            gaps,
+            spool,
+            temporary,
+        };
+        Ok((delivery, sender, gap_tx))
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Call once the pipeline has stopped (its queues are dropped): lets the writer finish,
+    /// gives the collector up to `timeout` to acknowledge what is left, and records the
+    /// acknowledged position. What is not acknowledged stays in the spool for the next run.
+    pub async fn shutdown(self, timeout: Duration) {
+        let _ = self.gaps.await;
+        let _ = self.writer.await;
+        if tokio::time::timeout(timeout, self.shipper).await.is_err() {
+            tracing::warn!(
+                unacked = self.spool.unacked(),
+                "collector did not acknowledge everything before shutdown; the spool keeps it"
+            );
+        }
+        if let Err(e) = self.spool.persist() {
+            tracing::error!(error = %e, "cannot record the acknowledged position");
+        }
+        if let Some(dir) = self.temporary {
+            drop(self.spool);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A message built from spool items.
+enum Message {
+    Batch(EventBatch),
+    Gap(Gap),
+}
+
+/// Groups consecutive events into batches; a Gap item ends the batch before it.
+fn messages(items: Vec<Item>) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut batch: Option<EventBatch> = None;
+    for item in items {
+        match item {
+            Item::Event { seq, event } => {
+                let contiguous = batch
+                    .as_ref()
+                    .is_some_and(|b| b.first_seq + b.events.len() as u64 == seq);
+                if !contiguous {
+                    out.extend(batch.take().map(Message::Batch));
+                    batch = Some(EventBatch {
+                        first_seq: seq,
+                        events: Vec::new(),
+                    });
+                }
+                batch.as_mut().expect("set above").events.push(*event);
+            }
+            Item::Gap(gap) => {
+                out.extend(batch.take().map(Message::Batch));
+                out.push(Message::Gap(gap));
+            }
+        }
+    }
+    out.extend(batch.map(Message::Batch));
+    out
+}
+
+/// This process's CPU time and resident memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessUsage {
+    /// User plus system CPU time, nanoseconds.
+    pub cpu_ns: u64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    /// Measures now (zeros where the kernel does not say).
+    pub fn now() -> ProcessUsage {
+        // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
+        let usage = unsafe {
+            let mut usage = std::mem::zeroed::<libc::rusage>();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        let rss_pages = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        ProcessUsage {
+            cpu_ns: ns(usage.ru_utime) + ns(usage.ru_stime),
+            rss_bytes: rss_pages * procfs::page_size(),
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes the line already quotes.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line
+}
+
+fn unix_ns(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Exponential backoff from 200 ms doubling up to `max`, with "equal jitter": a random delay
+/// between half and all of that, so that many agents do not reconnect in lockstep.
+fn backoff(failures: u32, max: Duration) -> Duration {
+    let max_ms = max.as_millis().max(200) as u64;
     let base_ms = 200u64
-        .saturating_mul(1 << failures.min(8).saturating_sub(1))
-        .min(30_000);
-    let jitter = rand::rng().random_range(0..=base_ms / 2);
-    Duration::from_millis(base_ms + jitter)
+        .saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1))
+        .min(max_ms);
+    Duration::from_millis(rand::rng().random_range(base_ms / 2..=base_ms))
 }
 
 #[cfg(test)]
@@ -243,11 +637,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(
-            backoff(1) >= Duration::from_millis(200) && backoff(1) <= Duration::from_millis(300)
-        );
-        assert!(backoff(4) >= Duration::from_millis(1600));
-        assert!(backoff(50) <= Duration::from_millis(45_000));
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let max = Duration::from_secs(10);
+        assert!(backoff(1, max) >= Duration::from_millis(100));
+        assert!(backoff(1, max) <= Duration::from_millis(200));
+        assert!(backoff(4, max) >= Duration::from_millis(800));
+        assert!(backoff(50, max) <= max);
+        assert!(backoff(50, max) >= max / 2);
+    }
+
+    fn event(seq: u64) -> Item {
+        Item::Event {
+            seq,
+            event: Box::default(),
+        }
+    }
+
+    #[test]
+    fn consecutive_events_form_one_batch_and_gaps_split_them() {
+        let gap = Gap {
+            first_seq: 3,
+            last_seq: 3,
+            ..Gap::default()
+        };
+        let out = messages(vec![event(1), event(2), Item::Gap(gap), event(4), event(6)]);
+        let shape: Vec<(char, u64, usize)> = out
+            .iter()
+            .map(|m| match m {
+                Message::Batch(b) => ('b', b.first_seq, b.events.len()),
+                Message::Gap(g) => ('g', g.first_seq, 0),
+            })
+            .collect();
+        assert_eq!(shape, [('b', 1, 2), ('g', 3, 0), ('b', 4, 1), ('b', 6, 1)]);
+    }
+
+    #[test]
+    fn usage_of_this_process_is_measured() {
+        let usage = ProcessUsage::now();
+        assert!(usage.rss_bytes > 0);
     }
 }

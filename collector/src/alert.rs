@@ -1,44 +1,310 @@
-//! Alert records (one rule match on one event) and the JSON-lines alert output.
+//! The alert record: an OCSF Detection Finding (class 2004) with Kestrel's own keys on top.
+//!
+//! One record is what every sink receives and what the store keeps in `alerts.json`. The OCSF
+//! attributes (`class_uid`, `severity_id`, `finding_info`, `evidences`, `metadata`, `device`, …)
+//! follow OCSF 1.3; the Kestrel keys (`rule`, `host`, `process`, `ancestors`, `container`,
+//! `event`) are a flat view of the same facts for scripts and the JSON-lines sink, and stay stable.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use kestrel_proto::event::Payload;
-use kestrel_proto::Event;
+use kestrel_proto::{Ancestor, Event};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::detect::Rule;
+use crate::alerting::fingerprint;
+use crate::detect::{Detection, Rule, RuleKind};
 use crate::event;
 
-/// One alert: a rule that matched one event, with the process context an analyst needs.
-///
-/// Serialized as one JSON object per line in the alerts JSONL output and in the `alerts.json`
-/// column of the store.
+/// OCSF schema version the record follows.
+pub const OCSF_VERSION: &str = "1.3.0";
+/// OCSF class `Detection Finding`.
+pub const CLASS_UID: u32 = 2004;
+/// Rule id prefix of the alerts Kestrel raises about itself and its agents.
+pub const SYSTEM_RULE_PREFIX: &str = "kestrel.system.";
+
+/// Alert severity, least severe first (Sigma levels; OCSF `severity_id` 1..=5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Sigma `informational`.
+    Informational,
+    /// Sigma `low`.
+    Low,
+    /// Sigma `medium`.
+    Medium,
+    /// Sigma `high`.
+    High,
+    /// Sigma `critical`.
+    Critical,
+}
+
+impl Level {
+    /// Every level, least severe first.
+    pub const ALL: [Level; 5] = [
+        Level::Informational,
+        Level::Low,
+        Level::Medium,
+        Level::High,
+        Level::Critical,
+    ];
+
+    /// Parses a Sigma level (case-insensitive; `info` is accepted for `informational`).
+    pub fn parse(text: &str) -> Option<Level> {
+        match text.to_ascii_lowercase().as_str() {
+            "informational" | "info" => Some(Level::Informational),
+            "low" => Some(Level::Low),
+            "medium" => Some(Level::Medium),
+            "high" => Some(Level::High),
+            "critical" => Some(Level::Critical),
+            _ => None,
+        }
+    }
+
+    /// The Sigma name (`informational` … `critical`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Informational => "informational",
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// OCSF `severity_id` (1 Informational … 5 Critical).
+    pub fn severity_id(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// OCSF `severity` caption.
+    pub fn caption(self) -> &'static str {
+        match self {
+            Level::Informational => "Informational",
+            Level::Low => "Low",
+            Level::Medium => "Medium",
+            Level::High => "High",
+            Level::Critical => "Critical",
+        }
+    }
+}
+
+/// One alert: a detection (or a system condition) with the context an analyst needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Store row id, assigned when the alert is stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
-    /// Event time, RFC 3339 (UTC, nanoseconds).
-    pub time: String,
-    /// Event time, nanoseconds since the Unix epoch.
+    /// OCSF class: 2004 (Detection Finding).
+    pub class_uid: u32,
+    /// OCSF class name.
+    pub class_name: String,
+    /// OCSF category: 2 (Findings).
+    pub category_uid: u32,
+    /// OCSF category name.
+    pub category_name: String,
+    /// OCSF activity: 1 (Create).
+    pub activity_id: u32,
+    /// OCSF activity name.
+    pub activity_name: String,
+    /// OCSF `type_uid` = class_uid * 100 + activity_id.
+    pub type_uid: u32,
+    /// OCSF type name.
+    pub type_name: String,
+    /// OCSF severity id (1 Informational … 5 Critical).
+    pub severity_id: u8,
+    /// OCSF severity caption.
+    pub severity: String,
+    /// OCSF status id: 1 New, 2 In Progress (acknowledged).
+    pub status_id: u8,
+    /// `New` or `Acknowledged`.
+    pub status: String,
+    /// Time of the first triggering event, milliseconds since the Unix epoch (OCSF `time`).
+    pub time: u64,
+    /// The same time, RFC 3339 UTC with nanoseconds.
+    pub time_dt: String,
+    /// Time of the first triggering event, nanoseconds since the Unix epoch.
     pub time_unix_ns: u64,
-    /// The rule that matched.
+    /// One line for humans: the rule title.
+    pub message: String,
+    /// Occurrences folded into this alert by fingerprint deduplication.
+    pub count: u64,
+    /// What was found: fingerprint, title, rule, ATT&CK, first and last seen.
+    pub finding_info: FindingInfo,
+    /// Producer and record identity.
+    pub metadata: Metadata,
+    /// The host the finding is about.
+    pub device: Device,
+    /// The triggering events, oldest first, with their process.
+    pub evidences: Vec<Evidence>,
+    /// The rule that fired.
     pub rule: AlertRule,
-    /// Host identity from the agent's certificate.
+    /// Host identity from the agent's certificate (the collector for collector alerts).
     pub host: String,
-    /// The process the event belongs to.
+    /// The process of the triggering event.
     pub process: AlertProcess,
-    /// Its ancestors, nearest first (from the exec payload; empty for other kinds).
+    /// Its ancestors, nearest first.
     pub ancestors: Vec<AlertAncestor>,
-    /// Which event triggered the alert.
-    pub event: AlertEvent,
+    /// The container of the process, when it runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<AlertContainer>,
+    /// Which event triggered the alert (absent for system alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<AlertEvent>,
+    /// The correlation group key (`Field=value, …`), for correlation and system alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
-/// The matching rule, as shown in an alert.
+/// OCSF `finding_info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingInfo {
+    /// The fingerprint: stable for the same rule, host and subject (see [`fingerprint`]).
+    pub uid: String,
+    /// Rule title.
+    pub title: String,
+    /// Rule description.
+    pub desc: String,
+    /// `detection`, `correlation` or `system`.
+    pub types: Vec<String>,
+    /// First occurrence, ms since the Unix epoch.
+    pub first_seen_time: u64,
+    /// Last occurrence, ms since the Unix epoch.
+    pub last_seen_time: u64,
+    /// First occurrence, RFC 3339.
+    pub first_seen_time_dt: String,
+    /// Last occurrence, RFC 3339.
+    pub last_seen_time_dt: String,
+    /// The rule as an OCSF analytic.
+    pub analytic: Analytic,
+    /// ATT&CK tactics and techniques from the rule's tags.
+    pub attacks: Vec<Attack>,
+}
+
+/// OCSF `analytic` (the rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analytic {
+    /// Rule id.
+    pub uid: String,
+    /// Rule title.
+    pub name: String,
+    /// 1 (Rule).
+    pub type_id: u8,
+    /// `Rule`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// OCSF `attack`: one ATT&CK technique (or tactic) the rule claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attack {
+    /// The tactic (first tactic tag of the rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tactic: Option<AttackRef>,
+    /// The technique (`T1003`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub technique: Option<AttackRef>,
+    /// The sub-technique (`T1003.008`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_technique: Option<AttackRef>,
+}
+
+/// An ATT&CK tactic or technique reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttackRef {
+    /// `TA0006`, `T1003`, `T1003.008`.
+    pub uid: String,
+    /// Tactic name (`Credential Access`); technique ids stand for their name.
+    pub name: String,
+}
+
+/// OCSF `metadata`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// OCSF version.
+    pub version: String,
+    /// Unique id of this alert record: the idempotency key of its deliveries.
+    pub uid: String,
+    /// The producer.
+    pub product: Product,
+}
+
+/// OCSF `product`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    /// `Kestrel`.
+    pub name: String,
+    /// `Kestrel`.
+    pub vendor_name: String,
+    /// Collector version.
+    pub version: String,
+}
+
+/// OCSF `device`: the host identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// Host identity (certificate SAN).
+    pub uid: String,
+    /// Host identity, as a name.
+    pub hostname: String,
+    /// 0 (Unknown).
+    pub type_id: u8,
+}
+
+/// OCSF evidence: one triggering event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The event's process with its parents (`parent_process`, nearest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<OcsfProcess>,
+    /// The event's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<AlertContainer>,
+    /// The event as the agent sent it (`{"event": …}`), or the details of a system alert.
+    pub data: Value,
+}
+
+/// OCSF `process`, with the ancestry as nested `parent_process`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OcsfProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Unique id of the execution (`exec_id`).
+    pub uid: String,
+    /// Executable base name.
+    pub name: String,
+    /// Command line.
+    pub cmd_line: String,
+    /// The executable file.
+    pub file: OcsfFile,
+    /// The user.
+    pub user: OcsfUser,
+    /// Start time, ms since the Unix epoch (0 when unknown).
+    pub created_time: u64,
+    /// The parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_process: Option<Box<OcsfProcess>>,
+}
+
+/// OCSF `file` (name and path).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OcsfFile {
+    /// Base name.
+    pub name: String,
+    /// Full path.
+    pub path: String,
+}
+
+/// OCSF `user`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OcsfUser {
+    /// User name.
+    pub name: String,
+    /// User id, as text.
+    pub uid: String,
+}
+
+/// The rule, as shown in an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRule {
     /// Rule id.
@@ -54,7 +320,7 @@ pub struct AlertRule {
 }
 
 /// The process of the triggering event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertProcess {
     /// Process id (thread-group id as seen from the host).
     pub pid: u32,
@@ -76,6 +342,9 @@ pub struct AlertProcess {
     pub parent_exec_id: String,
     /// Container id, empty on the host.
     pub container_id: String,
+    /// Process start time, RFC 3339 (empty when unknown).
+    #[serde(default)]
+    pub start_time: String,
 }
 
 /// One ancestor of the process.
@@ -89,8 +358,31 @@ pub struct AlertAncestor {
     pub command_line: String,
     /// User name.
     pub user: String,
+    /// User id.
+    #[serde(default)]
+    pub uid: u32,
     /// Unique id of that process execution.
     pub exec_id: String,
+    /// Start time, RFC 3339 (empty when unknown).
+    #[serde(default)]
+    pub start_time: String,
+}
+
+/// Container and Kubernetes context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertContainer {
+    /// Container id.
+    pub id: String,
+    /// Runtime (docker, containerd, cri-o, podman).
+    pub runtime: String,
+    /// Container name.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Pod name (Kubernetes).
+    pub pod_name: String,
+    /// Pod namespace (Kubernetes).
+    pub pod_namespace: String,
 }
 
 /// The triggering event's key and kind.
@@ -100,60 +392,430 @@ pub struct AlertEvent {
     pub epoch: u64,
     /// Sequence number within the epoch.
     pub seq: u64,
-    /// Event kind (`exec`, `fork`, `exit`).
+    /// Event kind (`exec`, `file`, …).
     pub kind: String,
+}
+
+/// An alert Kestrel raises about itself or its agents (agent silent, sink failing, …).
+///
+/// Raise it with [`AlertPipeline::raise`](crate::alerting::AlertPipeline::raise): it is stored,
+/// deduplicated by (`rule_id`, `host`, `group`) like any alert, and delivered to the sinks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemAlert {
+    /// Rule id; [`SYSTEM_RULE_PREFIX`] is added when missing (`agent-silent` becomes
+    /// `kestrel.system.agent-silent`).
+    pub rule_id: String,
+    /// Title, e.g. `Agent stopped sending heartbeats`.
+    pub title: String,
+    /// What happened and what to check, for the responder.
+    pub description: String,
+    /// Severity.
+    pub level: Level,
+    /// The host (agent identity) the alert is about; the collector's own alerts use `collector`.
+    pub host: String,
+    /// Distinguishes subjects on one host (e.g. the sink name); part of the fingerprint.
+    pub group: Option<String>,
+    /// Details shown as the evidence's `data`.
+    pub details: Value,
+    /// When it happened, ns since the Unix epoch.
+    pub time_unix_ns: u64,
 }
 
 impl Alert {
     /// Builds the alert for `rule` matching `event` (whose `host` and `seq` the collector set).
     pub fn new(rule: &Rule, event: &Event, epoch: u64) -> Alert {
-        let process = event.process.clone().unwrap_or_default();
-        let ancestors = match &event.payload {
-            Some(Payload::Exec(exec)) => exec
-                .ancestors
-                .iter()
-                .map(|a| AlertAncestor {
-                    pid: a.pid,
-                    exe: a.exe.clone(),
-                    command_line: event::command_line(&a.argv),
-                    user: a.user.clone(),
-                    exec_id: a.exec_id.clone(),
-                })
-                .collect(),
-            _ => Vec::new(),
+        let detection = Detection {
+            rule: rule.info(RuleKind::Detection),
+            events: vec![event.clone()],
+            group: None,
         };
-        Alert {
-            id: None,
-            time: rfc3339(event.time_unix_ns),
-            time_unix_ns: event.time_unix_ns,
-            rule: AlertRule {
+        Alert::from_detection(&detection, epoch)
+    }
+
+    /// Builds the alert for a detection; the last event is the trigger and gives the process.
+    pub fn from_detection(detection: &Detection, epoch: u64) -> Alert {
+        let rule = &detection.rule;
+        let trigger = detection.trigger().cloned().unwrap_or_default();
+        let process = alert_process(&trigger);
+        let ancestors = ancestors_of(&trigger);
+        let container = alert_container(&trigger);
+        let first_ns = detection
+            .events
+            .iter()
+            .map(|e| e.time_unix_ns)
+            .min()
+            .unwrap_or(trigger.time_unix_ns);
+        let last_ns = trigger.time_unix_ns.max(first_ns);
+        let evidences = detection.events.iter().map(evidence).collect();
+        let level = Level::parse(&rule.level).unwrap_or(Level::Medium);
+        let fingerprint = fingerprint::of_detection(
+            &rule.id,
+            &trigger.host,
+            detection.group.as_deref(),
+            &process,
+            container.as_ref(),
+        );
+        let mut alert = Alert::skeleton(
+            AlertRule {
                 id: rule.id.clone(),
                 title: rule.title.clone(),
                 level: rule.level.clone(),
                 description: rule.description.clone(),
                 tags: rule.tags.clone(),
             },
-            host: event.host.clone(),
-            process: AlertProcess {
-                pid: process.pid,
-                ppid: process.ppid,
-                command_line: event::command_line(&process.argv),
-                exe: process.exe,
-                user: process.user,
-                uid: process.uid,
-                cwd: process.cwd,
-                exec_id: process.exec_id,
-                parent_exec_id: process.parent_exec_id,
-                container_id: process.container_id,
+            level,
+            rule.kind.as_str(),
+            &trigger.host,
+            fingerprint,
+            first_ns,
+            last_ns,
+        );
+        alert.evidences = evidences;
+        alert.process = process;
+        alert.ancestors = ancestors;
+        alert.container = container;
+        alert.group.clone_from(&detection.group);
+        alert.event = Some(AlertEvent {
+            epoch,
+            seq: trigger.seq,
+            kind: event::kind(&trigger).to_owned(),
+        });
+        alert
+    }
+
+    /// Builds the alert record of a system alert.
+    pub fn from_system(system: &SystemAlert) -> Alert {
+        let rule_id = if system.rule_id.starts_with(SYSTEM_RULE_PREFIX) {
+            system.rule_id.clone()
+        } else {
+            format!("{SYSTEM_RULE_PREFIX}{}", system.rule_id)
+        };
+        let fingerprint = fingerprint::of_system(&rule_id, &system.host, system.group.as_deref());
+        let mut alert = Alert::skeleton(
+            AlertRule {
+                id: rule_id,
+                title: system.title.clone(),
+                level: system.level.as_str().to_owned(),
+                description: system.description.clone(),
+                tags: vec!["kestrel.system".to_owned()],
             },
-            ancestors,
-            event: AlertEvent {
-                epoch,
-                seq: event.seq,
-                kind: event::kind(event).to_owned(),
+            system.level,
+            "system",
+            &system.host,
+            fingerprint,
+            system.time_unix_ns,
+            system.time_unix_ns,
+        );
+        alert.group.clone_from(&system.group);
+        alert.evidences = vec![Evidence {
+            process: None,
+            container: None,
+            data: system.details.clone(),
+        }];
+        alert
+    }
+
+    fn skeleton(
+        rule: AlertRule,
+        level: Level,
+        finding_type: &str,
+        host: &str,
+        fingerprint: String,
+        first_ns: u64,
+        last_ns: u64,
+    ) -> Alert {
+        Alert {
+            id: None,
+            class_uid: CLASS_UID,
+            class_name: "Detection Finding".into(),
+            category_uid: 2,
+            category_name: "Findings".into(),
+            activity_id: 1,
+            activity_name: "Create".into(),
+            type_uid: CLASS_UID * 100 + 1,
+            type_name: "Detection Finding: Create".into(),
+            severity_id: level.severity_id(),
+            severity: level.caption().into(),
+            status_id: 1,
+            status: "New".into(),
+            time: first_ns / 1_000_000,
+            time_dt: rfc3339(first_ns),
+            time_unix_ns: first_ns,
+            message: rule.title.clone(),
+            count: 1,
+            finding_info: FindingInfo {
+                uid: fingerprint,
+                title: rule.title.clone(),
+                desc: rule.description.clone(),
+                types: vec![finding_type.to_owned()],
+                first_seen_time: first_ns / 1_000_000,
+                last_seen_time: last_ns / 1_000_000,
+                first_seen_time_dt: rfc3339(first_ns),
+                last_seen_time_dt: rfc3339(last_ns),
+                analytic: Analytic {
+                    uid: rule.id.clone(),
+                    name: rule.title.clone(),
+                    type_id: 1,
+                    kind: "Rule".into(),
+                },
+                attacks: attacks(&rule.tags),
             },
+            metadata: Metadata {
+                version: OCSF_VERSION.into(),
+                uid: new_uid(),
+                product: Product {
+                    name: "Kestrel".into(),
+                    vendor_name: "Kestrel".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+            },
+            device: Device {
+                uid: host.to_owned(),
+                hostname: host.to_owned(),
+                type_id: 0,
+            },
+            evidences: Vec::new(),
+            rule,
+            host: host.to_owned(),
+            process: AlertProcess::default(),
+            ancestors: Vec::new(),
+            container: None,
+            event: None,
+            group: None,
         }
     }
+
+    /// The fingerprint (`finding_info.uid`).
+    pub fn fingerprint(&self) -> &str {
+        &self.finding_info.uid
+    }
+
+    /// The unique id of this alert record (`metadata.uid`): the idempotency key of deliveries.
+    pub fn uid(&self) -> &str {
+        &self.metadata.uid
+    }
+
+    /// The severity, from `rule.level` (`medium` when unreadable).
+    pub fn level(&self) -> Level {
+        Level::parse(&self.rule.level).unwrap_or(Level::Medium)
+    }
+
+    /// True for alerts Kestrel raised about itself or its agents.
+    pub fn is_system(&self) -> bool {
+        self.rule.id.starts_with(SYSTEM_RULE_PREFIX)
+    }
+
+    /// Last occurrence, ns since the Unix epoch (ms precision once read back from the store).
+    pub fn last_seen_unix_ns(&self) -> u64 {
+        self.finding_info.last_seen_time.saturating_mul(1_000_000)
+    }
+
+    /// Folds the dedup state the store keeps (count, last seen, acknowledgement) into the record.
+    pub fn apply_state(&mut self, count: u64, last_seen_unix_ns: u64, acknowledged: bool) {
+        self.count = count;
+        self.finding_info.last_seen_time = last_seen_unix_ns / 1_000_000;
+        self.finding_info.last_seen_time_dt = rfc3339(last_seen_unix_ns);
+        if acknowledged {
+            self.status_id = 2;
+            self.status = "Acknowledged".into();
+        }
+    }
+}
+
+/// A fresh random 128-bit id, hex.
+fn new_uid() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+fn alert_process(event: &Event) -> AlertProcess {
+    let p = event.process.clone().unwrap_or_default();
+    AlertProcess {
+        pid: p.pid,
+        ppid: p.ppid,
+        command_line: event::command_line(&p.argv),
+        exe: p.exe,
+        user: p.user,
+        uid: p.uid,
+        cwd: p.cwd,
+        exec_id: p.exec_id,
+        parent_exec_id: p.parent_exec_id,
+        container_id: p.container_id,
+        start_time: rfc3339_or_empty(p.start_time_unix_ns),
+    }
+}
+
+/// The ancestors an event carries (exec events carry the chain the agent knew), nearest first.
+pub fn ancestors_of(event: &Event) -> Vec<AlertAncestor> {
+    match &event.payload {
+        Some(Payload::Exec(exec)) => exec.ancestors.iter().map(alert_ancestor).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn alert_ancestor(a: &Ancestor) -> AlertAncestor {
+    AlertAncestor {
+        pid: a.pid,
+        exe: a.exe.clone(),
+        command_line: event::command_line(&a.argv),
+        user: a.user.clone(),
+        uid: a.uid,
+        exec_id: a.exec_id.clone(),
+        start_time: rfc3339_or_empty(a.start_time_unix_ns),
+    }
+}
+
+fn alert_container(event: &Event) -> Option<AlertContainer> {
+    let c = event.container.as_ref()?;
+    if c.id.is_empty() {
+        return None;
+    }
+    Some(AlertContainer {
+        id: c.id.clone(),
+        runtime: c.runtime.clone(),
+        name: c.name.clone(),
+        image: c.image.clone(),
+        pod_name: c.pod_name.clone(),
+        pod_namespace: c.pod_namespace.clone(),
+    })
+}
+
+fn evidence(event: &Event) -> Evidence {
+    let process = event.process.as_ref().map(|p| {
+        let mut process = ocsf_process(
+            p.pid,
+            &p.exec_id,
+            &p.exe,
+            &p.argv,
+            &p.user,
+            p.uid,
+            p.start_time_unix_ns,
+        );
+        let mut slot = &mut process.parent_process;
+        if let Some(Payload::Exec(exec)) = &event.payload {
+            for a in &exec.ancestors {
+                let parent = slot.insert(Box::new(ocsf_process(
+                    a.pid,
+                    &a.exec_id,
+                    &a.exe,
+                    &a.argv,
+                    &a.user,
+                    a.uid,
+                    a.start_time_unix_ns,
+                )));
+                slot = &mut parent.parent_process;
+            }
+        }
+        process
+    });
+    Evidence {
+        process,
+        container: alert_container(event),
+        data: serde_json::json!({ "event": event }),
+    }
+}
+
+fn ocsf_process(
+    pid: u32,
+    exec_id: &str,
+    exe: &str,
+    argv: &[String],
+    user: &str,
+    uid: u32,
+    start_ns: u64,
+) -> OcsfProcess {
+    let name = exe.rsplit('/').next().unwrap_or(exe).to_owned();
+    OcsfProcess {
+        pid,
+        uid: exec_id.to_owned(),
+        name: name.clone(),
+        cmd_line: event::command_line(argv),
+        file: OcsfFile {
+            name,
+            path: exe.to_owned(),
+        },
+        user: OcsfUser {
+            name: user.to_owned(),
+            uid: uid.to_string(),
+        },
+        created_time: start_ns / 1_000_000,
+        parent_process: None,
+    }
+}
+
+/// ATT&CK tactics by their Sigma tag name (`attack.credential-access`).
+const TACTICS: &[(&str, &str, &str)] = &[
+    ("reconnaissance", "TA0043", "Reconnaissance"),
+    ("resource-development", "TA0042", "Resource Development"),
+    ("initial-access", "TA0001", "Initial Access"),
+    ("execution", "TA0002", "Execution"),
+    ("persistence", "TA0003", "Persistence"),
+    ("privilege-escalation", "TA0004", "Privilege Escalation"),
+    ("defense-evasion", "TA0005", "Defense Evasion"),
+    ("credential-access", "TA0006", "Credential Access"),
+    ("discovery", "TA0007", "Discovery"),
+    ("lateral-movement", "TA0008", "Lateral Movement"),
+    ("collection", "TA0009", "Collection"),
+    ("command-and-control", "TA0011", "Command and Control"),
+    ("exfiltration", "TA0010", "Exfiltration"),
+    ("impact", "TA0040", "Impact"),
+];
+
+/// ATT&CK references from Sigma tags: one entry per technique (with the first tactic), or one
+/// per tactic when the rule names no technique.
+pub fn attacks(tags: &[String]) -> Vec<Attack> {
+    let mut tactics = Vec::new();
+    let mut techniques = Vec::new();
+    for tag in tags {
+        let Some(name) = tag
+            .to_ascii_lowercase()
+            .strip_prefix("attack.")
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if let Some((_, uid, caption)) = TACTICS
+            .iter()
+            .find(|(n, _, _)| *n == name.replace('_', "-"))
+        {
+            tactics.push(AttackRef {
+                uid: (*uid).to_owned(),
+                name: (*caption).to_owned(),
+            });
+        } else if name.starts_with('t') && name[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            techniques.push(name.to_ascii_uppercase());
+        }
+    }
+    let tactic = tactics.first().cloned();
+    if techniques.is_empty() {
+        return tactics
+            .into_iter()
+            .map(|t| Attack {
+                tactic: Some(t),
+                technique: None,
+                sub_technique: None,
+            })
+            .collect();
+    }
+    techniques
+        .into_iter()
+        .map(|id| {
+            let (technique, sub) = match id.split_once('.') {
+                Some((base, _)) => (base.to_owned(), Some(id.clone())),
+                None => (id.clone(), None),
+            };
+            Attack {
+                tactic: tactic.clone(),
+                technique: Some(AttackRef {
+                    uid: technique.clone(),
+                    name: technique,
+                }),
+                sub_technique: sub.map(|s| AttackRef {
+                    uid: s.clone(),
+                    name: s,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nanoseconds.
@@ -162,57 +824,11 @@ pub fn rfc3339(unix_ns: u64) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
-/// The alerts JSONL file could not be opened or written.
-#[derive(Debug, thiserror::Error)]
-#[error("alerts JSONL {}: {source}", path.display())]
-pub struct AlertLogError {
-    /// The output path (`-` for stdout).
-    pub path: PathBuf,
-    /// The I/O error.
-    #[source]
-    pub source: io::Error,
-}
-
-/// Appends alerts as JSON lines (one object per line) to a file, or stdout for `-`.
-pub struct AlertLog {
-    path: PathBuf,
-    out: Mutex<BufWriter<Box<dyn Write + Send>>>,
-}
-
-impl AlertLog {
-    /// Opens `path` for appending (created when missing; `-` is stdout).
-    pub fn open(path: &Path) -> Result<AlertLog, AlertLogError> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(io::stdout())
-        } else {
-            let file: File = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| AlertLogError {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            Box::new(file)
-        };
-        Ok(AlertLog {
-            path: path.to_path_buf(),
-            out: Mutex::new(BufWriter::new(out)),
-        })
-    }
-
-    /// Writes each alert as one line and flushes (blocking I/O: call from a blocking context).
-    pub fn append(&self, alerts: &[Alert]) -> Result<(), AlertLogError> {
-        let err = |source| AlertLogError {
-            path: self.path.clone(),
-            source,
-        };
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        for alert in alerts {
-            serde_json::to_writer(&mut *out, alert).map_err(|e| err(e.into()))?;
-            out.write_all(b"\n").map_err(err)?;
-        }
-        out.flush().map_err(err)
+fn rfc3339_or_empty(unix_ns: u64) -> String {
+    if unix_ns == 0 {
+        String::new()
+    } else {
+        rfc3339(unix_ns)
     }
 }
 
@@ -226,5 +842,39 @@ mod tests {
             rfc3339(1_700_000_000_123_456_789),
             "2023-11-14T22:13:20.123456789Z"
         );
+    }
+
+    #[test]
+    fn sigma_tags_become_attack_tactic_technique_and_sub_technique() {
+        let tags = ["attack.credential-access", "attack.t1003.008", "cve.2021"]
+            .map(String::from)
+            .to_vec();
+        let attacks = attacks(&tags);
+        assert_eq!(attacks.len(), 1);
+        let a = &attacks[0];
+        assert_eq!(a.tactic.as_ref().unwrap().uid, "TA0006");
+        assert_eq!(a.technique.as_ref().unwrap().uid, "T1003");
+        assert_eq!(a.sub_technique.as_ref().unwrap().uid, "T1003.008");
+    }
+
+    #[test]
+    fn tactic_only_tags_give_one_attack_per_tactic() {
+        let tags = ["attack.persistence", "attack.execution"]
+            .map(String::from)
+            .to_vec();
+        let uids: Vec<_> = attacks(&tags)
+            .into_iter()
+            .map(|a| a.tactic.unwrap().uid)
+            .collect();
+        assert_eq!(uids, ["TA0003", "TA0002"]);
+    }
+
+    #[test]
+    fn levels_order_and_map_to_ocsf_severity() {
+        assert!(Level::High > Level::Medium);
+        assert_eq!(Level::parse("Critical"), Some(Level::Critical));
+        assert_eq!(Level::Informational.severity_id(), 1);
+        assert_eq!(Level::Critical.severity_id(), 5);
+        assert_eq!(Level::parse("severe"), None);
     }
 }

@@ -19,6 +19,12 @@ pub struct Cli {
 pub enum Command {
     /// Accept agent streams over mTLS, detect, store events and alerts.
     Serve(ServeArgs),
+    /// List, show, acknowledge, replay and suppress alerts in a data directory.
+    Alerts(crate::alerts_cli::AlertsArgs),
+    /// Check a rules directory or run its fixtures.
+    Rules(crate::rules_cli::RulesArgs),
+    /// Search the stored events of a data directory.
+    Events(crate::events_cli::EventsArgs),
 }
 
 /// Options of `kestrel-collector serve`.
@@ -42,7 +48,14 @@ pub struct ServeArgs {
     /// Data directory; the SQLite store is `DIR/kestrel.db` (created when missing).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Also append every alert as one JSON object per line to this file (`-` for stdout).
+    /// Also append every alert as one JSON object per line to this file (`-` for stdout):
+    /// a `jsonl` sink named `alerts-jsonl`.
     #[arg(long, value_name = "F")]
     pub alerts_jsonl: Option<PathBuf>,
+    /// Collector configuration file (TOML): alert dedup, rate limit, delivery and `[[sinks]]`.
+    #[arg(long, value_name = "F")]
+    pub config: Option<PathBuf>,
+    /// Agent admission (trust domain, deny-list) and liveness (silence) options.
+    #[command(flatten)]
+    pub agents: crate::agents::AgentArgs,
 }

@@ -52,6 +52,25 @@ pub enum IdentityError {
         /// The SAN entries that were present, for the log line.
         seen: Vec<String>,
     },
+    /// The identity is not a node of the trust domain the collector serves.
+    #[error(
+        "client certificate identity {identity} is not in trust domain {trust_domain} \
+         (need spiffe://{trust_domain}/node/<name>)"
+    )]
+    ForeignTrustDomain {
+        /// The identity the certificate names.
+        identity: String,
+        /// The trust domain the collector accepts.
+        trust_domain: String,
+    },
+    /// The identity is on the collector's deny-list (revoked).
+    #[error("identity {identity} is revoked (on the deny-list {})", list.display())]
+    Revoked {
+        /// The identity.
+        identity: String,
+        /// The deny-list file.
+        list: std::path::PathBuf,
+    },
 }
 
 fn seen_suffix(seen: &[String]) -> String {
@@ -81,6 +100,30 @@ pub fn identity_from_cert(der: &[u8]) -> Result<Identity, IdentityError> {
         .map_err(|e| IdentityError::Parse(e.to_string()))?;
     let names: &[GeneralName<'_>] = san.as_ref().map_or(&[], |ext| &ext.value.general_names);
     identity_from_names(names)
+}
+
+/// Checks that `identity` is `spiffe://<trust_domain>/node/<name>`; with no trust domain
+/// configured every identity passes.
+pub fn check_trust_domain(
+    identity: &Identity,
+    trust_domain: Option<&str>,
+) -> Result<(), IdentityError> {
+    let Some(trust_domain) = trust_domain else {
+        return Ok(());
+    };
+    let in_domain = identity
+        .as_str()
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.strip_prefix(trust_domain))
+        .is_some_and(|rest| rest.starts_with("/node/"));
+    if in_domain {
+        Ok(())
+    } else {
+        Err(IdentityError::ForeignTrustDomain {
+            identity: identity.to_string(),
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
 }
 
 fn identity_from_names(names: &[GeneralName<'_>]) -> Result<Identity, IdentityError> {
@@ -148,6 +191,22 @@ mod tests {
         assert!(!is_spiffe_node_id("spiffe://kestrel.local/node/a/b"));
         assert!(!is_spiffe_node_id("spiffe:///node/web-1"));
         assert!(!is_spiffe_node_id("https://kestrel.local/node/web-1"));
+    }
+
+    #[test]
+    fn trust_domain_admits_only_its_own_nodes() {
+        let node = Identity::new("spiffe://kestrel.local/node/web-1");
+        assert!(check_trust_domain(&node, None).is_ok());
+        assert!(check_trust_domain(&node, Some("kestrel.local")).is_ok());
+        let err = check_trust_domain(&node, Some("other.local")).unwrap_err();
+        assert!(
+            err.to_string().contains("not in trust domain other.local"),
+            "{err}"
+        );
+        let lookalike = Identity::new("spiffe://kestrel.local.evil/node/web-1");
+        assert!(check_trust_domain(&lookalike, Some("kestrel.local")).is_err());
+        let dns = Identity::new("web-1.example.com");
+        assert!(check_trust_domain(&dns, Some("kestrel.local")).is_err());
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! The `Ingest` gRPC service: one bidirectional stream per agent.
 //!
 //! The first message must be a `Hello`. Each `EventBatch` goes through the [`Pipeline`] and is
-//! acknowledged only after it is committed. On shutdown a stream finishes the batch in hand,
-//! then ends with `UNAVAILABLE` so the agent reconnects (and resends anything unacknowledged).
+//! acknowledged only after it is committed; a sequenced `Gap` (one carrying `first_seq` and
+//! `last_seq`) is stored once per (identity, epoch, first_seq) and acknowledged the same way.
+//! Duplicates (resends after a lost ack or a reconnect) are dropped by the store. On shutdown a
+//! stream finishes the message in hand, then ends with `UNAVAILABLE` so the agent reconnects
+//! (and resends anything unacknowledged).
+//!
+//! One live stream per identity ([`crate::sessions`]): a newer stream supersedes an older one.
+//! Every message counts as a sign of life for the [`AgentMonitor`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +23,11 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::denylist::DenyList;
+use crate::heartbeat::AgentMonitor;
 use crate::identity::PeerInfo;
 use crate::pipeline::Pipeline;
+use crate::sessions::{SessionGuard, Sessions};
 
 /// How long an agent may take to send its Hello after opening the stream.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,11 +35,17 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Acks queued towards one agent before the stream stops reading its batches.
 const OUTBOUND_QUEUE: usize = 16;
 
+/// How long an ack may wait for room in a stream whose agent does not read.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The gRPC `Ingest` service.
 pub struct IngestService {
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
     streams: TaskTracker,
+    sessions: Arc<Sessions>,
+    monitor: Option<Arc<AgentMonitor>>,
+    deny: Arc<DenyList>,
 }
 
 impl IngestService {
@@ -45,7 +60,28 @@ impl IngestService {
             pipeline,
             shutdown,
             streams,
+            sessions: Arc::new(Sessions::default()),
+            monitor: None,
+            deny: Arc::new(DenyList::empty()),
         }
+    }
+
+    /// Uses `sessions` as the registry of live streams (shared with whoever revokes).
+    pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> IngestService {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Tells `monitor` about every message, for silence detection.
+    pub fn with_monitor(mut self, monitor: Arc<AgentMonitor>) -> IngestService {
+        self.monitor = Some(monitor);
+        self
+    }
+
+    /// Refuses streams from identities on `deny`.
+    pub fn with_deny_list(mut self, deny: Arc<DenyList>) -> IngestService {
+        self.deny = deny;
+        self
     }
 }
 
@@ -62,6 +98,10 @@ impl Ingest for IngestService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no authenticated client certificate"))?;
+        if self.deny.contains(&peer.identity) {
+            warn!(identity = %peer.identity, peer = %peer.remote_addr, "agent stream refused: identity revoked");
+            return Err(Status::permission_denied("identity revoked"));
+        }
         let mut inbound = request.into_inner();
         let hello = match read_hello(&mut inbound).await {
             Ok(hello) => hello,
@@ -91,6 +131,18 @@ impl Ingest for IngestService {
             span.in_scope(|| error!(error = %e, "cannot record the agent"));
             return Err(Status::unavailable("collector store unavailable"));
         }
+        let (guard, superseded) = self.sessions.open(&peer.identity);
+        if superseded {
+            span.in_scope(|| {
+                warn!(
+                    peer = %peer.remote_addr,
+                    "a newer stream from this identity supersedes the live one"
+                )
+            });
+        }
+        if let Some(monitor) = &self.monitor {
+            monitor.heard(&peer.identity);
+        }
 
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = Session {
@@ -100,6 +152,8 @@ impl Ingest for IngestService {
             inbound,
             outbound,
             shutdown: self.shutdown.clone(),
+            guard,
+            monitor: self.monitor.clone(),
         };
         self.streams.spawn(session.run().instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -130,6 +184,8 @@ struct Session {
     inbound: Streaming<AgentMessage>,
     outbound: mpsc::Sender<Result<CollectorMessage, Status>>,
     shutdown: CancellationToken,
+    guard: SessionGuard,
+    monitor: Option<Arc<AgentMonitor>>,
 }
 
 impl Session {
@@ -140,6 +196,10 @@ impl Session {
                 _ = self.shutdown.cancelled() => {
                     break Some(Status::unavailable("collector is shutting down"));
                 }
+                ended = &mut self.guard.ended => match ended {
+                    Ok(status) => break Some(status),
+                    Err(_) => break Some(Status::aborted("stream no longer registered")),
+                },
                 received = self.inbound.message() => received,
             };
             let msg = match received {
@@ -152,8 +212,9 @@ impl Session {
                     break None;
                 }
                 Err(status) => {
+                    // Tell the agent why (oversized or undecodable message), if it still listens.
                     info!(reason = %status, "agent stream broke");
-                    break None;
+                    break Some(status);
                 }
             };
             match self.handle(msg).await {
@@ -175,6 +236,9 @@ impl Session {
     /// Handles one message; `Ok(false)` when the agent is gone, `Err` to end the stream with it.
     async fn handle(&mut self, msg: Msg) -> Result<bool, Status> {
         let identity = &self.peer.identity;
+        if let Some(monitor) = &self.monitor {
+            monitor.heard(identity);
+        }
         match msg {
             Msg::Hello(_) => Err(Status::invalid_argument("Hello sent twice on one stream")),
             Msg::Batch(batch) => {
@@ -187,12 +251,7 @@ impl Session {
                 {
                     Ok(Some(outcome)) => {
                         debug!(first_seq, len, alerts = outcome.alerts, "batch stored");
-                        let ack = CollectorMessage {
-                            msg: Some(collector_message::Msg::Ack(Ack {
-                                up_to_seq: outcome.up_to_seq,
-                            })),
-                        };
-                        Ok(self.outbound.send(Ok(ack)).await.is_ok())
+                        Ok(self.ack(outcome.up_to_seq).await)
                     }
                     Ok(None) => {
                         debug!(first_seq, "empty batch ignored");
@@ -220,16 +279,49 @@ impl Session {
             Msg::Gap(gap) => {
                 warn!(
                     kind = %gap.kind,
+                    reason = %gap.reason,
                     cpu = gap.cpu,
                     count = gap.count,
+                    first_seq = gap.first_seq,
+                    last_seq = gap.last_seq,
                     first_time_unix_ns = gap.first_time_unix_ns,
                     last_time_unix_ns = gap.last_time_unix_ns,
                     "agent lost events"
                 );
-                if let Err(e) = self.pipeline.record_gap(identity, self.epoch, gap).await {
-                    error!(error = %e, "cannot record gap");
+                let sequenced =
+                    (gap.first_seq > 0 && gap.last_seq >= gap.first_seq).then_some(gap.last_seq);
+                match self.pipeline.record_gap(identity, self.epoch, gap).await {
+                    Ok(()) => match sequenced {
+                        Some(last_seq) => Ok(self.ack(last_seq).await),
+                        None => Ok(true),
+                    },
+                    Err(e) if sequenced.is_some() => {
+                        error!(error = %e, "gap not stored");
+                        Err(Status::unavailable(format!("gap not stored: {e}")))
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot record gap");
+                        Ok(true)
+                    }
                 }
-                Ok(true)
+            }
+        }
+    }
+
+    /// Acknowledges everything up to `up_to_seq`; false when the agent is gone or has not read
+    /// its acknowledgements for [`ACK_TIMEOUT`] (the stream is then given up).
+    async fn ack(&self, up_to_seq: u64) -> bool {
+        let ack = CollectorMessage {
+            msg: Some(collector_message::Msg::Ack(Ack { up_to_seq })),
+        };
+        match tokio::time::timeout(ACK_TIMEOUT, self.outbound.send(Ok(ack))).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                warn!(
+                    timeout_s = ACK_TIMEOUT.as_secs(),
+                    "agent does not read its acknowledgements: closing the stream"
+                );
+                false
             }
         }
     }

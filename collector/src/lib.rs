@@ -1,14 +1,26 @@
 //! Kestrel collector library: everything `kestrel-collector` does, in stages along the data flow
 //! (authenticate, store, detect, alert), so tests and benchmarks can drive each stage directly.
 
+pub mod agents;
 pub mod alert;
+pub mod alerting;
+pub mod alerts_cli;
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
+pub mod denylist;
 pub mod detect;
 pub mod event;
+pub mod events_cli;
+pub mod heartbeat;
 pub mod identity;
 pub mod ingest;
 pub mod listener;
 pub mod pipeline;
+pub mod reload;
+pub mod rules_cli;
 pub mod serve;
+pub mod sessions;
+pub mod sinks;
 pub mod store;
 pub mod tls;

@@ -1,7 +1,11 @@
 //! The accept loop: TCP accept, TLS handshake with a deadline, client identity check.
 //!
 //! Each handshake runs in its own task, so a slow, silent or hostile client cannot hold up the
-//! loop. Only connections that completed mutual TLS *and* carry a usable identity reach gRPC.
+//! loop. Only connections that completed mutual TLS *and* carry a usable identity (in the trust
+//! domain, when one is set, and not on the deny-list) reach gRPC. Every refusal is logged with
+//! the peer address and the reason (expired, not yet valid, unknown issuer, no usable SAN, …).
+//! Each new connection uses the TLS configuration current at that moment, so reloaded
+//! certificates apply without a restart.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
@@ -20,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
-use crate::identity::{identity_from_cert, IdentityError, PeerInfo};
+use crate::denylist::DenyList;
+use crate::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
+use crate::tls::{refusal_reason, ReloadingConfig};
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,21 +94,49 @@ impl AsyncWrite for AuthenticatedConn {
     }
 }
 
+/// Who may connect, beyond holding a certificate from the client CA.
+#[derive(Debug, Default, Clone)]
+pub struct Admission {
+    /// Only identities `spiffe://<trust_domain>/node/<name>` are accepted, when set.
+    pub trust_domain: Option<String>,
+    /// Revoked identities.
+    pub deny: Arc<DenyList>,
+}
+
+impl Admission {
+    /// The identity a verified leaf certificate may connect as, or why it may not.
+    pub fn identity(&self, leaf: &[u8]) -> Result<crate::identity::Identity, IdentityError> {
+        let identity = identity_from_cert(leaf)?;
+        check_trust_domain(&identity, self.trust_domain.as_deref())?;
+        if self.deny.contains(&identity) {
+            return Err(IdentityError::Revoked {
+                identity: identity.to_string(),
+                list: self.deny.path().map(ToOwned::to_owned).unwrap_or_default(),
+            });
+        }
+        Ok(identity)
+    }
+}
+
 /// A bound TCP listener that yields only authenticated mTLS connections.
 pub struct TlsListener {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ReloadingConfig>,
+    admission: Admission,
 }
 
 impl TlsListener {
-    /// Binds `addr` and serves TLS with `config`.
+    /// Binds `addr` and serves TLS with the configuration `tls` holds at each connection,
+    /// admitting clients by `admission`.
     pub async fn bind(
         addr: impl ToSocketAddrs,
-        config: Arc<ServerConfig>,
+        tls: Arc<ReloadingConfig>,
+        admission: Admission,
     ) -> io::Result<TlsListener> {
         Ok(TlsListener {
             listener: TcpListener::bind(addr).await?,
-            acceptor: TlsAcceptor::from(config),
+            tls,
+            admission,
         })
     }
 
@@ -129,10 +162,11 @@ impl TlsListener {
                     continue;
                 }
             };
-            let acceptor = self.acceptor.clone();
+            let acceptor = TlsAcceptor::from(self.tls.current());
+            let admission = self.admission.clone();
             let conns = conns.clone();
             tokio::spawn(async move {
-                if let Some(conn) = handshake(acceptor, tcp, remote_addr).await {
+                if let Some(conn) = handshake(acceptor, &admission, tcp, remote_addr).await {
                     // Closed only when the server is shutting down: drop the connection then.
                     let _ = conns.send(conn).await;
                 }
@@ -145,6 +179,7 @@ impl TlsListener {
 /// Runs the TLS handshake and identity check for one connection, logging why it was refused.
 async fn handshake(
     acceptor: TlsAcceptor,
+    admission: &Admission,
     tcp: TcpStream,
     remote_addr: SocketAddr,
 ) -> Option<AuthenticatedConn> {
@@ -156,7 +191,7 @@ async fn handshake(
             return None;
         }
         Ok(Err(e)) => {
-            warn!(peer = %remote_addr, reason = %e, "TLS handshake refused");
+            warn!(peer = %remote_addr, reason = %refusal_reason(&e), "TLS handshake refused");
             return None;
         }
         Err(_) => {
@@ -174,7 +209,7 @@ async fn handshake(
         .peer_certificates()
         .and_then(|c| c.first());
     let identity = match leaf.ok_or(IdentityError::NoCertificate) {
-        Ok(leaf) => identity_from_cert(leaf),
+        Ok(leaf) => admission.identity(leaf),
         Err(e) => Err(e),
     };
     match identity {

@@ -21,6 +21,9 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Alerts(args) => kestrel_collector::alerts_cli::run(args).map_err(Into::into),
+        Command::Rules(args) => kestrel_collector::rules_cli::run(args).map_err(Into::into),
+        Command::Events(args) => kestrel_collector::events_cli::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

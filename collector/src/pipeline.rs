@@ -2,14 +2,15 @@
 //!
 //! Independent of gRPC so tests and benchmarks can drive it directly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kestrel_proto::{EventBatch, Gap, Heartbeat, Hello};
-use tracing::{error, info, Span};
+use tracing::{info, Span};
 
-use crate::alert::{Alert, AlertLog};
-use crate::detect::RuleSet;
+use crate::alert::Alert;
+use crate::alerting::{AlertPipeline, Policy};
+use crate::detect::{Detector, RuleSet, SharedRules};
 use crate::identity::Identity;
 use crate::store::{EventRecord, Store, StoreError};
 
@@ -32,8 +33,11 @@ pub enum PipelineError {
 /// The ingest pipeline shared by every agent stream.
 pub struct Pipeline {
     store: Store,
-    rules: Arc<RuleSet>,
-    alert_log: Option<Arc<AlertLog>>,
+    /// Rule set shared with the reloader; the detector picks up replacements per event.
+    rules: Arc<SharedRules>,
+    /// One detector for all streams: correlation state spans agents (group keys separate them).
+    detector: Arc<Mutex<Detector>>,
+    alerts: Option<AlertPipeline>,
 }
 
 /// What became of one batch.
@@ -53,18 +57,27 @@ pub fn now_unix_ns() -> u64 {
 }
 
 impl Pipeline {
-    /// A pipeline storing into `store`, matching `rules`, and writing alerts to `alert_log`.
-    pub fn new(store: Store, rules: Arc<RuleSet>, alert_log: Option<Arc<AlertLog>>) -> Pipeline {
+    /// A pipeline storing into `store`, matching `rules`, and handing alerts to `alerts`
+    /// (admission and sinks); without it alerts are only stored.
+    pub fn new(store: Store, rules: Arc<RuleSet>, alerts: Option<AlertPipeline>) -> Pipeline {
+        let rules = SharedRules::new(rules);
+        let detector = Arc::new(Mutex::new(Detector::with_shared(rules.clone())));
         Pipeline {
             store,
             rules,
-            alert_log,
+            detector,
+            alerts,
         }
     }
 
+    /// The shared rule set: replace it (hot reload) and the next event uses the new rules.
+    pub fn shared_rules(&self) -> &Arc<SharedRules> {
+        &self.rules
+    }
+
     /// Ingests one batch from `identity`: overwrites each event's host with the identity and its
-    /// seq with `first_seq + i`, matches rules, stores events and new alerts in one transaction,
-    /// then appends the alerts to the JSONL output. Returns `None` for an empty batch.
+    /// seq with `first_seq + i`, matches rules, stores events and new alerts (with their outbox
+    /// rows) in one transaction, then wakes the sinks. Returns `None` for an empty batch.
     pub async fn ingest_batch(
         &self,
         identity: &Identity,
@@ -84,28 +97,33 @@ impl Pipeline {
             })?;
 
         let identity = identity.as_str().to_owned();
-        let rules = self.rules.clone();
-        let alert_log = self.alert_log.clone();
+        let detector = self.detector.clone();
+        let policy = self
+            .alerts
+            .as_ref()
+            .map_or_else(Policy::store_only, |a| a.policy().clone());
         let span = Span::current();
         let alerts = self
             .store
             .run(move |store| {
                 let _entered = span.enter();
+                let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
                 let records: Vec<EventRecord> = events
                     .into_iter()
                     .zip(first_seq..)
                     .map(|(mut event, seq)| {
                         event.host.clone_from(&identity);
                         event.seq = seq;
-                        let alerts = rules
-                            .matching(&event)
-                            .into_iter()
-                            .map(|rule| Alert::new(rule, &event, epoch))
+                        let alerts = detector
+                            .evaluate(&event)
+                            .iter()
+                            .map(|detection| Alert::from_detection(detection, epoch))
                             .collect();
                         EventRecord { event, alerts }
                     })
                     .collect();
-                let stored = store.write_batch(&identity, epoch, &records)?;
+                let stored =
+                    store.write_batch_with(&identity, epoch, &records, &policy, now_unix_ns())?;
                 for alert in &stored {
                     info!(
                         rule_id = %alert.rule.id,
@@ -113,20 +131,16 @@ impl Pipeline {
                         level = %alert.rule.level,
                         exe = %alert.process.exe,
                         pid = alert.process.pid,
-                        seq = alert.event.seq,
+                        seq = alert.event.as_ref().map_or(0, |e| e.seq),
                         "alert"
                     );
-                }
-                if let (Some(log), false) = (alert_log, stored.is_empty()) {
-                    // The alerts are committed in the store already; a failing JSONL output
-                    // must not make the agent resend (the resend would be a duplicate anyway).
-                    if let Err(e) = log.append(&stored) {
-                        error!(error = %e, alerts = stored.len(), "cannot write alerts JSONL");
-                    }
                 }
                 Ok(stored.len())
             })
             .await?;
+        if let (Some(sinks), true) = (&self.alerts, alerts > 0) {
+            sinks.wake();
+        }
         Ok(Some(BatchOutcome { up_to_seq, alerts }))
     }
 

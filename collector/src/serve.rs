@@ -17,12 +17,15 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::alert::{AlertLog, AlertLogError};
+use crate::agents::{Agents, AgentsError};
+use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
+use crate::config::{self, ConfigError, Settings, SinkConfig};
 use crate::detect::{LoadError, RuleSet};
 use crate::ingest::IngestService;
 use crate::listener::TlsListener;
 use crate::pipeline::Pipeline;
+use crate::reload::RuleReloader;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 
@@ -47,9 +50,15 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The alerts JSONL file could not be opened.
+    /// The agent policy (deny-list, known agents) could not be loaded.
     #[error(transparent)]
-    AlertLog(#[from] AlertLogError),
+    Agents(#[from] AgentsError),
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Sinks could not be set up (each one named).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Sinks(Vec<crate::sinks::SinkError>),
     /// The listen address could not be bound.
     #[error("listen address {addr}: {source}")]
     Bind {
@@ -69,24 +78,32 @@ pub struct Collector {
     listener: TlsListener,
     local_addr: SocketAddr,
     pipeline: Arc<Pipeline>,
+    alerts: AlertPipeline,
+    /// Reloads the rules directory on SIGHUP and file changes.
+    reloader: RuleReloader,
+    /// Certificate and deny-list reloads, one stream per identity, silence alerts.
+    agents: Agents,
 }
 
 impl Collector {
     /// Loads the TLS files, the rules, the store and the alert output, then binds the listen
     /// address. Each failure names the file or address at fault.
     pub async fn start(args: &ServeArgs) -> Result<Collector, ServeError> {
-        let tls = tls::server_config(&args.cert, &args.key, &args.client_ca)?;
+        let tls = Arc::new(tls::ReloadingConfig::load(
+            &args.cert,
+            &args.key,
+            &args.client_ca,
+        )?);
         let rules = load_rules(&args.rules)?;
         let store = Store::open(&args.data)?;
-        let alert_log = match &args.alerts_jsonl {
-            Some(path) => Some(Arc::new(AlertLog::open(path)?)),
-            None => None,
-        };
+        let settings = settings(args)?;
+        let alerts = AlertPipeline::start(store.clone(), &settings).map_err(ServeError::Sinks)?;
+        let agents = Agents::load(&args.agents, tls, &store, Some(alerts.clone()))?;
         let bind_err = |source| ServeError::Bind {
             addr: args.listen.clone(),
             source,
         };
-        let listener = TlsListener::bind(&args.listen, tls)
+        let listener = TlsListener::bind(&args.listen, agents.tls(), agents.admission())
             .await
             .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
@@ -96,11 +113,22 @@ impl Collector {
             rules = rules.len(),
             "collector ready"
         );
+        let pipeline = Arc::new(Pipeline::new(store, Arc::new(rules), Some(alerts.clone())));
+        let reloader = RuleReloader::new(&args.rules, pipeline.shared_rules().clone());
         Ok(Collector {
             listener,
             local_addr,
-            pipeline: Arc::new(Pipeline::new(store, Arc::new(rules), alert_log)),
+            pipeline,
+            alerts,
+            reloader,
+            agents,
         })
+    }
+
+    /// The alert pipeline: raise system alerts (agent silent, …) with
+    /// [`AlertPipeline::raise`].
+    pub fn alerts(&self) -> AlertPipeline {
+        self.alerts.clone()
     }
 
     /// The bound address (the real port when listening on port 0).
@@ -115,8 +143,15 @@ impl Collector {
         let streams = TaskTracker::new();
         let (conns, incoming) = mpsc::channel(CONN_QUEUE);
         tokio::spawn(self.listener.run(conns, stop.clone()));
+        tokio::spawn(self.reloader.run(stop.clone()));
 
-        let service = IngestService::new(self.pipeline, stop.clone(), streams.clone());
+        let alerts = self.alerts.clone();
+        self.agents.spawn(&stop);
+        let service = self.agents.apply(IngestService::new(
+            self.pipeline,
+            stop.clone(),
+            streams.clone(),
+        ));
         let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -148,9 +183,52 @@ impl Collector {
                 "shutdown drain timed out; closing remaining connections"
             ),
         }
+        alerts.shutdown().await;
         info!("collector stopped");
         Ok(())
     }
+}
+
+/// Name of the JSON-lines sink that `--alerts-jsonl` adds.
+pub const ALERTS_JSONL_SINK: &str = "alerts-jsonl";
+
+/// The configuration file's settings (defaults without `--config`), plus the JSON-lines sink
+/// of `--alerts-jsonl`.
+fn settings(args: &ServeArgs) -> Result<Settings, ServeError> {
+    let mut config = match &args.config {
+        Some(path) => config::load(path)?,
+        None => Settings::default(),
+    };
+    if let Some(path) = &args.alerts_jsonl {
+        let implicit = config::CollectorConfig {
+            sinks: vec![SinkConfig {
+                kind: "jsonl".into(),
+                name: Some(ALERTS_JSONL_SINK.into()),
+                path: Some(path.clone()),
+                ..SinkConfig::default()
+            }],
+            ..config::CollectorConfig::default()
+        };
+        let sink = implicit
+            .validate()
+            .map_err(|problems| ConfigError::Invalid {
+                path: path.clone(),
+                problems,
+            })?
+            .sinks
+            .remove(0);
+        if config.sinks.iter().any(|s| s.name == sink.name) {
+            return Err(ConfigError::Invalid {
+                path: args.config.clone().unwrap_or_default(),
+                problems: vec![format!(
+                    "sink name {ALERTS_JSONL_SINK:?} is reserved for --alerts-jsonl"
+                )],
+            }
+            .into());
+        }
+        config.sinks.push(sink);
+    }
+    Ok(config)
 }
 
 /// Loads the rules directory: an invalid rule file is a warning, an unreadable directory an error.

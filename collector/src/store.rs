@@ -12,6 +12,7 @@ use kestrel_proto::{Event, Gap, Heartbeat, Hello};
 use rusqlite::{params, Connection};
 
 use crate::alert::Alert;
+use crate::alerting::{self, Admission, Policy};
 use crate::event;
 
 /// File name of the database inside the data directory.
@@ -52,7 +53,10 @@ CREATE TABLE IF NOT EXISTS gaps (
     cpu                 INTEGER NOT NULL,
     count               INTEGER NOT NULL,
     first_time_unix_ns  INTEGER NOT NULL,
-    last_time_unix_ns   INTEGER NOT NULL
+    last_time_unix_ns   INTEGER NOT NULL,
+    reason              TEXT    NOT NULL DEFAULT '',
+    first_seq           INTEGER NOT NULL DEFAULT 0,
+    last_seq            INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS agents (
     identity            TEXT    PRIMARY KEY,
@@ -135,12 +139,15 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        crate::checkpoint::configure(&conn).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        migrate_gaps(&conn).map_err(open_err)?;
+        alerting::schema::create(&conn).map_err(open_err)?;
+        let conn = Arc::new(Mutex::new(conn));
+        crate::checkpoint::spawn(path, Arc::downgrade(&conn));
+        Ok(Store { conn })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -149,14 +156,39 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a batch in one transaction: each event with `INSERT OR IGNORE` on
-    /// (identity, epoch, seq), and the alerts of the events that were new. Returns the stored
-    /// alerts with their row ids; duplicates (already stored events) yield no alert.
+    /// Runs `f` on the connection (blocking: call from a blocking context or through
+    /// [`run`](Self::run)). The alerting layer keeps its queries in its own modules.
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.lock())
+    }
+
+    /// [`write_batch_with`](Self::write_batch_with) under [`Policy::store_only`]: every alert
+    /// of a new event is stored, none is folded, limited or queued for a sink.
     pub fn write_batch(
         &self,
         identity: &str,
         epoch: u64,
         records: &[EventRecord],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let now = crate::pipeline::now_unix_ns();
+        self.write_batch_with(identity, epoch, records, &Policy::store_only(), now)
+    }
+
+    /// Stores a batch in one transaction: each event with `INSERT OR IGNORE` on
+    /// (identity, epoch, seq), and the alerts of the events that were new, admitted under
+    /// `policy` (suppression, dedup, rate limit, outbox rows for the sinks) at `now_unix_ns`.
+    /// Returns the newly created alerts with their row ids; duplicates (already stored events)
+    /// yield no alert.
+    pub fn write_batch_with(
+        &self,
+        identity: &str,
+        epoch: u64,
+        records: &[EventRecord],
+        policy: &Policy,
+        now_unix_ns: u64,
     ) -> Result<Vec<Alert>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -167,15 +199,6 @@ impl Store {
                  (identity, epoch, seq, time_unix_ns, kind, pid, exe, exec_id, json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            let mut insert_alert = tx.prepare_cached(
-                "INSERT INTO alerts \
-                 (id, time_unix_ns, rule_id, rule_title, level, identity, exec_id, json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            let mut next_id: i64 =
-                tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM alerts", [], |r| {
-                    r.get(0)
-                })?;
             for record in records {
                 let e = &record.event;
                 let process = e.process.as_ref();
@@ -194,20 +217,11 @@ impl Store {
                     continue;
                 }
                 for alert in &record.alerts {
-                    let mut alert = alert.clone();
-                    alert.id = Some(next_id);
-                    next_id += 1;
-                    insert_alert.execute(params![
-                        alert.id,
-                        sql(alert.time_unix_ns),
-                        alert.rule.id,
-                        alert.rule.title,
-                        alert.rule.level,
-                        identity,
-                        alert.process.exec_id,
-                        serde_json::to_string(&alert)?,
-                    ])?;
-                    stored.push(alert);
+                    if let Admission::Created(alert) =
+                        alerting::admit::admit(&tx, policy, alert.clone(), now_unix_ns, &[])?
+                    {
+                        stored.push(*alert);
+                    }
                 }
             }
         }
@@ -215,7 +229,8 @@ impl Store {
         Ok(stored)
     }
 
-    /// Records a gap (events the agent lost) reported by `identity`.
+    /// Records a gap (events the agent lost) reported by `identity`. A sequenced gap
+    /// (`first_seq` > 0) is stored once per (identity, epoch, first_seq): a resend is ignored.
     pub fn write_gap(
         &self,
         identity: &str,
@@ -224,8 +239,9 @@ impl Store {
         gap: &Gap,
     ) -> Result<(), StoreError> {
         self.lock().execute(
-            "INSERT INTO gaps (identity, epoch, received_unix_ns, kind, cpu, count, \
-             first_time_unix_ns, last_time_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO gaps (identity, epoch, received_unix_ns, kind, cpu, count, \
+             first_time_unix_ns, last_time_unix_ns, reason, first_seq, last_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 identity,
                 sql(epoch),
@@ -235,6 +251,9 @@ impl Store {
                 sql(gap.count),
                 sql(gap.first_time_unix_ns),
                 sql(gap.last_time_unix_ns),
+                gap.reason,
+                sql(gap.first_seq),
+                sql(gap.last_seq),
             ],
         )?;
         Ok(())
@@ -299,4 +318,28 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Brings a `gaps` table from before sequenced gaps up to date (reason and sequence columns),
+/// and makes a sequenced gap unique per (identity, epoch, first_seq).
+fn migrate_gaps(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('gaps')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, definition) in [
+        ("reason", "TEXT NOT NULL DEFAULT ''"),
+        ("first_seq", "INTEGER NOT NULL DEFAULT 0"),
+        ("last_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE gaps ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS gaps_seq ON gaps (identity, epoch, first_seq) \
+         WHERE first_seq > 0",
+    )
 }

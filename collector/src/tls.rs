@@ -126,3 +126,127 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Size and modification time of each watched file (`None` when it cannot be read).
+type Stamp = Vec<Option<(u64, std::time::SystemTime)>>;
+
+fn stamp(paths: &[&Path]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
+}
+
+/// The server TLS configuration, rebuilt when its files change on disk.
+///
+/// New connections use the configuration current when they arrive; established ones keep the one
+/// they were made with. Files that change but do not load (a half-written key, a certificate that
+/// does not match) are reported with the file at fault and the previous configuration stays.
+pub struct ReloadingConfig {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    current: std::sync::RwLock<(Stamp, Arc<ServerConfig>)>,
+}
+
+impl ReloadingConfig {
+    /// Loads the three files (an error names the file at fault).
+    pub fn load(cert: &Path, key: &Path, client_ca: &Path) -> Result<ReloadingConfig, TlsError> {
+        let seen = stamp(&[cert, key, client_ca]);
+        let config = server_config(cert, key, client_ca)?;
+        Ok(ReloadingConfig {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: client_ca.to_owned(),
+            current: std::sync::RwLock::new((seen, config)),
+        })
+    }
+
+    /// The configuration for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Rebuilds the configuration if a file changed since it was last looked at. Returns
+    /// `None` when nothing changed, `Some(Ok(()))` after a reload, `Some(Err(_))` when the
+    /// changed files do not load (the previous configuration stays in use).
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let seen = stamp(&[&self.cert, &self.key, &self.client_ca]);
+        if self.current.read().unwrap_or_else(|p| p.into_inner()).0 == seen {
+            return None;
+        }
+        let result = server_config(&self.cert, &self.key, &self.client_ca);
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        current.0 = seen;
+        Some(result.map(|config| current.1 = config))
+    }
+
+    /// Checks the files every `interval` until `stop` is cancelled, logging each reload.
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.reload_if_changed()).await {
+                Ok(Some(Ok(()))) => tracing::info!(
+                    cert = %self.cert.display(),
+                    key = %self.key.display(),
+                    client_ca = %self.client_ca.display(),
+                    "TLS files changed: new connections use the reloaded certificate, key and client CA"
+                ),
+                Ok(Some(Err(e))) => tracing::error!(
+                    error = %e,
+                    "TLS files changed but do not load: keeping the previous configuration"
+                ),
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Why a TLS handshake failed, in words an operator can act on (the raw error otherwise).
+pub fn refusal_reason(error: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return error.to_string();
+    };
+    let cert = match tls {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        rustls::Error::NoCertificatesPresented => {
+            return "the client presented no certificate (mutual TLS is required)".into()
+        }
+        other => return other.to_string(),
+    };
+    let what = match cert {
+        C::Expired | C::ExpiredContext { .. } => "client certificate expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "client certificate not yet valid",
+        C::UnknownIssuer => "client certificate not issued by the client CA (unknown issuer)",
+        C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => {
+            "client certificate signature does not verify against the client CA"
+        }
+        C::Revoked => "client certificate revoked",
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "client certificate not valid for client authentication (extended key usage)"
+        }
+        _ => "client certificate invalid",
+    };
+    format!("{what}: {tls}")
+}

@@ -52,6 +52,8 @@ impl Harness {
             rules,
             data: dir.path().join("data"),
             alerts_jsonl: Some(dir.path().join("alerts.jsonl")),
+            config: None,
+            agents: Default::default(),
         };
         let collector = Collector::start(&args).await.unwrap();
         let addr = collector.local_addr();
@@ -72,12 +74,20 @@ impl Harness {
         self.dir.path().join("alerts.jsonl")
     }
 
-    fn alert_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.alerts_jsonl())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// The alert lines, once the first one arrived: alerts reach the JSON-lines sink through
+    /// the outbox, just after the batch is acknowledged.
+    async fn alert_lines(&self) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(self.alerts_jsonl()).unwrap_or_default();
+            if !text.is_empty() || tokio::time::Instant::now() >= deadline {
+                return text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn count(&self, sql: &str) -> i64 {
@@ -190,7 +200,7 @@ async fn valid_agent_batch_is_stored_detected_and_acked() {
         2,
         "events carry the certificate identity and collector-assigned seqs"
     );
-    let lines = h.alert_lines();
+    let lines = h.alert_lines().await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     let alert = &lines[0];
     assert_eq!(alert["host"], "spiffe://kestrel.local/node/web-1");
@@ -204,7 +214,7 @@ async fn valid_agent_batch_is_stored_detected_and_acked() {
     stream.send(batch(100, events)).await;
     assert_eq!(stream.ack().await, 101);
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 2);
-    assert_eq!(h.alert_lines().len(), 1);
+    assert_eq!(h.alert_lines().await.len(), 1);
 
     // Gaps are stored and do not disturb the stream.
     stream

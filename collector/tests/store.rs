@@ -163,6 +163,7 @@ fn gaps_are_recorded_per_identity() {
         count: 17,
         first_time_unix_ns: 1,
         last_time_unix_ns: 2,
+        ..Gap::default()
     };
     store.write_gap("node-1", 4, 100, &gap).unwrap();
     let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -172,6 +173,50 @@ fn gaps_are_recorded_per_identity() {
         })
         .unwrap();
     assert_eq!((&identity[..], count, cpu), ("node-1", 17, 3));
+}
+
+#[test]
+fn sequenced_gap_is_stored_once_and_a_store_from_before_sequenced_gaps_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A store created before gaps had a reason and sequence numbers.
+        let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        db.execute_batch(
+            "CREATE TABLE gaps (id INTEGER PRIMARY KEY, identity TEXT NOT NULL, \
+             epoch INTEGER NOT NULL, received_unix_ns INTEGER NOT NULL, kind TEXT NOT NULL, \
+             cpu INTEGER NOT NULL, count INTEGER NOT NULL, first_time_unix_ns INTEGER NOT NULL, \
+             last_time_unix_ns INTEGER NOT NULL); \
+             INSERT INTO gaps VALUES (1, 'old', 1, 1, 'exec', 0, 5, 1, 2);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let gap = Gap {
+        kind: "fork".into(),
+        count: 9,
+        reason: "spool_full".into(),
+        first_seq: 40,
+        last_seq: 40,
+        ..Gap::default()
+    };
+    store.write_gap("node-1", 4, 100, &gap).unwrap();
+    store.write_gap("node-1", 4, 200, &gap).unwrap();
+    store.write_gap("node-1", 5, 200, &gap).unwrap();
+    let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let rows: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM gaps WHERE reason = 'spool_full' AND first_seq = 40",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 2, "once per (identity, epoch, first_seq)");
+    let old: i64 = db
+        .query_row("SELECT count FROM gaps WHERE identity = 'old'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(old, 5, "rows from before the migration are kept");
 }
 
 #[test]

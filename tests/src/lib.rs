@@ -12,6 +12,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod receiver;
+pub mod stack;
+
 /// True when the test runs in CI (`CI=true`), where a missing capability must fail the test.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -89,6 +92,18 @@ impl ChildGuard {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("{} exited early: {status}", self.name);
         }
+    }
+
+    /// Kills the child with SIGKILL (no chance to clean up, like `kill -9`) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (for example SIGSTOP or SIGCONT) to the child.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the child");
     }
 
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns the exit status.

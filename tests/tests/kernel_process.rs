@@ -1,77 +1,31 @@
 //! Kernel tests: load the real eBPF programs, trigger process activity, assert the decoded records.
 
+mod kernel_support;
+
 use std::{process::Command, time::Duration};
 
-use kestrel_agent::{
-    decode::KernelRecord,
-    loader::{LoadOptions, Probes},
-    reader::RingReader,
-};
-use kestrel_tests::{require_root_for_ebpf, skip_or_fail};
-use tokio::sync::mpsc;
+use kernel_support::{everything, load, Kernel};
+use kestrel_agent::decode::KernelRecord;
 
-/// Loads the programs (reporting the agent pid as `agent_tgid`) and starts a reader.
-fn start(agent_tgid: u32) -> Option<(Probes, mpsc::Receiver<KernelRecord>)> {
-    if !require_root_for_ebpf() {
-        return None;
-    }
-    let mut probes = match Probes::load(&LoadOptions {
-        ring_buffer_bytes: None,
-        agent_tgid,
-    }) {
-        Ok(probes) => probes,
-        Err(err) => {
-            skip_or_fail(format!("eBPF programs did not load: {err:#}"));
-            return None;
-        }
-    };
-    for hook in &probes.hooks {
-        assert!(
-            hook.result.is_ok(),
-            "hook {} not attached: {:?}",
-            hook.name,
-            hook.result
-        );
-    }
-    let ring = probes.take_ring_buffer().expect("ring buffer");
-    let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(RingReader::new(ring, tx).expect("reader").run());
-    Some((probes, rx))
+/// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.
+fn start(agent_tgid: u32) -> Option<Kernel> {
+    let mut options = everything();
+    options.agent_tgid = agent_tgid;
+    load(options)
 }
 
-/// Receives records until `want` matches one, failing with the records seen when the deadline
-/// passes.
+/// Receives records until `want` matches one.
 async fn expect_record(
-    rx: &mut mpsc::Receiver<KernelRecord>,
+    kernel: &mut Kernel,
     what: &str,
     want: impl Fn(&KernelRecord) -> bool,
 ) -> KernelRecord {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(record)) if want(&record) => return record,
-            Ok(Some(record)) => seen.push(record),
-            _ => {
-                let tail: Vec<String> = seen
-                    .iter()
-                    .rev()
-                    .take(10)
-                    .map(|r| format!("{r:?}"))
-                    .collect();
-                panic!(
-                    "no {what} within 5 s; {} other records, the last:\n{}",
-                    seen.len(),
-                    tail.join("\n")
-                );
-            }
-        }
-    }
+    kernel.expect(what, want).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_of_a_known_binary_is_decoded_with_argv_parent_and_uid() {
-    let Some((_probes, mut rx)) = start(0) else {
+    let Some(mut rx) = start(0) else {
         return;
     };
     let marker = format!("marker-{}", std::process::id());
@@ -105,7 +59,7 @@ async fn exec_of_a_known_binary_is_decoded_with_argv_parent_and_uid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_argument_vectors_are_cut_and_flagged() {
-    let Some((_probes, mut rx)) = start(0) else {
+    let Some(mut rx) = start(0) else {
         return;
     };
     let long = "x".repeat(3000);
@@ -133,7 +87,7 @@ async fn long_argument_vectors_are_cut_and_flagged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_and_exit_carry_child_and_exit_status() {
-    let Some((_probes, mut rx)) = start(0) else {
+    let Some(mut rx) = start(0) else {
         return;
     };
     let child = Command::new("/bin/sh")
@@ -171,7 +125,7 @@ async fn fork_and_exit_carry_child_and_exit_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_own_process_is_not_reported() {
     let me = std::process::id();
-    let Some((_probes, mut rx)) = start(me) else {
+    let Some(mut rx) = start(me) else {
         return;
     };
     let marker = format!("own-{me}");
@@ -193,7 +147,7 @@ async fn the_agents_own_process_is_not_reported() {
         .expect("run echo");
     let mut from_me = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(record)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+    while let Ok(Some(record)) = tokio::time::timeout_at(deadline, rx.records.recv()).await {
         if matches!(&record, KernelRecord::Exec(e) if e.argv.get(1).is_some_and(|a| a == "end-marker"))
         {
             break;

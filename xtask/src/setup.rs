@@ -21,6 +21,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Mount point of bpffs (pinned maps and programs).
 const BPFFS: &str = "/sys/fs/bpf";
+/// Debian packages the container tests use: Podman, runc (Debian 12's crun refuses hosts with
+/// hybrid cgroups), containerd (its gRPC API is tested against a private instance) and a static
+/// busybox to build the test image from.
+const CONTAINER_PACKAGES: [&str; 4] = ["podman", "runc", "containerd", "busybox-static"];
+/// Podman's system-wide configuration.
+const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
 
 /// One piece of work that the checks found missing.
 struct Pending {
@@ -37,13 +43,16 @@ struct Pending {
 /// A check: `None` when the prerequisite is in place, else the work to do.
 type Check = fn() -> Result<Option<Pending>>;
 
-/// The checks, in the order their work must run (bpf-linker needs LLVM).
-const CHECKS: [Check; 5] = [
+/// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
+/// belongs to Podman).
+const CHECKS: [Check; 7] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
     check_tracefs,
     check_bpffs,
+    check_container_packages,
+    check_containers_conf,
 ];
 
 impl Pending {
@@ -318,4 +327,95 @@ fn check_bpffs() -> Result<Option<Pending>> {
         commands: vec![mount("bpf", BPFFS)],
         check: check_bpffs,
     }))
+}
+
+/// Whether Debian package `package` is installed.
+fn deb_installed(package: &str) -> bool {
+    util::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}", package])).is_ok_and(
+        |output| {
+            output.status.success()
+                && String::from_utf8_lossy(&output.stdout).trim() == "install ok installed"
+        },
+    )
+}
+
+fn check_container_packages() -> Result<Option<Pending>> {
+    let missing: Vec<&str> = CONTAINER_PACKAGES
+        .into_iter()
+        .filter(|package| !deb_installed(package))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: {} already installed", CONTAINER_PACKAGES.join(", "));
+        return Ok(None);
+    }
+    println!(
+        "setup: container test packages missing: {}",
+        missing.join(", ")
+    );
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y"])
+        .args(CONTAINER_PACKAGES);
+    Ok(Some(Pending {
+        what: "podman, runc, containerd, busybox-static",
+        needs_root: true,
+        commands: vec![update, install],
+        check: check_container_packages,
+    }))
+}
+
+/// Whether a containers.conf text sets `default_ulimits` in its `[containers]` table.
+fn sets_default_ulimits(text: &str) -> bool {
+    let mut table = "";
+    text.lines().map(str::trim).any(|line| {
+        if line.starts_with('[') {
+            table = line;
+            return false;
+        }
+        table == "[containers]" && line.starts_with("default_ulimits")
+    })
+}
+
+/// This machine lacks CAP_SYS_RESOURCE: containers cannot get Podman's default ulimits.
+fn check_containers_conf() -> Result<Option<Pending>> {
+    let text = fs::read_to_string(CONTAINERS_CONF).unwrap_or_default();
+    if sets_default_ulimits(&text) {
+        println!("setup: {CONTAINERS_CONF} already sets default_ulimits");
+        return Ok(None);
+    }
+    println!("setup: {CONTAINERS_CONF} does not set default_ulimits = [] under [containers]");
+    let mut write = Command::new("sh");
+    write.arg("-c").arg(format!(
+        "mkdir -p /etc/containers && touch {CONTAINERS_CONF} && \
+         if grep -q '^\\[containers\\]' {CONTAINERS_CONF}; \
+         then sed -i '/^\\[containers\\]/a default_ulimits = []' {CONTAINERS_CONF}; \
+         else printf '\\n[containers]\\ndefault_ulimits = []\\n' >> {CONTAINERS_CONF}; fi"
+    ));
+    Ok(Some(Pending {
+        what: "containers.conf default_ulimits",
+        needs_root: true,
+        commands: vec![write],
+        check: check_containers_conf,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ulimits_counts_only_inside_the_containers_table() {
+        assert!(sets_default_ulimits("[containers]\ndefault_ulimits = []\n"));
+        assert!(sets_default_ulimits(
+            "[engine]\nruntime = \"runc\"\n\n[containers]\nlog_driver = \"k8s-file\"\ndefault_ulimits = []\n"
+        ));
+        assert!(!sets_default_ulimits(""));
+        assert!(!sets_default_ulimits("[engine]\ndefault_ulimits = []\n"));
+        assert!(!sets_default_ulimits(
+            "[containers]\n# default_ulimits = []\n"
+        ));
+    }
 }

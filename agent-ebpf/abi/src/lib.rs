@@ -14,8 +14,225 @@ pub const KIND_EXEC: u32 = 1;
 pub const KIND_FORK: u32 = 2;
 /// The last thread of a process exited: [`ExitRecord`].
 pub const KIND_EXIT: u32 = 3;
+/// A file was opened for write/create/truncate, a sensitive file was read, or a file was
+/// renamed, removed, re-permissioned, re-owned, linked, truncated, mounted or timestomped:
+/// [`SyscallRecord`].
+pub const KIND_FILE: u32 = 4;
+/// connect/accept/listen/bind/sendto or an AF_PACKET socket: [`SyscallRecord`].
+pub const KIND_NETWORK: u32 = 5;
+/// setuid family, setgid family, capset: [`SyscallRecord`] with old and new credentials.
+pub const KIND_CREDENTIAL: u32 = 6;
+/// ptrace or process_vm_writev: [`SyscallRecord`].
+pub const KIND_PTRACE: u32 = 7;
+/// kill/tkill/tgkill of another process: [`SyscallRecord`].
+pub const KIND_SIGNAL: u32 = 8;
+/// init_module/finit_module: [`SyscallRecord`].
+pub const KIND_MODULE: u32 = 9;
+/// bpf(BPF_PROG_LOAD): [`SyscallRecord`].
+pub const KIND_BPF: u32 = 10;
+/// memfd_create: [`SyscallRecord`].
+pub const KIND_MEMFD: u32 = 11;
+/// setns/unshare: [`SyscallRecord`].
+pub const KIND_NAMESPACE: u32 = 12;
+/// io_uring_setup, and io_uring operations seen by the io_uring tracepoints: [`SyscallRecord`].
+pub const KIND_IO_URING: u32 = 13;
 /// Number of slots in per-kind arrays (index 0 is unused, kinds start at 1).
-pub const KIND_SLOTS: u32 = 4;
+pub const KIND_SLOTS: u32 = 14;
+
+/// The syscalls (and io_uring tracepoints) the agent follows, as arch-independent ids: the
+/// programs know which syscall they run for from their attach point, not from a syscall number.
+pub mod sys {
+    /// `open(path, flags, mode)`.
+    pub const OPEN: u32 = 1;
+    /// `openat(dirfd, path, flags, mode)`.
+    pub const OPENAT: u32 = 2;
+    /// `openat2(dirfd, path, how, size)`.
+    pub const OPENAT2: u32 = 3;
+    /// `creat(path, mode)`.
+    pub const CREAT: u32 = 4;
+    /// `rename(old, new)`.
+    pub const RENAME: u32 = 5;
+    /// `renameat(olddirfd, old, newdirfd, new)`.
+    pub const RENAMEAT: u32 = 6;
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+    pub const RENAMEAT2: u32 = 7;
+    /// `unlink(path)`.
+    pub const UNLINK: u32 = 8;
+    /// `unlinkat(dirfd, path, flags)`.
+    pub const UNLINKAT: u32 = 9;
+    /// `rmdir(path)`.
+    pub const RMDIR: u32 = 10;
+    /// `chmod(path, mode)`.
+    pub const CHMOD: u32 = 11;
+    /// `fchmod(fd, mode)`.
+    pub const FCHMOD: u32 = 12;
+    /// `fchmodat(dirfd, path, mode)`.
+    pub const FCHMODAT: u32 = 13;
+    /// `fchmodat2(dirfd, path, mode, flags)`.
+    pub const FCHMODAT2: u32 = 14;
+    /// `chown(path, uid, gid)`.
+    pub const CHOWN: u32 = 15;
+    /// `fchown(fd, uid, gid)`.
+    pub const FCHOWN: u32 = 16;
+    /// `lchown(path, uid, gid)`.
+    pub const LCHOWN: u32 = 17;
+    /// `fchownat(dirfd, path, uid, gid, flags)`.
+    pub const FCHOWNAT: u32 = 18;
+    /// `link(old, new)`.
+    pub const LINK: u32 = 19;
+    /// `linkat(olddirfd, old, newdirfd, new, flags)`.
+    pub const LINKAT: u32 = 20;
+    /// `symlink(target, linkpath)`.
+    pub const SYMLINK: u32 = 21;
+    /// `symlinkat(target, newdirfd, linkpath)`.
+    pub const SYMLINKAT: u32 = 22;
+    /// `truncate(path, length)`.
+    pub const TRUNCATE: u32 = 23;
+    /// `ftruncate(fd, length)`.
+    pub const FTRUNCATE: u32 = 24;
+    /// `mount(source, target, fstype, flags, data)`.
+    pub const MOUNT: u32 = 25;
+    /// `umount2(target, flags)`.
+    pub const UMOUNT: u32 = 26;
+    /// `utime(path, times)`.
+    pub const UTIME: u32 = 27;
+    /// `utimes(path, times)`.
+    pub const UTIMES: u32 = 28;
+    /// `utimensat(dirfd, path, times, flags)`.
+    pub const UTIMENSAT: u32 = 29;
+    /// `futimesat(dirfd, path, times)`.
+    pub const FUTIMESAT: u32 = 30;
+    /// `setuid(uid)`.
+    pub const SETUID: u32 = 31;
+    /// `setgid(gid)`.
+    pub const SETGID: u32 = 32;
+    /// `setreuid(ruid, euid)`.
+    pub const SETREUID: u32 = 33;
+    /// `setregid(rgid, egid)`.
+    pub const SETREGID: u32 = 34;
+    /// `setresuid(ruid, euid, suid)`.
+    pub const SETRESUID: u32 = 35;
+    /// `setresgid(rgid, egid, sgid)`.
+    pub const SETRESGID: u32 = 36;
+    /// `setfsuid(fsuid)`.
+    pub const SETFSUID: u32 = 37;
+    /// `setfsgid(fsgid)`.
+    pub const SETFSGID: u32 = 38;
+    /// `capset(header, data)`.
+    pub const CAPSET: u32 = 39;
+    /// `ptrace(request, pid, addr, data)`.
+    pub const PTRACE: u32 = 40;
+    /// `process_vm_writev(pid, ...)`.
+    pub const PROCESS_VM_WRITEV: u32 = 41;
+    /// `kill(pid, sig)`.
+    pub const KILL: u32 = 42;
+    /// `tkill(tid, sig)`.
+    pub const TKILL: u32 = 43;
+    /// `tgkill(tgid, tid, sig)`.
+    pub const TGKILL: u32 = 44;
+    /// `connect(fd, addr, len)`.
+    pub const CONNECT: u32 = 45;
+    /// `accept(fd, addr, len)`.
+    pub const ACCEPT: u32 = 46;
+    /// `accept4(fd, addr, len, flags)`.
+    pub const ACCEPT4: u32 = 47;
+    /// `listen(fd, backlog)`.
+    pub const LISTEN: u32 = 48;
+    /// `bind(fd, addr, len)`.
+    pub const BIND: u32 = 49;
+    /// `sendto(fd, buf, len, flags, addr, addrlen)`.
+    pub const SENDTO: u32 = 50;
+    /// `socket(family, type, protocol)` (reported for AF_PACKET only).
+    pub const SOCKET: u32 = 51;
+    /// `init_module(image, len, params)`.
+    pub const INIT_MODULE: u32 = 52;
+    /// `finit_module(fd, params, flags)`.
+    pub const FINIT_MODULE: u32 = 53;
+    /// `bpf(cmd, attr, size)` (reported for BPF_PROG_LOAD).
+    pub const BPF: u32 = 54;
+    /// `memfd_create(name, flags)`.
+    pub const MEMFD_CREATE: u32 = 55;
+    /// `setns(fd, nstype)`.
+    pub const SETNS: u32 = 56;
+    /// `unshare(flags)`.
+    pub const UNSHARE: u32 = 57;
+    /// `io_uring_setup(entries, params)`.
+    pub const IO_URING_SETUP: u32 = 58;
+    /// The `io_uring:io_uring_submit_req` tracepoint: one operation submitted through a ring.
+    pub const IO_URING_SUBMIT: u32 = 59;
+    /// One past the largest id.
+    pub const COUNT: u32 = 60;
+
+    /// The record kind a syscall id reports as.
+    pub const fn kind_of(id: u32) -> u32 {
+        use super::*;
+        match id {
+            OPEN..=FUTIMESAT => KIND_FILE,
+            SETUID..=CAPSET => KIND_CREDENTIAL,
+            PTRACE | PROCESS_VM_WRITEV => KIND_PTRACE,
+            KILL..=TGKILL => KIND_SIGNAL,
+            CONNECT..=SOCKET => KIND_NETWORK,
+            INIT_MODULE | FINIT_MODULE => KIND_MODULE,
+            BPF => KIND_BPF,
+            MEMFD_CREATE => KIND_MEMFD,
+            SETNS | UNSHARE => KIND_NAMESPACE,
+            IO_URING_SETUP | IO_URING_SUBMIT => KIND_IO_URING,
+            _ => 0,
+        }
+    }
+}
+
+/// Size of each user-string slot in [`SyscallRecord::strings`].
+pub const STR_SLOT: usize = 1024;
+/// Total string area: two user-string slots.
+pub const STRINGS_SIZE: usize = 2 * STR_SLOT;
+
+/// `SyscallRecord::flags`: string slot 0 was cut.
+pub const SYS_STR0_TRUNCATED: u32 = 1 << 0;
+/// `SyscallRecord::flags`: string slot 1 was cut.
+pub const SYS_STR1_TRUNCATED: u32 = 1 << 1;
+/// `SyscallRecord::flags`: the open was read-only and is reported because the path is sensitive.
+pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
+
+/// One followed syscall (or io_uring operation). `args` are the raw syscall arguments;
+/// `aux` holds kind-specific values documented at each use:
+/// - credentials: `aux[0..4]` old ids packed two per word (ruid|euid, suid|fsuid, rgid|egid,
+///   sgid|fsgid, low|high), `aux[4..7]` old capabilities (effective, permitted, inheritable),
+///   `aux[8..12]` and `aux[12..15]` the same after the call.
+/// - network: `aux[0]` family, `aux[1]` protocol, `aux[2]` socket type, `aux[3..5]` local
+///   address (16 bytes, IPv4 in the first 4), `aux[5]` local port, `aux[6..8]` remote address,
+///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes).
+/// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode.
+/// - bpf: `aux[0]` program type, `aux[1..3]` program name (16 bytes).
+/// - io_uring: `aux[0]` opcode, `aux[1]` entries, `aux[2]` flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    /// Common header; `kind` is one of the `KIND_*` syscall kinds.
+    pub header: RecordHeader,
+    /// Which call, from [`sys`].
+    pub syscall: u32,
+    /// `SYS_*` flags.
+    pub flags: u32,
+    /// Return value (negative errno on failure).
+    pub result: i64,
+    /// Raw arguments.
+    pub args: [u64; 6],
+    /// Kind-specific values (see the type's documentation).
+    pub aux: [u64; 16],
+    /// Bytes in use in each string slot: 0 = first path, 1 = second path.
+    pub str_len: [u32; 2],
+    /// Padding to keep `strings` 8-byte aligned.
+    pub reserved: u32,
+    /// Effective uid of the caller.
+    pub euid: u32,
+    /// The strings: `[0, STR_SLOT)` first path, `[STR_SLOT, 2*STR_SLOT)` second path. Only the
+    /// used prefix of the record is sent; see `header.size`.
+    pub strings: [u8; STRINGS_SIZE],
+}
+
+/// Bytes of a [`SyscallRecord`] before its string area.
+pub const SYSCALL_FIXED_SIZE: usize = core::mem::size_of::<SyscallRecord>() - STRINGS_SIZE;
 
 /// Bytes of the executable path the exec record can hold (including the NUL).
 pub const FILENAME_MAX: usize = 256;
@@ -31,6 +248,8 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
 /// `ExecRecord::flags`: the argument vector could not be read from the new process memory.
 pub const EXEC_ARGV_UNREADABLE: u32 = 1 << 2;
+/// `ExecRecord::flags`: the executed file is a memfd (its name starts with `memfd:`).
+pub const EXEC_MEMFD: u32 = 1 << 3;
 
 /// Name of the global [`ProbeConfig`] in the eBPF object, set by the agent at load time.
 pub const CONFIG_GLOBAL: &str = "KESTREL_CONFIG";
@@ -81,6 +300,20 @@ pub struct ExecRecord {
     pub filename: [u8; FILENAME_MAX],
     /// The new argument vector, NUL-separated.
     pub argv: [u8; ARGV_MAX],
+    /// Effective uid and gid.
+    pub euid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Effective capabilities.
+    pub cap_effective: u64,
+    /// Device (`s_dev`) of the executed file.
+    pub exe_dev: u64,
+    /// Inode number of the executed file.
+    pub exe_inode: u64,
+    /// Link count of the executed file (0: deleted or never linked).
+    pub exe_nlink: u32,
+    /// Padding to keep the record 8-byte aligned.
+    pub reserved: u32,
 }
 
 /// A new process was created (`sched_process_fork` with a new thread group).
@@ -140,17 +373,128 @@ pub struct ProbeConfig {
     pub tp_exit_group_dead: u32,
     /// Process id of the agent itself: its own events are not reported (0: report everything).
     pub agent_tgid: u32,
+    /// When non-zero, only this process is reported (diagnostics and exact-count tests).
+    pub only_tgid: u32,
+    /// Bit n set: kind n is reported.
+    pub kinds_enabled: u32,
+    /// Byte offset of `task_struct.cred`.
+    pub task_cred: u32,
+    /// Byte offset of `task_struct.fs`.
+    pub task_fs: u32,
+    /// Byte offset of `task_struct.files`.
+    pub task_files: u32,
+    /// Byte offsets in `struct cred`: uid, euid, suid, fsuid, gid, egid, sgid, fsgid.
+    pub cred_ids: [u32; 8],
+    /// Byte offsets in `struct cred`: cap_effective, cap_permitted, cap_inheritable.
+    pub cred_caps: [u32; 3],
+    /// Byte offset of `fs_struct.pwd` (a `struct path`).
+    pub fs_pwd: u32,
+    /// Byte offsets of `path.mnt` and `path.dentry`.
+    pub path_mnt: u32,
+    /// Byte offset of `path.dentry`.
+    pub path_dentry: u32,
+    /// Byte offset of `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// Byte offset of `dentry.d_name.name` (the `qstr` name pointer).
+    pub dentry_name: u32,
+    /// Byte offset of `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// Byte offset of the `vfsmount` embedded in `struct mount`.
+    pub mount_mnt: u32,
+    /// Byte offset of `mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// Byte offset of `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// Byte offset of `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// Byte offset of `fdtable.max_fds`.
+    pub fdt_max_fds: u32,
+    /// Byte offset of `fdtable.fd`.
+    pub fdt_fd: u32,
+    /// Byte offset of `file.f_path`.
+    pub file_path: u32,
+    /// Byte offset of `file.f_inode`.
+    pub file_inode: u32,
+    /// Byte offset of `file.private_data`.
+    pub file_private: u32,
+    /// Byte offset of `inode.i_ino`.
+    pub inode_ino: u32,
+    /// Byte offset of `inode.i_sb`.
+    pub inode_sb: u32,
+    /// Byte offset of `inode.i_nlink` (`__i_nlink`).
+    pub inode_nlink: u32,
+    /// Byte offset of `super_block.s_dev`.
+    pub sb_dev: u32,
+    /// Byte offset of `mm_struct.exe_file`.
+    pub mm_exe_file: u32,
+    /// Byte offset of `socket.sk`.
+    pub socket_sk: u32,
+    /// Byte offsets in `sock_common`: skc_daddr, skc_rcv_saddr, skc_dport, skc_num, skc_family,
+    /// skc_v6_daddr, skc_v6_rcv_saddr.
+    pub skc: [u32; 7],
+    /// Byte offsets of `sock.sk_protocol` and `sock.sk_type`.
+    pub sk_protocol: u32,
+    /// Byte offset of `sock.sk_type`.
+    pub sk_type: u32,
+    /// Offsets in the `io_uring_submit_req` tracepoint record: opcode.
+    pub tp_uring_opcode: u32,
+    /// Number of entries in use in the sensitive-path prefix map.
+    pub sensitive_count: u32,
+    /// Number of entries in use in the muted-path prefix map.
+    pub muted_count: u32,
+    /// Number of entries in the muted-executable map (0: skip the lookup).
+    pub muted_exe_count: u32,
+    /// Number of entries in use in the sensitive file-name prefix map.
+    pub sensitive_name_count: u32,
+}
+
+/// A path prefix for in-kernel matching (sensitive reads, muted paths).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathPrefix {
+    /// Bytes of `bytes` in use.
+    pub len: u32,
+    /// The prefix.
+    pub bytes: [u8; PREFIX_MAX],
+}
+
+/// Longest path prefix matched in the kernel.
+pub const PREFIX_MAX: usize = 64;
+/// Most prefixes of each list.
+pub const PREFIX_SLOTS: u32 = 16;
+/// Name of the array of sensitive-path prefixes.
+pub const SENSITIVE_MAP: &str = "KESTREL_SENSITIVE";
+/// Name of the array of sensitive file-name prefixes (matched against the last component).
+pub const SENSITIVE_NAMES_MAP: &str = "KESTREL_SENSITIVE_NAMES";
+/// Name of the array of muted-path prefixes.
+pub const MUTED_MAP: &str = "KESTREL_MUTED";
+/// Name of the hash map of muted executables, keyed by [`FileKey`].
+pub const MUTED_EXES_MAP: &str = "KESTREL_MUTED_EXES";
+
+/// A file by device and inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// `super_block.s_dev`.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 32);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1352);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
+const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 244);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain #[repr(C)] integers without padding (sizes asserted above).
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PathPrefix {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FileKey {}
 }

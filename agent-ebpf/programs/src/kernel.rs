@@ -6,24 +6,30 @@ use aya_ebpf::helpers::{
 };
 use kestrel_ebpf_abi::{ProbeConfig, RecordHeader};
 
-/// A `struct task_struct *`, as an address.
-pub type TaskPtr = u64;
+/// A kernel pointer, as an address.
+pub type Ptr = u64;
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-pub fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|e| e as i64)
+pub fn read_at<T>(base: Ptr, offset: u32) -> Result<T, i64> {
+    read_addr(base + offset as u64)
+}
+
+/// Reads a `T` at `address` in kernel memory.
+#[inline(always)]
+pub fn read_addr<T>(address: u64) -> Result<T, i64> {
+    unsafe { bpf_probe_read_kernel(address as *const T) }.map_err(|e| e as i64)
 }
 
 /// The task the program runs in.
 #[inline(always)]
-pub fn current_task() -> TaskPtr {
+pub fn current_task() -> Ptr {
     unsafe { bpf_get_current_task() }
 }
 
 /// Process id of the task's parent (`task->real_parent->tgid`).
 #[inline(always)]
-pub fn parent_tgid(config: &ProbeConfig, task: TaskPtr) -> Result<u32, i64> {
+pub fn parent_tgid(config: &ProbeConfig, task: Ptr) -> Result<u32, i64> {
     let parent: u64 = read_at(task, config.task_real_parent)?;
     read_at(parent, config.task_tgid)
 }
@@ -39,4 +45,64 @@ pub fn header(kind: u32, size: usize, pid: u32, tgid: u32) -> RecordHeader {
         tgid,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     }
+}
+
+/// The task's credentials: ids packed two per word and the three capability sets, in the
+/// layout of `SyscallRecord::aux` (see the abi).
+#[inline(always)]
+pub fn credentials(config: &ProbeConfig, task: Ptr) -> Result<[u64; 7], i64> {
+    let cred: u64 = read_at(task, config.task_cred)?;
+    let mut ids = [0u32; 8];
+    let mut i = 0;
+    while i < 8 {
+        ids[i] = read_at(cred, config.cred_ids[i])?;
+        i += 1;
+    }
+    Ok([
+        ids[0] as u64 | (ids[1] as u64) << 32,
+        ids[2] as u64 | (ids[3] as u64) << 32,
+        ids[4] as u64 | (ids[5] as u64) << 32,
+        ids[6] as u64 | (ids[7] as u64) << 32,
+        read_at(cred, config.cred_caps[0])?,
+        read_at(cred, config.cred_caps[1])?,
+        read_at(cred, config.cred_caps[2])?,
+    ])
+}
+
+/// The `struct file *` open as `fd` in the task, if any.
+#[inline(always)]
+pub fn fd_file(config: &ProbeConfig, task: Ptr, fd: u64) -> Result<Ptr, i64> {
+    let files: u64 = read_at(task, config.task_files)?;
+    let fdt: u64 = read_at(files, config.files_fdt)?;
+    let max_fds: u32 = read_at(fdt, config.fdt_max_fds)?;
+    if fd >= max_fds as u64 {
+        return Err(-9); // EBADF
+    }
+    let fds: u64 = read_at(fdt, config.fdt_fd)?;
+    let file: u64 = read_addr(fds + fd * 8)?;
+    if file == 0 {
+        return Err(-9);
+    }
+    Ok(file)
+}
+
+/// The executable file of the task (`task->mm->exe_file`), 0 for kernel threads.
+#[inline(always)]
+pub fn exe_file(config: &ProbeConfig, task: Ptr) -> Result<Ptr, i64> {
+    let mm: u64 = read_at(task, config.task_mm)?;
+    if mm == 0 {
+        return Ok(0);
+    }
+    read_at(mm, config.mm_exe_file)
+}
+
+/// (device, inode, link count) of a `struct file *`.
+#[inline(always)]
+pub fn file_identity(config: &ProbeConfig, file: Ptr) -> Result<(u64, u64, u32), i64> {
+    let inode: u64 = read_at(file, config.file_inode)?;
+    let ino: u64 = read_at(inode, config.inode_ino)?;
+    let nlink: u32 = read_at(inode, config.inode_nlink)?;
+    let sb: u64 = read_at(inode, config.inode_sb)?;
+    let dev: u32 = read_at(sb, config.sb_dev)?;
+    Ok((dev as u64, ino, nlink))
 }

@@ -4,9 +4,12 @@
 #![no_std]
 #![no_main]
 
+mod filter;
+mod hooks;
 mod kernel;
 mod maps;
 mod process;
+mod syscalls;
 
 #[cfg(not(test))]
 #[panic_handler]

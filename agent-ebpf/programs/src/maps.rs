@@ -18,18 +18,8 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0
 
 /// Offsets and filters, written by the agent before load.
 #[unsafe(no_mangle)]
-static KESTREL_CONFIG: ProbeConfig = ProbeConfig {
-    task_real_parent: 0,
-    task_tgid: 0,
-    task_pid: 0,
-    task_mm: 0,
-    task_exit_code: 0,
-    mm_arg_start: 0,
-    mm_arg_end: 0,
-    tp_exec_filename: 0,
-    tp_exit_group_dead: 0,
-    agent_tgid: 0,
-};
+// SAFETY: all-zero integers are a valid ProbeConfig (every kind off until the agent sets it).
+static KESTREL_CONFIG: ProbeConfig = unsafe { core::mem::zeroed() };
 
 /// The configuration as set by the agent (a volatile read, so the compiler cannot fold the
 /// placeholder zeros above into the code).
@@ -52,10 +42,4 @@ pub fn count_drop(kind: u32) {
 pub fn current_pid_tgid() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     (pid_tgid as u32, (pid_tgid >> 32) as u32)
-}
-
-/// True when the event comes from the agent itself and must not be reported.
-#[inline(always)]
-pub fn is_agent(config: &ProbeConfig, tgid: u32) -> bool {
-    config.agent_tgid != 0 && config.agent_tgid == tgid
 }

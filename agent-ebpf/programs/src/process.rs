@@ -11,12 +11,17 @@ use aya_ebpf::{
 };
 use kestrel_ebpf_abi::{
     ExecRecord, ExitRecord, ForkRecord, ProbeConfig, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK,
+    EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, FILENAME_MAX, KIND_EXEC, KIND_EXIT,
+    KIND_FORK,
 };
 
 use crate::{
-    kernel::{current_task, header, parent_tgid, read_at, TaskPtr},
-    maps::{config, count_drop, current_pid_tgid, is_agent, EVENTS},
+    filter::wanted,
+    kernel::{
+        credentials, current_task, exe_file, file_identity, header, parent_tgid, read_at,
+        Ptr as TaskPtr,
+    },
+    maps::{config, count_drop, current_pid_tgid, EVENTS},
 };
 
 /// The most argv bytes copied: one less than the buffer, so a mask bounds the length.
@@ -33,7 +38,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let config = config();
     let (pid, tgid) = current_pid_tgid();
-    if is_agent(&config, tgid) {
+    if !wanted(&config, tgid, KIND_EXEC) {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
@@ -53,8 +58,47 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     record.argv_len = 0;
     read_filename(ctx, &config, record);
     read_argv(&config, task, record);
+    read_image(&config, task, record);
     entry.submit(0);
     Ok(())
+}
+
+/// Effective ids and capabilities, and the executed file's identity (and whether it is a memfd
+/// or has no link left). The working directory is left to user space.
+#[inline(always)]
+fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
+    let credentials = credentials(config, task).unwrap_or([0; 7]);
+    record.euid = (credentials[0] >> 32) as u32;
+    record.egid = (credentials[2] >> 32) as u32;
+    record.cap_effective = credentials[4];
+    record.exe_dev = 0;
+    record.exe_inode = 0;
+    record.exe_nlink = 1;
+    record.reserved = 0;
+    if let Ok(file) = exe_file(config, task) {
+        if file != 0 {
+            if let Ok((dev, ino, nlink)) = file_identity(config, file) {
+                record.exe_dev = dev;
+                record.exe_inode = ino;
+                record.exe_nlink = nlink;
+            }
+            if is_memfd(config, file) {
+                record.flags |= EXEC_MEMFD;
+            }
+        }
+    }
+}
+
+/// The file's name starts with `memfd:` (how the kernel names memfd_create files).
+#[inline(always)]
+fn is_memfd(config: &ProbeConfig, file: TaskPtr) -> bool {
+    let Ok(dentry) = read_at::<u64>(file + config.file_path as u64, config.path_dentry) else {
+        return false;
+    };
+    let Ok(name) = read_at::<u64>(dentry, config.dentry_name) else {
+        return false;
+    };
+    matches!(read_at::<[u8; 6]>(name, 0), Ok(prefix) if &prefix == b"memfd:")
 }
 
 /// Copies the `filename` tracepoint field (a `__data_loc`: offset in the low 16 bits, length
@@ -122,7 +166,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let config = config();
     let (pid, tgid) = current_pid_tgid();
-    if is_agent(&config, tgid) {
+    if !wanted(&config, tgid, KIND_FORK) {
         return Ok(());
     }
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
@@ -159,7 +203,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let config = config();
     let (pid, tgid) = current_pid_tgid();
-    if is_agent(&config, tgid) {
+    if !wanted(&config, tgid, KIND_EXIT) {
         return Ok(());
     }
     let group_dead: u8 =

@@ -53,6 +53,7 @@ pub(crate) fn parse(text: &str, names: &[String]) -> Result<Expr, String> {
         pos: 0,
         names,
         text_len: text.len(),
+        depth: 0,
     };
     let expr = parser.or()?;
     match parser.tokens.get(parser.pos) {
@@ -122,11 +123,15 @@ fn describe(tok: &Token<'_>) -> String {
     }
 }
 
+/// Deepest nesting of parentheses and `not` accepted (the parser is recursive).
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'t, 'n> {
     tokens: Vec<(usize, Token<'t>)>,
     pos: usize,
     names: &'n [String],
     text_len: usize,
+    depth: usize,
 }
 
 impl<'t> Parser<'t, '_> {
@@ -166,16 +171,34 @@ impl<'t> Parser<'t, '_> {
     fn not(&mut self) -> Result<Expr, String> {
         if self.peek() == Some(&Token::Not) {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            let inner = self.nested(Parser::not)?;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    /// Runs `parse` one nesting level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested(&mut self, parse: fn(&mut Self) -> Result<Expr, String>) -> Result<Expr, String> {
+        if self.depth >= MAX_DEPTH {
+            let col = self
+                .tokens
+                .get(self.pos)
+                .map_or(self.text_len + 1, |(c, _)| *c);
+            return Err(format!(
+                "nested more than {MAX_DEPTH} levels deep at column {col}"
+            ));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
     }
 
     fn primary(&mut self) -> Result<Expr, String> {
         let (col, tok) = self.next()?;
         match tok {
             Token::Open => {
-                let inner = self.or()?;
+                let inner = self.nested(Parser::or)?;
                 match self.next()? {
                     (_, Token::Close) => Ok(inner),
                     (col, other) => Err(format!(
@@ -416,6 +439,18 @@ mod tests {
         }
         let err = parse("a | count() > 5", &list).unwrap_err();
         assert!(err.contains("aggregation"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let list = names(&["a"]);
+        let deep = format!("{}a{}", "(".repeat(100_000), ")".repeat(100_000));
+        let err = parse(&deep, &list).unwrap_err();
+        assert!(err.contains("nested more than"), "{err}");
+        let nots = format!("{}a", "not ".repeat(100_000));
+        assert!(parse(&nots, &list).is_err());
+        let ok = format!("{}a{}", "(".repeat(10), ")".repeat(10));
+        assert_eq!(parse(&ok, &list), Ok(Expr::Sel(0)));
     }
 
     #[test]

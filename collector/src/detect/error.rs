@@ -15,9 +15,11 @@ pub struct LoadError {
     pub error: std::io::Error,
 }
 
-/// One rule file that could not be loaded; the other rules still load.
+/// One rule (or one document of a rule file) that could not be loaded; the other rules still
+/// load.
 ///
-/// Displays as `rule {path}: {reason}`, followed by `(line N)` when the position is known.
+/// Displays as `rule {path}: {reason}`, followed by `(line N)` when the position is known
+/// (YAML syntax errors have the line and column in the reason).
 #[derive(Debug, thiserror::Error)]
 pub struct RuleError {
     /// The rule file.
@@ -28,11 +30,24 @@ pub struct RuleError {
     pub kind: RuleErrorKind,
 }
 
+impl RuleError {
+    /// An error in `path` at `line` (when known).
+    pub fn new(path: impl Into<PathBuf>, line: Option<usize>, kind: RuleErrorKind) -> RuleError {
+        RuleError {
+            path: path.into(),
+            line,
+            kind,
+        }
+    }
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "rule {}: {}", self.path.display(), self.kind)?;
-        if let Some(line) = self.line {
-            write!(f, " (line {line})")?;
+        match (self.line, &self.kind) {
+            // The parser's message has the position already.
+            (_, RuleErrorKind::Yaml { .. }) | (None, _) => {}
+            (Some(line), _) => write!(f, " (line {line})")?,
         }
         Ok(())
     }
@@ -53,17 +68,57 @@ pub enum RuleErrorKind {
         /// The limit in bytes.
         limit: u64,
     },
-    /// The file is not valid YAML or lacks mandatory Sigma attributes (the message has the position).
-    #[error("invalid rule YAML: {0}")]
-    Yaml(serde_yaml::Error),
-    /// A Sigma document kind other than a detection rule (correlation, filter).
-    #[error("{0} are not supported yet")]
+    /// The file is not valid YAML or lacks mandatory Sigma attributes.
+    #[error("invalid rule YAML: {message}")]
+    Yaml {
+        /// The parser's message, with positions as file lines.
+        message: String,
+    },
+    /// A Sigma document kind Kestrel does not evaluate (rule collections with `action`).
+    #[error("{0} are not supported")]
     UnsupportedDocument(&'static str),
     /// The rule's logsource is not one Kestrel evaluates.
     #[error(
-        "logsource {0} is not supported yet (supported: category process_creation, product linux)"
+        "logsource {0} is not supported (Kestrel evaluates product linux with a category such \
+         as process_creation, file_event, network_connection; see 'Writing a rule' in the README)"
     )]
     UnsupportedLogsource(String),
+    /// A Sigma taxonomy field Kestrel's events never carry.
+    #[error("field '{field}' is not produced by Kestrel: {why}")]
+    FieldNotAvailable {
+        /// The field name as written.
+        field: String,
+        /// Why Kestrel does not produce it.
+        why: &'static str,
+    },
+    /// A field Kestrel knows, but not for this rule's category.
+    #[error("field '{field}' is not produced for category {category}")]
+    FieldNotProduced {
+        /// The field name as written.
+        field: String,
+        /// The rule's category.
+        category: &'static str,
+    },
+    /// The correlation section is malformed.
+    #[error("correlation: {0}")]
+    Correlation(String),
+    /// The filter section is malformed.
+    #[error("filter: {0}")]
+    Filter(String),
+    /// A correlation or filter names a rule that is not loaded.
+    #[error("references rule '{reference}', which is not loaded (no rule has that id or name)")]
+    UnknownReference {
+        /// The id or name as written.
+        reference: String,
+    },
+    /// Another rule already uses this name.
+    #[error("duplicate rule name '{name}' (already used by {})", first.display())]
+    DuplicateName {
+        /// The name used twice.
+        name: String,
+        /// The file that loaded first with this name.
+        first: PathBuf,
+    },
     /// Another rule file already uses this id.
     #[error("duplicate rule id '{id}' (already used by {})", first.display())]
     DuplicateId {

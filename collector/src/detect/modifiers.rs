@@ -1,7 +1,7 @@
 //! Parsing of a detection key `Field|mod1|mod2` into the field name and its value modifiers.
 
 use super::error::RuleErrorKind;
-use super::pattern::{Anchor, Compare, RegexFlags};
+use super::pattern::{Anchor, Compare, RegexFlags, TimePart};
 
 /// How values are encoded before matching (`base64`, `base64offset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +10,17 @@ pub(crate) enum Base64 {
     Plain,
     /// The three encodings of the value at byte offsets 0, 1 and 2 inside a longer encoded text.
     Offset,
+}
+
+/// A UTF-16 re-encoding of the value before base64 (`utf16le`/`wide`, `utf16be`, `utf16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Utf16 {
+    /// Little endian (`utf16le`, `wide`).
+    Le,
+    /// Big endian (`utf16be`).
+    Be,
+    /// Little endian after a byte order mark (`utf16`).
+    Bom,
 }
 
 /// The value modifiers of one detection key, validated for conflicts.
@@ -25,37 +36,36 @@ pub(crate) struct Modifiers {
     pub(crate) windash: bool,
     /// `base64` / `base64offset`.
     pub(crate) base64: Option<Base64>,
+    /// `utf16le` / `utf16be` / `utf16` / `wide` (only before base64).
+    pub(crate) utf16: Option<Utf16>,
     /// `re` with its `i`/`m`/`s` flags.
     pub(crate) regex: Option<RegexFlags>,
     /// `exists`: the value is a boolean saying whether the field must be present.
     pub(crate) exists: bool,
     /// `lt` / `lte` / `gt` / `gte`.
     pub(crate) compare: Option<Compare>,
+    /// `minute` / `hour` / `day` / `week` / `month` / `year`.
+    pub(crate) time: Option<TimePart>,
+    /// `cidr`: values are IP networks.
+    pub(crate) cidr: bool,
+    /// `fieldref`: values name another field whose value is compared.
+    pub(crate) fieldref: bool,
+    /// `neq`: the test holds when no value matches.
+    pub(crate) neq: bool,
+}
+
+impl Modifiers {
+    /// True when the modifiers transform string values (anchors, encodings, windash).
+    fn transforms_strings(&self) -> bool {
+        self.anchor != Anchor::Whole || self.windash || self.base64.is_some()
+    }
 }
 
 /// A modifier Sigma defines that Kestrel does not evaluate, with the reason.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("cidr", "no IP address fields on process_creation events"),
-    (
-        "expand",
-        "placeholders are not configured, so the rule cannot be evaluated as written",
-    ),
-    ("fieldref", "field references are not supported yet"),
-    (
-        "neq",
-        "not supported yet; use a filter selection and 'not' in the condition",
-    ),
-    ("utf16", "process events carry UTF-8 text"),
-    ("utf16le", "process events carry UTF-8 text"),
-    ("utf16be", "process events carry UTF-8 text"),
-    ("wide", "process events carry UTF-8 text"),
-    ("minute", "no date fields on process_creation events"),
-    ("hour", "no date fields on process_creation events"),
-    ("day", "no date fields on process_creation events"),
-    ("week", "no date fields on process_creation events"),
-    ("month", "no date fields on process_creation events"),
-    ("year", "no date fields on process_creation events"),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "expand",
+    "placeholders are not configured, so the rule cannot be evaluated as written",
+)];
 
 /// Splits `key` into the field name and its parsed, validated modifiers.
 pub(crate) fn parse_key(key: &str) -> Result<(&str, Modifiers), RuleErrorKind> {
@@ -86,6 +96,9 @@ pub(crate) fn parse_key(key: &str) -> Result<(&str, Modifiers), RuleErrorKind> {
             "windash" => mods.windash = true,
             "base64" => mods.base64 = Some(Base64::Plain),
             "base64offset" => mods.base64 = Some(Base64::Offset),
+            "utf16le" | "wide" => mods.utf16 = Some(Utf16::Le),
+            "utf16be" => mods.utf16 = Some(Utf16::Be),
+            "utf16" => mods.utf16 = Some(Utf16::Bom),
             "re" => mods.regex = Some(RegexFlags::default()),
             "i" | "ignorecase" => {
                 mods.regex
@@ -100,6 +113,15 @@ pub(crate) fn parse_key(key: &str) -> Result<(&str, Modifiers), RuleErrorKind> {
             "lte" => mods.compare = Some(Compare::Lte),
             "gt" => mods.compare = Some(Compare::Gt),
             "gte" => mods.compare = Some(Compare::Gte),
+            "minute" => mods.time = Some(TimePart::Minute),
+            "hour" => mods.time = Some(TimePart::Hour),
+            "day" => mods.time = Some(TimePart::Day),
+            "week" => mods.time = Some(TimePart::Week),
+            "month" => mods.time = Some(TimePart::Month),
+            "year" => mods.time = Some(TimePart::Year),
+            "cidr" => mods.cidr = true,
+            "fieldref" => mods.fieldref = true,
+            "neq" => mods.neq = true,
             other => {
                 return Err(match UNSUPPORTED.iter().find(|(n, _)| *n == other) {
                     Some((_, why)) => RuleErrorKind::UnsupportedModifier {
@@ -121,18 +143,44 @@ pub(crate) fn parse_key(key: &str) -> Result<(&str, Modifiers), RuleErrorKind> {
 
 /// Rejects modifier sets whose meaning is undefined.
 fn check_combination(m: &Modifiers) -> Result<(), &'static str> {
-    let string_transforms = m.anchor != Anchor::Whole || m.windash || m.base64.is_some();
-    if m.regex.is_some() && string_transforms {
+    let strings = m.transforms_strings();
+    if m.regex.is_some() && strings {
         return Err("'re' cannot be combined with contains/startswith/endswith/windash/base64");
     }
-    if m.exists && (string_transforms || m.regex.is_some() || m.compare.is_some() || m.all) {
+    if m.exists
+        && (strings
+            || m.regex.is_some()
+            || m.compare.is_some()
+            || m.all
+            || m.cidr
+            || m.fieldref
+            || m.neq
+            || m.time.is_some())
+    {
         return Err("'exists' cannot be combined with other modifiers");
     }
-    if m.compare.is_some() && (string_transforms || m.regex.is_some() || m.cased) {
+    if m.compare.is_some() && (strings || m.regex.is_some() || m.cased || m.cidr || m.fieldref) {
         return Err("numeric comparisons cannot be combined with string modifiers");
+    }
+    if m.time.is_some() && (strings || m.regex.is_some() || m.cidr || m.fieldref) {
+        return Err("time modifiers combine only with lt/lte/gt/gte and neq");
     }
     if m.windash && m.base64.is_some() {
         return Err("'windash' cannot be combined with base64");
+    }
+    if m.utf16.is_some() && m.base64.is_none() {
+        return Err(
+            "utf16/utf16le/utf16be/wide only apply before base64 or base64offset: event text is UTF-8",
+        );
+    }
+    if m.cidr && (strings || m.regex.is_some() || m.fieldref || m.all) {
+        return Err("'cidr' cannot be combined with string modifiers or 'all'");
+    }
+    if m.fieldref && (m.windash || m.base64.is_some() || m.regex.is_some()) {
+        return Err("'fieldref' combines only with contains/startswith/endswith, cased and neq");
+    }
+    if m.neq && m.all {
+        return Err("'neq' cannot be combined with 'all'");
     }
     Ok(())
 }
@@ -157,6 +205,8 @@ mod tests {
         let (_, mods) = parse_key("CommandLine|base64offset|contains").unwrap();
         assert_eq!(mods.base64, Some(Base64::Offset));
         assert_eq!(mods.anchor, Anchor::Contains);
+        let (_, mods) = parse_key("CommandLine|wide|base64offset|contains").unwrap();
+        assert_eq!(mods.utf16, Some(Utf16::Le));
     }
 
     #[test]
@@ -172,6 +222,46 @@ mod tests {
         );
         let err = parse_key("CommandLine|i").unwrap_err();
         assert!(err.to_string().contains("only valid after 're'"), "{err}");
+    }
+
+    #[test]
+    fn every_appendix_modifier_but_expand_parses() {
+        for key in [
+            "F|contains",
+            "F|startswith",
+            "F|endswith",
+            "F|all|contains",
+            "F|exists",
+            "F|cased",
+            "F|neq",
+            "F|windash",
+            "F|re",
+            "F|re|i",
+            "F|re|m",
+            "F|re|s",
+            "F|base64",
+            "F|base64offset|contains",
+            "F|utf16le|base64",
+            "F|utf16be|base64",
+            "F|utf16|base64",
+            "F|wide|base64offset",
+            "F|lt",
+            "F|lte",
+            "F|gt",
+            "F|gte",
+            "F|minute",
+            "F|hour",
+            "F|day",
+            "F|week",
+            "F|month",
+            "F|year",
+            "F|hour|gte",
+            "F|cidr",
+            "F|fieldref",
+            "F|fieldref|endswith",
+        ] {
+            assert!(parse_key(key).is_ok(), "{key}: {:?}", parse_key(key));
+        }
     }
 
     #[test]
@@ -200,6 +290,11 @@ mod tests {
             "Image|exists|contains",
             "ProcessId|gt|contains",
             "CommandLine|windash|base64",
+            "CommandLine|utf16le",
+            "DestinationIp|cidr|contains",
+            "Image|fieldref|re",
+            "Image|neq|all",
+            "UtcTime|hour|contains",
         ] {
             let err = parse_key(key).unwrap_err();
             assert!(

@@ -1,9 +1,12 @@
 //! Sigma string values: wildcard and escape parsing, the `windash` and anchoring transformations,
 //! and compilation into a [`Matcher`] that tests one field value.
 
+use std::net::IpAddr;
+
+use memchr::memmem::Finder;
 use regex::{Regex, RegexBuilder};
 
-use super::fields::Value;
+use super::fields::{lowercase, lowercase_into, Value};
 
 /// Compiled-program size limit for every regex (explicit `re` values and wildcard patterns).
 /// Hostile or accidental blow-ups (`(a{1000}){1000}`) fail at load with a clear error instead of
@@ -93,7 +96,7 @@ pub(crate) fn anchor(mut toks: Vec<Tok>, anchor: Anchor) -> Vec<Tok> {
     toks
 }
 
-/// A numeric comparison (`lt`, `lte`, `gt`, `gte`).
+/// A numeric comparison (`lt`, `lte`, `gt`, `gte`; equality for time parts without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compare {
     /// Field < value.
@@ -104,6 +107,120 @@ pub(crate) enum Compare {
     Gt,
     /// Field >= value.
     Gte,
+    /// Field == value.
+    Eq,
+}
+
+impl Compare {
+    /// Applies the comparison `n OP bound`.
+    pub(crate) fn holds(self, n: f64, bound: f64) -> bool {
+        match self {
+            Compare::Lt => n < bound,
+            Compare::Lte => n <= bound,
+            Compare::Gt => n > bound,
+            Compare::Gte => n >= bound,
+            Compare::Eq => n == bound,
+        }
+    }
+}
+
+/// A part of a time value, from the time modifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimePart {
+    /// `minute`: 0..=59.
+    Minute,
+    /// `hour`: 0..=23.
+    Hour,
+    /// `day`: day of the month, 1..=31.
+    Day,
+    /// `week`: ISO week, 1..=53.
+    Week,
+    /// `month`: 1..=12.
+    Month,
+    /// `year`.
+    Year,
+}
+
+impl TimePart {
+    /// This part of a `YYYY-MM-DD HH:MM:SS[.fff]` time, `None` when the text is not one.
+    pub(crate) fn of(self, time: &str) -> Option<i64> {
+        let b = time.as_bytes();
+        let num =
+            |range: std::ops::Range<usize>| -> Option<i64> { time.get(range)?.parse::<i64>().ok() };
+        if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' {
+            return None;
+        }
+        Some(match self {
+            TimePart::Year => num(0..4)?,
+            TimePart::Month => num(5..7)?,
+            TimePart::Day => num(8..10)?,
+            TimePart::Hour => num(11..13)?,
+            TimePart::Minute => num(14..16)?,
+            TimePart::Week => {
+                let days = super::fields::days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
+                let secs = u64::try_from(days).ok()?.checked_mul(86_400)?;
+                i64::from(super::fields::utc_parts(secs.checked_mul(1_000_000_000)?).week)
+            }
+        })
+    }
+}
+
+/// An IP network from the `cidr` modifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `v6::/n` (a bare address is a /32 or /128).
+    pub(crate) fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{text}' is not an IP network (a.b.c.d/n or v6::/n)"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{text}': prefix length must be 0..={max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// True when `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub(crate) fn contains(&self, ip: &str) -> bool {
+        let Ok(ip) = ip.trim().parse::<IpAddr>() else {
+            return false;
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Regex flags from the `re` sub-modifiers `i`, `m`, `s`.
@@ -117,23 +234,64 @@ pub(crate) struct RegexFlags {
     pub(crate) dot_all: bool,
 }
 
+/// A literal compared with the field value: the lowercase form (or the original with `cased`).
+#[derive(Debug)]
+pub(crate) struct Literal {
+    text: String,
+    cased: bool,
+    finder: Finder<'static>,
+}
+
+impl Literal {
+    fn new(text: String, cased: bool) -> Literal {
+        let finder = Finder::new(text.as_bytes()).into_owned();
+        Literal {
+            text,
+            cased,
+            finder,
+        }
+    }
+
+    fn hay<'v>(&self, value: Value<'v>) -> &'v str {
+        if self.cased {
+            value.raw
+        } else {
+            value.lower
+        }
+    }
+}
+
 /// Tests one field value. Built once at rule load; matching allocates nothing.
 #[derive(Debug)]
 pub(crate) enum Matcher {
     /// Any present value (`*`).
     Any,
     /// Equal to the literal.
-    Exact { text: String, cased: bool },
+    Exact(Literal),
     /// Starts with the literal.
-    Prefix { text: String, cased: bool },
+    Prefix(Literal),
     /// Ends with the literal.
-    Suffix { text: String, cased: bool },
+    Suffix(Literal),
     /// Contains the literal.
-    Contains { text: String, cased: bool },
-    /// A regex tested on the original value (explicit `re`, or a wildcard pattern translated).
+    Contains(Literal),
+    /// A wildcard pattern, translated to an anchored regex over the lowercase value (or the
+    /// original value with `cased`).
+    Glob {
+        /// The translated pattern.
+        regex: Regex,
+        /// Match the original value rather than the lowercase one.
+        cased: bool,
+        /// The longest literal run of the pattern, lowercase, for the prefilter.
+        longest: String,
+    },
+    /// An explicit `re` value, tested on the original value.
     Regex(Regex),
     /// A numeric comparison; non-numeric field values never match.
     Compare(Compare, f64),
+    /// A comparison on a part of a time value.
+    Time(TimePart, Compare, f64),
+    /// An IP network (`cidr`).
+    Cidr(Cidr),
 }
 
 impl Matcher {
@@ -146,25 +304,18 @@ impl Matcher {
             return Ok(Matcher::Any);
         }
         let Some(literal) = literal(inner, cased) else {
-            return glob_regex(toks, cased).map(Matcher::Regex);
+            return Ok(Matcher::Glob {
+                regex: glob_regex(toks, cased)?,
+                cased,
+                longest: longest_run(toks),
+            });
         };
+        let literal = Literal::new(literal, cased);
         Ok(match (lead, trail) {
-            (false, false) => Matcher::Exact {
-                text: literal,
-                cased,
-            },
-            (false, true) => Matcher::Prefix {
-                text: literal,
-                cased,
-            },
-            (true, false) => Matcher::Suffix {
-                text: literal,
-                cased,
-            },
-            (true, true) => Matcher::Contains {
-                text: literal,
-                cased,
-            },
+            (false, false) => Matcher::Exact(literal),
+            (false, true) => Matcher::Prefix(literal),
+            (true, false) => Matcher::Suffix(literal),
+            (true, true) => Matcher::Contains(literal),
         })
     }
 
@@ -181,23 +332,40 @@ impl Matcher {
 
     /// True when `value` satisfies this matcher.
     pub(crate) fn matches(&self, value: Value<'_>) -> bool {
-        let hay = |cased: bool| if cased { value.raw } else { value.lower };
         match self {
             Matcher::Any => true,
-            Matcher::Exact { text, cased } => hay(*cased) == text,
-            Matcher::Prefix { text, cased } => hay(*cased).starts_with(text.as_str()),
-            Matcher::Suffix { text, cased } => hay(*cased).ends_with(text.as_str()),
-            Matcher::Contains { text, cased } => hay(*cased).contains(text.as_str()),
-            Matcher::Regex(re) => re.is_match(value.raw),
-            Matcher::Compare(op, bound) => {
-                value.raw.trim().parse::<f64>().is_ok_and(|n| match op {
-                    Compare::Lt => n < *bound,
-                    Compare::Lte => n <= *bound,
-                    Compare::Gt => n > *bound,
-                    Compare::Gte => n >= *bound,
-                })
+            Matcher::Exact(l) => l.hay(value) == l.text,
+            Matcher::Prefix(l) => l.hay(value).starts_with(l.text.as_str()),
+            Matcher::Suffix(l) => l.hay(value).ends_with(l.text.as_str()),
+            Matcher::Contains(l) => l.finder.find(l.hay(value).as_bytes()).is_some(),
+            Matcher::Glob { regex, cased, .. } => {
+                regex.is_match(if *cased { value.raw } else { value.lower })
             }
+            Matcher::Regex(re) => re.is_match(value.raw),
+            Matcher::Compare(op, bound) => value
+                .raw
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|n| op.holds(n, *bound)),
+            Matcher::Time(part, op, bound) => part
+                .of(value.raw)
+                .is_some_and(|n| op.holds(n as f64, *bound)),
+            Matcher::Cidr(cidr) => cidr.contains(value.raw),
         }
+    }
+
+    /// A lowercase ASCII text that every value this matcher accepts contains (in its lowercase
+    /// form), for the literal prefilter; `None` when there is no such text.
+    pub(crate) fn required_text(&self) -> Option<String> {
+        let text = match self {
+            Matcher::Exact(l) | Matcher::Prefix(l) | Matcher::Suffix(l) | Matcher::Contains(l) => {
+                longest_ascii_run(&l.text)
+            }
+            Matcher::Glob { longest, .. } => longest_ascii_run(longest),
+            _ => return None,
+        };
+        let text = text.to_ascii_lowercase();
+        (!text.is_empty()).then_some(text)
     }
 }
 
@@ -210,16 +378,52 @@ fn literal(toks: &[Tok], cased: bool) -> Option<String> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    Some(if cased { text } else { text.to_lowercase() })
+    Some(if cased { text } else { lowercase(&text) })
 }
 
-/// Translates a wildcard pattern into an anchored regex over the whole value.
+/// The longest run of literal characters in a pattern, lowercase.
+fn longest_run(toks: &[Tok]) -> String {
+    let mut best = String::new();
+    let mut current = String::new();
+    for tok in toks {
+        match tok {
+            Tok::Char(c) => current.push(*c),
+            _ => {
+                if current.len() > best.len() {
+                    best = std::mem::take(&mut current);
+                }
+                current.clear();
+            }
+        }
+    }
+    if current.len() > best.len() {
+        best = current;
+    }
+    lowercase(&best)
+}
+
+/// The longest run of ASCII characters of `s` (non-ASCII characters may lowercase in ways a
+/// byte search cannot follow).
+fn longest_ascii_run(s: &str) -> &str {
+    s.split(|c: char| !c.is_ascii())
+        .max_by_key(|run| run.len())
+        .unwrap_or_default()
+}
+
+/// Translates a wildcard pattern into an anchored regex over the whole value; without `cased`
+/// the pattern is lowercased and matched against the lowercase value.
 fn glob_regex(toks: &[Tok], cased: bool) -> Result<Regex, regex::Error> {
     let mut pattern = String::from(r"\A");
     let mut buf = [0u8; 4];
+    let mut lower = String::new();
     for tok in toks {
         match tok {
-            Tok::Char(c) => pattern.push_str(&regex::escape(c.encode_utf8(&mut buf))),
+            Tok::Char(c) if cased => pattern.push_str(&regex::escape(c.encode_utf8(&mut buf))),
+            Tok::Char(c) => {
+                lower.clear();
+                lowercase_into(c.encode_utf8(&mut buf), &mut lower);
+                pattern.push_str(&regex::escape(&lower));
+            }
             Tok::Many => pattern.push_str(".*"),
             Tok::One => pattern.push('.'),
             Tok::Dash => {
@@ -232,11 +436,7 @@ fn glob_regex(toks: &[Tok], cased: bool) -> Result<Regex, regex::Error> {
         }
     }
     pattern.push_str(r"\z");
-    build_regex(
-        RegexBuilder::new(&pattern)
-            .case_insensitive(!cased)
-            .dot_matches_new_line(true),
-    )
+    build_regex(RegexBuilder::new(&pattern).dot_matches_new_line(true))
 }
 
 fn build_regex(builder: &mut RegexBuilder) -> Result<Regex, regex::Error> {
@@ -285,7 +485,7 @@ mod tests {
     #[test]
     fn plain_values_match_whole_field_case_insensitively() {
         let m = compile("/usr/bin/Cat", Anchor::Whole, false);
-        assert!(matches!(m, Matcher::Exact { .. }));
+        assert!(matches!(m, Matcher::Exact(_)));
         assert!(matches(&m, "/USR/bin/cat"));
         assert!(!matches(&m, "/usr/bin/cat2"));
         assert!(!matches(&m, "x/usr/bin/cat"));
@@ -304,7 +504,7 @@ mod tests {
     #[test]
     fn wildcards_star_and_question_mark() {
         let m = compile("/bin/?ash*-i", Anchor::Whole, false);
-        assert!(matches!(m, Matcher::Regex(_)));
+        assert!(matches!(m, Matcher::Glob { .. }));
         assert!(matches(&m, "/bin/bash -i"));
         assert!(matches(&m, "/BIN/dash --x -i"));
         assert!(!matches(&m, "/bin/ash -i"), "? needs exactly one character");
@@ -340,15 +540,15 @@ mod tests {
     #[test]
     fn anchors_select_substring_prefix_suffix() {
         let contains = compile("/etc/shadow", Anchor::Contains, false);
-        assert!(matches!(contains, Matcher::Contains { .. }));
+        assert!(matches!(contains, Matcher::Contains(_)));
         assert!(matches(&contains, "cat /ETC/shadow > /dev/null"));
         assert!(!matches(&contains, "cat /etc/hosts"));
         let start = compile("/tmp/", Anchor::Start, false);
-        assert!(matches!(start, Matcher::Prefix { .. }));
+        assert!(matches!(start, Matcher::Prefix(_)));
         assert!(matches(&start, "/tmp/x"));
         assert!(!matches(&start, "/var/tmp/x"));
         let end = compile("/cat", Anchor::End, false);
-        assert!(matches!(end, Matcher::Suffix { .. }));
+        assert!(matches!(end, Matcher::Suffix(_)));
         assert!(matches(&end, "/usr/bin/cat"));
         assert!(!matches(&end, "/usr/bin/concat2"));
         assert!(!matches(&end, "/usr/bin/cat2"));
@@ -421,6 +621,83 @@ mod tests {
     #[test]
     fn sigmahq_long_commandline_regex_fits_the_size_limit() {
         assert!(Matcher::regex("(.){200,}", RegexFlags::default()).is_ok());
+    }
+
+    /// Reference semantics of a Sigma wildcard pattern: `*` any run, `?` one character.
+    fn reference(toks: &[Tok], value: &[char]) -> bool {
+        match toks.split_first() {
+            None => value.is_empty(),
+            Some((Tok::Many, rest)) => (0..=value.len()).any(|i| reference(rest, &value[i..])),
+            Some((Tok::One, rest)) => !value.is_empty() && reference(rest, &value[1..]),
+            Some((Tok::Char(c), rest)) => value.first() == Some(c) && reference(rest, &value[1..]),
+            Some((Tok::Dash, rest)) => {
+                value.first().is_some_and(|c| WINDASH_CHARS.contains(c))
+                    && reference(rest, &value[1..])
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wildcard_matcher_agrees_with_the_reference(
+            pattern in "[ab*?\\\\.]{0,8}",
+            value in "[abAB*?.\\\\]{0,10}",
+            anchor_with in 0u8..4,
+            cased: bool,
+        ) {
+            let anchor_with = [Anchor::Whole, Anchor::Contains, Anchor::Start, Anchor::End][anchor_with as usize];
+            let toks = anchor(parse(&pattern), anchor_with);
+            let m = Matcher::from_tokens(&toks, cased).unwrap();
+            let hay = if cased { value.clone() } else { value.to_lowercase() };
+            let reference_toks: Vec<Tok> = toks
+                .iter()
+                .map(|t| match t {
+                    Tok::Char(c) if !cased => Tok::Char(c.to_ascii_lowercase()),
+                    t => *t,
+                })
+                .collect();
+            let expected = reference(&reference_toks, &hay.chars().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(matches(&m, &value), expected, "pattern {:?} value {:?}", pattern, value);
+        }
+
+        #[test]
+        fn prefilter_text_is_in_every_matching_value(
+            pattern in "[ab*?]{0,8}",
+            value in "[abAB]{0,10}",
+            cased: bool,
+        ) {
+            let m = Matcher::from_tokens(&anchor(parse(&pattern), Anchor::Contains), cased).unwrap();
+            if let (Some(text), true) = (m.required_text(), matches(&m, &value)) {
+                proptest::prop_assert!(value.to_lowercase().contains(&text), "{:?} {:?} {:?}", pattern, value, text);
+            }
+        }
+    }
+
+    #[test]
+    fn cidr_matches_v4_v6_and_mapped_addresses() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.1.2.3"));
+        assert!(net.contains("::ffff:10.1.2.3"));
+        assert!(!net.contains("11.0.0.1"));
+        assert!(!net.contains("not an ip"));
+        let v6 = Cidr::parse("fe80::/10").unwrap();
+        assert!(v6.contains("fe80::1"));
+        assert!(!v6.contains("2001:db8::1"));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8"));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("example.org/8").is_err());
+    }
+
+    #[test]
+    fn time_parts_of_utc_time_values() {
+        let t = "2023-11-14 22:13:20.123";
+        assert_eq!(TimePart::Hour.of(t), Some(22));
+        assert_eq!(TimePart::Minute.of(t), Some(13));
+        assert_eq!(TimePart::Day.of(t), Some(14));
+        assert_eq!(TimePart::Month.of(t), Some(11));
+        assert_eq!(TimePart::Year.of(t), Some(2023));
+        assert_eq!(TimePart::Week.of(t), Some(46));
+        assert_eq!(TimePart::Hour.of("garbage"), None);
     }
 
     #[test]

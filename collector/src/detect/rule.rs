@@ -1,23 +1,29 @@
-//! One Sigma rule file: YAML -> metadata, logsource check, compiled detection.
+//! One Sigma detection rule: metadata, logsource check, compiled detection section.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
 use super::condition::{self, Expr};
-use super::error::{RuleError, RuleErrorKind};
-use super::fields::EventView;
+use super::document::{Chunk, DocumentError};
+use super::error::RuleErrorKind;
+use super::fields::{EventContext, Field, FieldValues};
+use super::logsource::{categories_of, Category};
+use super::prefilter::{self, Requirement};
 use super::selection::Selection;
 
 /// Sigma levels, least severe first.
-const LEVELS: &[&str] = &["informational", "low", "medium", "high", "critical"];
+pub(crate) const LEVELS: &[&str] = &["informational", "low", "medium", "high", "critical"];
 
-/// One compiled Sigma rule.
+/// One compiled Sigma detection rule.
 #[derive(Debug)]
 pub struct Rule {
     /// Rule id (the Sigma `id`, or the file stem when absent).
     pub id: String,
+    /// The Sigma `name`, by which correlation rules and filters may refer to it.
+    pub name: Option<String>,
     /// Rule title.
     pub title: String,
     /// Rule description (empty when absent).
@@ -28,153 +34,195 @@ pub struct Rule {
     pub tags: Vec<String>,
     /// The file the rule was loaded from.
     pub path: PathBuf,
-    detection: Detection,
+    /// The logsource category the rule applies to.
+    pub category: Category,
+    logic: Logic,
+    /// Sigma filters applied to this rule (the rule matches only when none of them does).
+    filters: Vec<Arc<Logic>>,
 }
 
-/// The compiled detection: search identifiers and the condition over them.
+/// A compiled detection section: search identifiers and the condition over them.
 #[derive(Debug)]
-struct Detection {
+pub(crate) struct Logic {
     selections: Vec<Selection>,
     condition: Expr,
 }
 
-/// The Sigma attributes Kestrel reads; the others (author, references, ...) are ignored.
+/// The Sigma attributes shared by every document kind; the others (author, references, ...)
+/// are ignored.
+#[derive(Deserialize)]
+pub(crate) struct RawMeta {
+    pub(crate) title: String,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) level: Option<String>,
+    #[serde(default)]
+    pub(crate) tags: Vec<String>,
+}
+
 #[derive(Deserialize)]
 struct RawRule {
-    title: String,
-    id: Option<String>,
-    description: Option<String>,
-    level: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
+    #[serde(flatten)]
+    meta: RawMeta,
     logsource: RawLogsource,
     detection: serde_yaml::Mapping,
 }
 
+/// A Sigma `logsource`.
 #[derive(Deserialize)]
-struct RawLogsource {
+pub(crate) struct RawLogsource {
     category: Option<String>,
     product: Option<String>,
     service: Option<String>,
 }
 
-impl Rule {
-    /// Parses and compiles one rule from its YAML `text`; `path` names it in errors and gives the
-    /// default id (the file stem).
-    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, RuleError> {
-        let fail = |kind, line| RuleError {
-            path: path.to_path_buf(),
-            line,
-            kind,
-        };
-        let doc: Yaml =
-            serde_yaml::from_str(text).map_err(|e| fail(RuleErrorKind::Yaml(e), None))?;
-        if let Some(kind) = unsupported_document(&doc) {
-            return Err(fail(RuleErrorKind::UnsupportedDocument(kind), None));
-        }
-        let raw: RawRule =
-            serde_yaml::from_str(text).map_err(|e| fail(RuleErrorKind::Yaml(e), None))?;
-        check_logsource(&raw.logsource)
-            .map_err(|kind| fail(kind, line_of(text, "logsource", 0)))?;
-        let level = raw
+impl RawMeta {
+    /// The id (trimmed); when absent or blank the name, else `default_id`.
+    pub(crate) fn id_or(&self, default_id: &str) -> String {
+        [&self.id, &self.name]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim())
+            .find(|s| !s.is_empty())
+            .unwrap_or(default_id)
+            .to_string()
+    }
+
+    /// The validated, lowercase level (`medium` when absent).
+    pub(crate) fn level(&self, chunk: &Chunk<'_>) -> Result<String, DocumentError> {
+        let level = self
             .level
             .as_deref()
             .unwrap_or("medium")
             .to_ascii_lowercase();
-        if !LEVELS.contains(&level.as_str()) {
-            let reason = format!(
-                "unknown level '{level}' (expected one of {})",
-                LEVELS.join(", ")
-            );
-            return Err(fail(
-                RuleErrorKind::Detection(reason),
-                line_of(text, "level", 0),
-            ));
+        if LEVELS.contains(&level.as_str()) {
+            return Ok(level);
         }
-        let detection =
-            Detection::compile(&raw.detection, text).map_err(|(kind, line)| fail(kind, line))?;
-        let id = match raw.id {
-            Some(id) if !id.trim().is_empty() => id.trim().to_string(),
-            _ => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
+        let reason = format!(
+            "unknown level '{level}' (expected one of {})",
+            LEVELS.join(", ")
+        );
+        Err((RuleErrorKind::Detection(reason), chunk.line_of("level", 0)))
+    }
+}
+
+impl Rule {
+    /// Parses and compiles one single-document rule from its YAML `text`; `path` names it in
+    /// errors and gives the default id (the file stem). Files with several documents (a
+    /// correlation with its rules) load through [`RuleSet::load_dir`](super::RuleSet::load_dir).
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, super::RuleError> {
+        let chunk = Chunk::whole(text);
+        let fail = |(kind, line)| super::RuleError::new(path, line, kind);
+        let doc = chunk.parse_value().map_err(fail)?;
+        if let Some(kind) = super::document::kind_of(&doc) {
+            return Err(fail((
+                RuleErrorKind::UnsupportedDocument(match kind {
+                    super::document::Kind::Correlation => "correlation rules outside a rule set",
+                    super::document::Kind::Filter => "filters outside a rule set",
+                }),
+                None,
+            )));
+        }
+        Rule::compile(path, &chunk, &super::document::default_id(path, 0, 1)).map_err(fail)
+    }
+
+    /// Compiles the detection rule in `chunk` of the file at `path`; `default_id` is its id when
+    /// it has neither `id` nor `name`.
+    pub(crate) fn compile(
+        path: &Path,
+        chunk: &Chunk<'_>,
+        default_id: &str,
+    ) -> Result<Rule, DocumentError> {
+        let raw: RawRule = chunk.parse()?;
+        let category = check_logsource(&raw.logsource)
+            .map_err(|kind| (kind, chunk.line_of("logsource", 0)))?;
+        let level = raw.meta.level(chunk)?;
+        let logic = Logic::compile(&raw.detection, chunk, "detection", category)?;
         Ok(Rule {
-            id,
-            title: raw.title,
-            description: raw.description.unwrap_or_default(),
+            id: raw.meta.id_or(default_id),
+            name: raw.meta.name.clone(),
+            title: raw.meta.title,
+            description: raw.meta.description.unwrap_or_default(),
             level,
-            tags: raw.tags,
+            tags: raw.meta.tags,
             path: path.to_path_buf(),
-            detection,
+            category,
+            logic,
+            filters: Vec::new(),
         })
     }
 
-    /// True when `event` is a process creation event that satisfies this rule's detection.
+    /// The rule's identity and metadata as detections report it.
+    pub fn info(&self, kind: super::RuleKind) -> super::RuleInfo {
+        super::RuleInfo {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            level: self.level.clone(),
+            tags: self.tags.clone(),
+            path: self.path.clone(),
+            kind,
+        }
+    }
+
+    /// True when `event` belongs to the rule's category and satisfies its detection (and none
+    /// of its filters). Session fields are absent here; the [`Detector`](super::Detector) has
+    /// them.
     pub fn matches(&self, event: &kestrel_proto::Event) -> bool {
-        EventView::process_creation(event).is_some_and(|view| self.matches_view(&view))
+        if !categories_of(event).contains(self.category) {
+            return false;
+        }
+        let mut values = FieldValues::default();
+        values.load();
+        let mut fields = Vec::new();
+        self.fields(&mut fields);
+        values.fill(event, &EventContext::default(), &fields);
+        self.matches_values(&values)
     }
 
-    pub(crate) fn matches_view(&self, view: &EventView<'_>) -> bool {
-        let selections = &self.detection.selections;
-        self.detection
-            .condition
-            .eval(&|i| selections[i].matches(view))
+    /// Evaluates the rule on values filled with (at least) [`Rule::fields`].
+    pub(crate) fn matches_values(&self, values: &FieldValues) -> bool {
+        self.logic.matches(values) && !self.filters.iter().any(|f| f.matches(values))
+    }
+
+    /// Every field the rule (with its filters) reads.
+    pub(crate) fn fields(&self, out: &mut Vec<Field>) {
+        self.logic.fields(out);
+        for filter in &self.filters {
+            filter.fields(out);
+        }
+    }
+
+    /// Texts the rule cannot match without (filters only remove matches, so they add none).
+    pub(crate) fn requirement(&self) -> Requirement {
+        self.logic.requirement()
+    }
+
+    /// Applies a Sigma filter: the rule then matches only events the filter does not.
+    pub(crate) fn add_filter(&mut self, filter: Arc<Logic>) {
+        self.filters.push(filter);
     }
 }
 
-/// The kind of a Sigma document that is not a detection rule, if it is one.
-fn unsupported_document(doc: &Yaml) -> Option<&'static str> {
-    let map = doc.as_mapping()?;
-    if map.contains_key("correlation") {
-        Some("correlation rules")
-    } else if map.contains_key("filter") && !map.contains_key("detection") {
-        Some("filter rules")
-    } else if map.contains_key("action") {
-        Some("rule collections (action: global/reset/repeat)")
-    } else {
-        None
-    }
-}
-
-fn check_logsource(ls: &RawLogsource) -> Result<(), RuleErrorKind> {
-    let product_ok = ls
-        .product
-        .as_deref()
-        .is_none_or(|p| p.eq_ignore_ascii_case("linux"));
-    if ls.category.as_deref() == Some("process_creation") && product_ok && ls.service.is_none() {
-        return Ok(());
-    }
-    let parts: Vec<String> = [
-        ("category", &ls.category),
-        ("product", &ls.product),
-        ("service", &ls.service),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
-    .collect();
-    Err(RuleErrorKind::UnsupportedLogsource(if parts.is_empty() {
-        "(empty)".to_string()
-    } else {
-        format!("({})", parts.join(", "))
-    }))
-}
-
-impl Detection {
-    fn compile(
+impl Logic {
+    /// Compiles a detection section (`map`, found under `section` in `chunk`) for `category`.
+    /// In a `filter` section, `rules` is the filter's rule list, not a search identifier.
+    pub(crate) fn compile(
         map: &serde_yaml::Mapping,
-        text: &str,
-    ) -> Result<Detection, (RuleErrorKind, Option<usize>)> {
-        let detection_line = line_of(text, "detection", 0).unwrap_or(1);
-        let at = |key: &str| line_of(text, key, detection_line);
+        chunk: &Chunk<'_>,
+        section: &str,
+        category: Category,
+    ) -> Result<Logic, DocumentError> {
+        let section_line = chunk.line_of(section, 0).unwrap_or(chunk.first_line);
+        let at = |key: &str| chunk.line_of(key, section_line);
         let mut names = Vec::new();
         let mut selections = Vec::new();
         let mut conditions = Vec::new();
         for (key, value) in map {
             let Some(key) = key.as_str() else {
                 let reason = format!("search identifier {key:?} is not a string");
-                return Err((RuleErrorKind::Detection(reason), Some(detection_line)));
+                return Err((RuleErrorKind::Detection(reason), Some(section_line)));
             };
             match key {
                 "condition" => {
@@ -182,9 +230,11 @@ impl Detection {
                 }
                 // Only meaningful with aggregations, which the condition parser rejects.
                 "timeframe" => {}
+                // A filter's list of the rules it applies to.
+                "rules" if section == "filter" => {}
                 name => {
-                    let selection =
-                        Selection::compile(name, value).map_err(|e| (e.kind, at(&e.key)))?;
+                    let selection = Selection::compile(name, value, category)
+                        .map_err(|e| (e.kind, at(&e.key)))?;
                     names.push(name.to_string());
                     selections.push(selection);
                 }
@@ -193,7 +243,7 @@ impl Detection {
         if conditions.is_empty() {
             return Err((
                 RuleErrorKind::Detection("missing condition".into()),
-                Some(detection_line),
+                Some(section_line),
             ));
         }
         let parsed = conditions
@@ -213,11 +263,65 @@ impl Detection {
         } else {
             Expr::Or(parsed)
         };
-        Ok(Detection {
+        Ok(Logic {
             selections,
             condition,
         })
     }
+
+    /// True when the condition holds on the current event's values.
+    pub(crate) fn matches(&self, values: &FieldValues) -> bool {
+        let selections = &self.selections;
+        self.condition.eval(&|i| selections[i].matches(values))
+    }
+
+    /// Every field the section reads.
+    pub(crate) fn fields(&self, out: &mut Vec<Field>) {
+        for s in &self.selections {
+            s.fields(out);
+        }
+    }
+
+    /// Texts the condition cannot hold without.
+    pub(crate) fn requirement(&self) -> Requirement {
+        requirement(&self.condition, &self.selections)
+    }
+}
+
+fn requirement(expr: &Expr, selections: &[Selection]) -> Requirement {
+    match expr {
+        Expr::Sel(i) => selections[*i].requirement(),
+        Expr::Not(_) => None,
+        Expr::And(es) => prefilter::all_of(es.iter().map(|e| requirement(e, selections))),
+        Expr::Or(es) => prefilter::any_of(es.iter().map(|e| requirement(e, selections))),
+    }
+}
+
+/// The category of a logsource Kestrel evaluates, or why it does not.
+pub(crate) fn check_logsource(ls: &RawLogsource) -> Result<Category, RuleErrorKind> {
+    let product_ok = ls
+        .product
+        .as_deref()
+        .is_none_or(|p| p.eq_ignore_ascii_case("linux"));
+    if let (Some(category), true, None) = (ls.category.as_deref(), product_ok, &ls.service) {
+        if let Some(category) = Category::from_name(category) {
+            return Ok(category);
+        }
+    }
+    let parts: Vec<String> = [
+        ("category", &ls.category),
+        ("product", &ls.product),
+        ("service", &ls.service),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+    .collect();
+    let described = if parts.is_empty() {
+        "(empty)".to_string()
+    } else {
+        format!("({})", parts.join(", "))
+    };
+    Err(RuleErrorKind::UnsupportedLogsource(described))
 }
 
 /// The condition texts: one string, or a list of strings that are OR-ed.
@@ -230,38 +334,5 @@ fn condition_texts(value: &Yaml) -> Result<Vec<String>, RuleErrorKind> {
             .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
             .collect(),
         _ => Err(bad()),
-    }
-}
-
-/// Best-effort 1-based line of the first YAML key `key` at or after line `from` (1-based; 0 means
-/// from the start), for error messages. Matches `key:`, `- key:` and quoted keys.
-fn line_of(text: &str, key: &str, from: usize) -> Option<usize> {
-    text.lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find(|(_, line)| {
-            let line = line.trim_start();
-            let line = line.strip_prefix("- ").unwrap_or(line).trim_start();
-            let unquoted = line
-                .strip_prefix(['\'', '"'])
-                .and_then(|l| l.strip_prefix(key))
-                .and_then(|l| l.strip_prefix(['\'', '"']));
-            let rest = unquoted.or_else(|| line.strip_prefix(key));
-            rest.is_some_and(|r| r.trim_start().starts_with(':'))
-        })
-        .map(|(i, _)| i + 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_of_finds_plain_list_and_quoted_keys() {
-        let text = "title: x\ndetection:\n  sel:\n    - 'Image|endswith': a\n    CommandLine: b\n";
-        assert_eq!(line_of(text, "detection", 0), Some(2));
-        assert_eq!(line_of(text, "Image|endswith", 2), Some(4));
-        assert_eq!(line_of(text, "CommandLine", 2), Some(5));
-        assert_eq!(line_of(text, "Command", 2), None);
     }
 }

@@ -6,9 +6,14 @@ use base64::Engine as _;
 use serde_yaml::Value as Yaml;
 
 use super::error::RuleErrorKind;
-use super::fields::{EventView, Field};
-use super::modifiers::{parse_key, Base64, Modifiers};
-use super::pattern::{self, Matcher};
+use super::fields::{Field, FieldKind, FieldValues, Value, NOT_PRODUCED};
+use super::logsource::Category;
+use super::modifiers::{parse_key, Base64, Modifiers, Utf16};
+use super::pattern::{self, Anchor, Cidr, Compare, Matcher};
+use super::prefilter::{self, Requirement};
+
+/// Values longer than this are rejected (rules are small; this bounds hostile input).
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// A compilation error with the YAML key it concerns, so the caller can report a line.
 #[derive(Debug)]
@@ -39,26 +44,38 @@ enum Test {
     /// `exists: true|false`.
     Exists(bool),
     /// Values: each value is a set of alternative matchers (encodings expand to several); the
-    /// values are OR-ed, or AND-ed with `all`.
+    /// values are OR-ed, or AND-ed with `all`; `neq` negates the result.
     Values {
         all: bool,
+        neq: bool,
         values: Vec<Vec<Matcher>>,
+    },
+    /// `fieldref`: the value compared with other fields' values.
+    FieldRef {
+        others: Vec<Field>,
+        anchor: Anchor,
+        cased: bool,
+        neq: bool,
     },
 }
 
 impl Selection {
-    /// Compiles the search identifier `name` with its YAML definition.
-    pub(crate) fn compile(name: &str, def: &Yaml) -> Result<Selection, SelectionError> {
+    /// Compiles the search identifier `name` with its YAML definition, for rules of `category`.
+    pub(crate) fn compile(
+        name: &str,
+        def: &Yaml,
+        category: Category,
+    ) -> Result<Selection, SelectionError> {
         let at_name = |kind| SelectionError {
             kind,
             key: name.to_string(),
         };
         let alternatives = match def {
-            Yaml::Mapping(map) => vec![compile_map(name, map)?],
+            Yaml::Mapping(map) => vec![compile_map(name, map, category)?],
             Yaml::Sequence(items) if !items.is_empty() => items
                 .iter()
                 .map(|item| match item {
-                    Yaml::Mapping(map) => compile_map(name, map),
+                    Yaml::Mapping(map) => compile_map(name, map, category),
                     _ => Err(at_name(RuleErrorKind::KeywordSearch(name.to_string()))),
                 })
                 .collect::<Result<_, _>>()?,
@@ -80,35 +97,109 @@ impl Selection {
     }
 
     /// True when the event satisfies one of the alternatives.
-    pub(crate) fn matches(&self, view: &EventView<'_>) -> bool {
+    pub(crate) fn matches(&self, values: &FieldValues) -> bool {
         self.alternatives
             .iter()
-            .any(|tests| tests.iter().all(|t| t.matches(view)))
+            .any(|tests| tests.iter().all(|t| t.matches(values)))
+    }
+
+    /// Every field the selection reads.
+    pub(crate) fn fields(&self, out: &mut Vec<Field>) {
+        for test in self.alternatives.iter().flatten() {
+            out.push(test.field);
+            if let Test::FieldRef { others, .. } = &test.test {
+                out.extend(others.iter().copied());
+            }
+        }
+    }
+
+    /// Texts the selection cannot match without (see [`prefilter`]).
+    pub(crate) fn requirement(&self) -> Requirement {
+        prefilter::any_of(
+            self.alternatives
+                .iter()
+                .map(|tests| prefilter::all_of(tests.iter().map(FieldTest::requirement))),
+        )
     }
 }
 
 impl FieldTest {
-    fn matches(&self, view: &EventView<'_>) -> bool {
-        let value = view.get(self.field);
+    fn matches(&self, values: &FieldValues) -> bool {
+        let value = values.get(self.field);
         match &self.test {
             Test::Null => value.is_none_or(|v| v.raw.is_empty()),
             Test::Exists(expected) => value.is_some() == *expected,
-            Test::Values { all, values } => {
-                let Some(value) = value else { return false };
-                let one = |alts: &Vec<Matcher>| alts.iter().any(|m| m.matches(value));
-                if *all {
-                    values.iter().all(one)
-                } else {
-                    values.iter().any(one)
-                }
+            Test::Values { all, neq, values } => {
+                let hit = value.is_some_and(|value| {
+                    let one = |alts: &Vec<Matcher>| alts.iter().any(|m| m.matches(value));
+                    if *all {
+                        values.iter().all(one)
+                    } else {
+                        values.iter().any(one)
+                    }
+                });
+                hit != *neq
+            }
+            Test::FieldRef {
+                others,
+                anchor,
+                cased,
+                neq,
+            } => {
+                let hit = value.is_some_and(|value| {
+                    others.iter().any(|other| {
+                        values
+                            .get(*other)
+                            .is_some_and(|o| field_ref_matches(value, o, *anchor, *cased))
+                    })
+                });
+                hit != *neq
             }
         }
+    }
+
+    fn requirement(&self) -> Requirement {
+        match &self.test {
+            Test::Values {
+                all,
+                neq: false,
+                values,
+            } => {
+                let value_req = |alts: &Vec<Matcher>| {
+                    prefilter::any_of(
+                        alts.iter()
+                            .map(|m| prefilter::text(self.field, m.required_text())),
+                    )
+                };
+                if *all {
+                    prefilter::all_of(values.iter().map(value_req))
+                } else {
+                    prefilter::any_of(values.iter().map(value_req))
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+fn field_ref_matches(value: Value<'_>, other: Value<'_>, anchor: Anchor, cased: bool) -> bool {
+    let (hay, needle) = if cased {
+        (value.raw, other.raw)
+    } else {
+        (value.lower, other.lower)
+    };
+    match anchor {
+        Anchor::Whole => hay == needle,
+        Anchor::Contains => hay.contains(needle),
+        Anchor::Start => hay.starts_with(needle),
+        Anchor::End => hay.ends_with(needle),
     }
 }
 
 fn compile_map(
     selection: &str,
     map: &serde_yaml::Mapping,
+    category: Category,
 ) -> Result<Vec<FieldTest>, SelectionError> {
     if map.is_empty() {
         return Err(SelectionError {
@@ -129,7 +220,7 @@ fn compile_map(
                     })
                 }
             };
-            compile_field(selection, key, value).map_err(|kind| SelectionError {
+            compile_field(selection, key, value, category).map_err(|kind| SelectionError {
                 kind,
                 key: key.to_string(),
             })
@@ -137,15 +228,40 @@ fn compile_map(
         .collect()
 }
 
-fn compile_field(selection: &str, key: &str, value: &Yaml) -> Result<FieldTest, RuleErrorKind> {
+/// Looks `name` up and checks that events of `category` carry it.
+fn resolve_field(selection: &str, name: &str, category: Category) -> Result<Field, RuleErrorKind> {
+    let Some(field) = Field::from_name(name) else {
+        return Err(match NOT_PRODUCED.iter().find(|(n, _)| *n == name) {
+            Some((_, why)) => RuleErrorKind::FieldNotAvailable {
+                field: name.to_string(),
+                why,
+            },
+            None => RuleErrorKind::UnknownField {
+                field: name.to_string(),
+                selection: selection.to_string(),
+            },
+        });
+    };
+    if !field.def().categories.contains(category) {
+        return Err(RuleErrorKind::FieldNotProduced {
+            field: name.to_string(),
+            category: category.name(),
+        });
+    }
+    Ok(field)
+}
+
+fn compile_field(
+    selection: &str,
+    key: &str,
+    value: &Yaml,
+    category: Category,
+) -> Result<FieldTest, RuleErrorKind> {
     let (name, mods) = parse_key(key)?;
     if name.is_empty() {
         return Err(RuleErrorKind::KeywordSearch(selection.to_string()));
     }
-    let field = Field::from_name(name).ok_or_else(|| RuleErrorKind::UnknownField {
-        field: name.to_string(),
-        selection: selection.to_string(),
-    })?;
+    let field = resolve_field(selection, name, category)?;
     let invalid = |reason: &str| RuleErrorKind::InvalidValue {
         field: key.to_string(),
         reason: reason.to_string(),
@@ -159,8 +275,21 @@ fn compile_field(selection: &str, key: &str, value: &Yaml) -> Result<FieldTest, 
             _ => Err(invalid("'exists' needs a boolean value")),
         };
     }
-    if mods.compare.is_some() && !field.is_numeric() {
+    let kind = field.kind();
+    if mods.time.is_some() && kind != FieldKind::Time {
+        return Err(invalid(&format!(
+            "time modifiers need a time field ({} is not one; UtcTime is)",
+            field.name()
+        )));
+    }
+    if mods.compare.is_some() && mods.time.is_none() && kind != FieldKind::Number {
         return Err(invalid(&format!("{} is not a numeric field", field.name())));
+    }
+    if mods.cidr && kind != FieldKind::Ip {
+        return Err(invalid(&format!(
+            "{} is not an IP address field",
+            field.name()
+        )));
     }
     let scalars: Vec<&Yaml> = match value {
         Yaml::Null if mods == Modifiers::default() => {
@@ -174,6 +303,26 @@ fn compile_field(selection: &str, key: &str, value: &Yaml) -> Result<FieldTest, 
         Yaml::Sequence(items) => items.iter().collect(),
         other => vec![other],
     };
+    if mods.fieldref {
+        let others = scalars
+            .into_iter()
+            .map(|v| {
+                let name = v
+                    .as_str()
+                    .ok_or_else(|| invalid("'fieldref' values must be field names"))?;
+                resolve_field(selection, name, category)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(FieldTest {
+            field,
+            test: Test::FieldRef {
+                others,
+                anchor: mods.anchor,
+                cased: mods.cased,
+                neq: mods.neq,
+            },
+        });
+    }
     let values = scalars
         .into_iter()
         .map(|v| compile_value(key, v, &mods))
@@ -182,6 +331,7 @@ fn compile_field(selection: &str, key: &str, value: &Yaml) -> Result<FieldTest, 
         field,
         test: Test::Values {
             all: mods.all,
+            neq: mods.neq,
             values,
         },
     })
@@ -203,6 +353,16 @@ fn compile_value(key: &str, value: &Yaml, mods: &Modifiers) -> Result<Vec<Matche
         field: key.to_string(),
         reason: reason.to_string(),
     };
+    if let Some(part) = mods.time {
+        return match value.as_f64() {
+            Some(n) => Ok(vec![Matcher::Time(
+                part,
+                mods.compare.unwrap_or(Compare::Eq),
+                n,
+            )]),
+            None => Err(invalid("time modifiers need a number")),
+        };
+    }
     if let Some(op) = mods.compare {
         return match value.as_f64() {
             Some(n) => Ok(vec![Matcher::Compare(op, n)]),
@@ -214,6 +374,17 @@ fn compile_value(key: &str, value: &Yaml, mods: &Modifiers) -> Result<Vec<Matche
         scalar => scalar_text(scalar)
             .ok_or_else(|| invalid("values must be strings, numbers or booleans"))?,
     };
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(invalid(&format!(
+            "value is {} bytes, more than the {MAX_VALUE_BYTES} a value may have",
+            text.len()
+        )));
+    }
+    if mods.cidr {
+        return Cidr::parse(&text)
+            .map(|c| vec![Matcher::Cidr(c)])
+            .map_err(|reason| invalid(&reason));
+    }
     if let Some(flags) = mods.regex {
         return Matcher::regex(&text, flags)
             .map(|m| vec![m])
@@ -234,14 +405,29 @@ fn compile_value(key: &str, value: &Yaml, mods: &Modifiers) -> Result<Vec<Matche
         })
         .collect::<Option<_>>()
         .ok_or_else(|| invalid("wildcards cannot be base64-encoded"))?;
+    let bytes = encode_utf16(&plain, mods.utf16);
     let encoded = match kind {
-        Base64::Plain => vec![BASE64.encode(plain.as_bytes())],
-        Base64::Offset => base64_offsets(plain.as_bytes()),
+        Base64::Plain => vec![BASE64.encode(&bytes)],
+        Base64::Offset => base64_offsets(&bytes),
     };
     encoded
         .iter()
         .map(|lit| string_matcher(key, lit.chars().map(pattern::Tok::Char).collect(), mods))
         .collect()
+}
+
+/// The bytes to base64-encode: UTF-8, or UTF-16 per the utf16 modifiers.
+fn encode_utf16(text: &str, utf16: Option<Utf16>) -> Vec<u8> {
+    let units = text.encode_utf16();
+    match utf16 {
+        None => text.as_bytes().to_vec(),
+        Some(Utf16::Le) => units.flat_map(u16::to_le_bytes).collect(),
+        Some(Utf16::Be) => units.flat_map(u16::to_be_bytes).collect(),
+        Some(Utf16::Bom) => [0xFF, 0xFE]
+            .into_iter()
+            .chain(units.flat_map(u16::to_le_bytes))
+            .collect(),
+    }
 }
 
 fn string_matcher(
@@ -253,9 +439,11 @@ fn string_matcher(
         pattern::windash(&mut toks);
     }
     let toks = pattern::anchor(toks, mods.anchor);
-    Matcher::from_tokens(&toks, mods.cased).map_err(|error| RuleErrorKind::Regex {
-        field: key.to_string(),
-        error,
+    Matcher::from_tokens(&toks, mods.cased || mods.base64.is_some()).map_err(|error| {
+        RuleErrorKind::Regex {
+            field: key.to_string(),
+            error,
+        }
     })
 }
 
@@ -290,6 +478,20 @@ mod tests {
                 .into_iter()
                 .map(String::from)
                 .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn utf16_values_are_encoded_before_base64() {
+        // pySigma: `IEX` |wide|base64 -> SQBFAFgA
+        assert_eq!(
+            BASE64.encode(encode_utf16("IEX", Some(Utf16::Le))),
+            "SQBFAFgA"
+        );
+        assert_eq!(encode_utf16("A", Some(Utf16::Be)), vec![0, 0x41]);
+        assert_eq!(
+            encode_utf16("A", Some(Utf16::Bom)),
+            vec![0xFF, 0xFE, 0x41, 0]
         );
     }
 }

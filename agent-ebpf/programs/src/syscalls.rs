@@ -1,0 +1,395 @@
+//! Followed syscalls: `sys_enter_*` keeps the arguments (and, for credential changes, the old
+//! credentials) per thread; `sys_exit_*` adds the result, copies strings and kernel facts
+//! (socket addresses, new credentials), filters, and emits one `SyscallRecord`. Descriptors
+//! (a dirfd, the file an fd-based call acts on) are resolved to paths in user space: walking
+//! the dentry tree here made the verifier exceed its instruction budget.
+//! Each hook passes its syscall id as a constant, so the compiler keeps only that syscall's
+//! branch in each program.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use kestrel_ebpf_abi::{
+    sys::{self, kind_of},
+    ProbeConfig, SyscallRecord, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD,
+    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT, SYSCALL_FIXED_SIZE, SYS_SENSITIVE_READ,
+    SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
+};
+
+use crate::{
+    filter::{is_muted, is_sensitive, wanted},
+    kernel::{credentials, current_task, fd_file, header, read_at, Ptr},
+    maps::{config, count_drop, current_pid_tgid, EVENTS},
+};
+
+/// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
+const ARGS_OFFSET: usize = 16;
+const O_ACCMODE: u64 = 3;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const AF_PACKET: u64 = 17;
+const BPF_PROG_LOAD: u64 = 5;
+const SOCK_DGRAM: u64 = 2;
+/// How far back a file name is looked for (names of sensitive keys are short).
+const NAME_SCAN: u32 = 64;
+
+/// What `sys_enter` keeps for `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    args: [u64; 6],
+    old_credentials: [u64; 7],
+}
+
+/// Calls in flight, by thread. LRU, so a thread that dies inside a call cannot leak an entry.
+#[map]
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// The record being built (per CPU: far larger than the stack).
+#[map]
+static SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// `sys_enter_*` for syscall `id`.
+#[inline(always)]
+pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
+    let config = config();
+    let (_, tgid) = current_pid_tgid();
+    if !wanted(&config, tgid, kind_of(id)) {
+        return 0;
+    }
+    let mut args = [0u64; 6];
+    for (i, arg) in args.iter_mut().enumerate() {
+        *arg = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+    }
+    if !worth_following(id, &args, tgid) {
+        return 0;
+    }
+    let mut pending = Pending {
+        args,
+        old_credentials: [0; 7],
+    };
+    if kind_of(id) == KIND_CREDENTIAL {
+        pending.old_credentials = credentials(&config, current_task()).unwrap_or([0; 7]);
+    }
+    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    0
+}
+
+/// Calls whose arguments already say they are not interesting.
+#[inline(always)]
+fn worth_following(id: u32, args: &[u64; 6], tgid: u32) -> bool {
+    match id {
+        sys::SOCKET => args[0] == AF_PACKET,
+        sys::SENDTO => args[4] != 0,
+        sys::BPF => args[0] == BPF_PROG_LOAD,
+        sys::KILL | sys::TGKILL => args[0] as u32 != tgid,
+        _ => true,
+    }
+}
+
+/// `sys_exit_*` for syscall `id`.
+#[inline(always)]
+pub fn exit(ctx: &TracePointContext, id: u32) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(pending) = (unsafe { PENDING.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&key);
+    let result: i64 = unsafe { ctx.read_at(ARGS_OFFSET) }.unwrap_or(0);
+    let _ = emit(id, &pending.args, &pending.old_credentials, result);
+    0
+}
+
+/// Builds, filters and sends the record for a finished call.
+#[inline(always)]
+pub fn emit(id: u32, args: &[u64; 6], old_credentials: &[u64; 7], result: i64) -> Result<(), i64> {
+    let config = config();
+    let (pid, tgid) = current_pid_tgid();
+    let kind = kind_of(id);
+    let record = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
+    let record = unsafe { &mut *record };
+    let task = current_task();
+    record.header = header(kind, 0, pid, tgid);
+    record.syscall = id;
+    record.flags = 0;
+    record.result = result;
+    record.args = *args;
+    record.aux = [0; 16];
+    record.str_len = [0; 2];
+    record.reserved = 0;
+    record.euid = credentials(&config, task)
+        .map(|c| (c[0] >> 32) as u32)
+        .unwrap_or(0);
+    let keep = match kind {
+        KIND_FILE => file(&config, id, record)?,
+        KIND_NETWORK => network(&config, task, id, result, record)?,
+        KIND_CREDENTIAL => {
+            let new = credentials(&config, task)?;
+            record.aux[..7].copy_from_slice(old_credentials);
+            record.aux[8..15].copy_from_slice(&new);
+            true
+        }
+        KIND_MODULE => {
+            if id == sys::FINIT_MODULE {
+                copy_user_str(args[1], record, 1);
+            } else {
+                copy_user_str(args[2], record, 1);
+            }
+            true
+        }
+        KIND_BPF => {
+            let prog_type: u32 = unsafe { bpf_probe_read_user(args[1] as *const u32) }.unwrap_or(0);
+            record.aux[0] = prog_type as u64;
+            let name: [u8; 16] = unsafe { bpf_probe_read_user((args[1] + 48) as *const [u8; 16]) }
+                .unwrap_or([0; 16]);
+            record.aux[1] = u64::from_ne_bytes([
+                name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
+            ]);
+            record.aux[2] = u64::from_ne_bytes([
+                name[8], name[9], name[10], name[11], name[12], name[13], name[14], name[15],
+            ]);
+            true
+        }
+        KIND_MEMFD => {
+            copy_user_str(args[0], record, 0);
+            true
+        }
+        KIND_NAMESPACE => true,
+        KIND_IO_URING => {
+            if id == sys::IO_URING_SUBMIT {
+                record.aux[0] = args[0];
+            } else {
+                let flags: u32 =
+                    unsafe { bpf_probe_read_user((args[1] + 8) as *const u32) }.unwrap_or(0);
+                record.aux[1] = args[0];
+                record.aux[2] = flags as u64;
+            }
+            true
+        }
+        // ptrace and signals: the arguments say it all.
+        _ => true,
+    };
+    if keep {
+        submit(record);
+    }
+    Ok(())
+}
+
+/// Sends the used prefix of the record.
+#[inline(always)]
+pub fn submit(record: &mut SyscallRecord) {
+    let used = if record.str_len[1] > 0 {
+        STR_SLOT + record.str_len[1] as usize + 1
+    } else if record.str_len[0] > 0 {
+        record.str_len[0] as usize + 1
+    } else {
+        0
+    };
+    let mut size = SYSCALL_FIXED_SIZE + used;
+    if size > core::mem::size_of::<SyscallRecord>() {
+        size = core::mem::size_of::<SyscallRecord>();
+    }
+    record.header.size = size as u32;
+    let bytes =
+        unsafe { core::slice::from_raw_parts(record as *const SyscallRecord as *const u8, size) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_drop(record.header.kind);
+    }
+}
+
+/// Copies a NUL-terminated user string into string slot `slot` (0 or 1).
+#[inline(always)]
+fn copy_user_str(address: u64, record: &mut SyscallRecord, slot: usize) {
+    if address == 0 {
+        return;
+    }
+    let start = if slot == 0 { 0 } else { STR_SLOT };
+    let dst = &mut record.strings[start..start + STR_SLOT];
+    if let Ok(bytes) = unsafe { bpf_probe_read_user_str_bytes(address as *const u8, dst) } {
+        let len = bytes.len() as u32;
+        record.str_len[slot & 1] = len;
+        if len as usize >= STR_SLOT - 1 {
+            record.flags |= if slot == 0 {
+                SYS_STR0_TRUNCATED
+            } else {
+                SYS_STR1_TRUNCATED
+            };
+        }
+    }
+}
+
+/// The path in slot 0 when the caller passed an absolute one (relative paths are resolved in
+/// user space), with the offset of its last component.
+#[inline(always)]
+fn absolute_path(record: &SyscallRecord) -> Option<(*const u8, u32, u32)> {
+    let len = record.str_len[0];
+    if len == 0 || record.strings[0] != b'/' {
+        return None;
+    }
+    Some((record.strings.as_ptr(), len, basename_start(record, len)))
+}
+
+/// Offset just after the last `/` in slot 0 (looking back at most `NAME_SCAN` bytes; a longer
+/// file name is not matched by name).
+#[inline(always)]
+fn basename_start(record: &SyscallRecord, len: u32) -> u32 {
+    for back in 1..NAME_SCAN {
+        if back > len {
+            break;
+        }
+        let at = (len - back) as usize & (STR_SLOT - 1);
+        if record.strings[at] == b'/' {
+            return at as u32 + 1;
+        }
+    }
+    len
+}
+
+/// File calls: which arguments are paths, file descriptors and directory descriptors.
+#[inline(always)]
+fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<bool, i64> {
+    let a = record.args;
+    // (first path, second path); directory and file descriptors are resolved in user space.
+    let (first, second) = match id {
+        sys::OPEN
+        | sys::CREAT
+        | sys::UNLINK
+        | sys::RMDIR
+        | sys::CHMOD
+        | sys::CHOWN
+        | sys::LCHOWN
+        | sys::TRUNCATE
+        | sys::UMOUNT
+        | sys::UTIME
+        | sys::UTIMES => (a[0], 0),
+        sys::OPENAT
+        | sys::OPENAT2
+        | sys::UNLINKAT
+        | sys::FCHMODAT
+        | sys::FCHMODAT2
+        | sys::FCHOWNAT
+        | sys::FUTIMESAT => (a[1], 0),
+        sys::UTIMENSAT if a[1] == 0 => (0, 0),
+        sys::UTIMENSAT => (a[1], 0),
+        sys::RENAME => (a[0], a[1]),
+        sys::RENAMEAT | sys::RENAMEAT2 => (a[1], a[3]),
+        sys::LINK => (a[1], a[0]),
+        sys::LINKAT => (a[3], a[1]),
+        sys::SYMLINK => (a[1], a[0]),
+        sys::SYMLINKAT => (a[2], a[0]),
+        sys::MOUNT => (a[1], a[0]),
+        sys::FCHMOD | sys::FCHOWN | sys::FTRUNCATE => (0, 0),
+        _ => (0, 0),
+    };
+    copy_user_str(first, record, 0);
+    copy_user_str(second, record, 1);
+    let is_open = matches!(id, sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT);
+    let mut write_like = true;
+    if is_open {
+        let (flags, mode) = match id {
+            sys::OPEN => (a[1], a[2]),
+            sys::OPENAT => (a[2], a[3]),
+            sys::OPENAT2 => {
+                let how: [u64; 2] =
+                    unsafe { bpf_probe_read_user(a[2] as *const [u64; 2]) }.unwrap_or([0; 2]);
+                (how[0], how[1])
+            }
+            _ => (O_CREAT | O_TRUNC | 1, a[1]),
+        };
+        record.aux[0] = flags;
+        record.aux[1] = mode;
+        write_like = flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0;
+    }
+    if id == sys::MOUNT {
+        let fs_type = unsafe {
+            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(8) as *mut u8, 32)
+        };
+        let _ = unsafe { bpf_probe_read_user_str_bytes(a[2] as *const u8, fs_type) };
+    }
+    if let Some((path, len, leaf)) = absolute_path(record) {
+        if is_muted(config, path, len) {
+            return Ok(false);
+        }
+        if !write_like {
+            if !is_sensitive(config, path, len, leaf) {
+                return Ok(false);
+            }
+            record.flags |= SYS_SENSITIVE_READ;
+        }
+    } else if !write_like {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Network calls: the address passed by the caller and what the socket itself says.
+#[inline(always)]
+fn network(
+    config: &ProbeConfig,
+    task: Ptr,
+    id: u32,
+    result: i64,
+    record: &mut SyscallRecord,
+) -> Result<bool, i64> {
+    let a = record.args;
+    let (fd, address, address_len) = match id {
+        sys::CONNECT | sys::BIND => (a[0], a[1], a[2]),
+        sys::SENDTO => (a[0], a[4], a[5]),
+        sys::ACCEPT | sys::ACCEPT4 | sys::SOCKET => {
+            if result < 0 {
+                return Ok(id == sys::SOCKET);
+            }
+            (result as u64, 0, 0)
+        }
+        _ => (a[0], 0, 0),
+    };
+    if address != 0 && address_len > 0 {
+        let len = if address_len > 32 {
+            32
+        } else {
+            address_len as usize
+        };
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(9) as *mut u8, 32)
+        };
+        let _ = unsafe { bpf_probe_read_user_buf(address as *const u8, &mut dst[..len & 63]) };
+    }
+    if let Ok(file) = fd_file(config, task, fd) {
+        let _ = socket_facts(config, file, record);
+    }
+    if id == sys::SENDTO && record.aux[2] != SOCK_DGRAM {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Family, protocol, type and both endpoints of the socket behind `file`.
+#[inline(always)]
+fn socket_facts(config: &ProbeConfig, file: Ptr, record: &mut SyscallRecord) -> Result<(), i64> {
+    let socket: u64 = read_at(file, config.file_private)?;
+    let sk: u64 = read_at(socket, config.socket_sk)?;
+    let family: u16 = read_at(sk, config.skc[4])?;
+    record.aux[0] = family as u64;
+    record.aux[1] = read_at::<u16>(sk, config.sk_protocol)? as u64;
+    record.aux[2] = read_at::<u16>(sk, config.sk_type)? as u64;
+    if family == 10 {
+        let local: [u64; 2] = read_at(sk, config.skc[6])?;
+        let remote: [u64; 2] = read_at(sk, config.skc[5])?;
+        record.aux[3] = local[0];
+        record.aux[4] = local[1];
+        record.aux[6] = remote[0];
+        record.aux[7] = remote[1];
+    } else {
+        record.aux[3] = read_at::<u32>(sk, config.skc[1])? as u64;
+        record.aux[6] = read_at::<u32>(sk, config.skc[0])? as u64;
+    }
+    record.aux[5] = read_at::<u16>(sk, config.skc[3])? as u64;
+    record.aux[8] = u16::from_be(read_at::<u16>(sk, config.skc[2])?) as u64;
+    Ok(())
+}

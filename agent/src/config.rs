@@ -1,0 +1,202 @@
+//! The agent's configuration file (`--config F`, TOML). Every field has a default, so an
+//! empty file (or none) gives a working agent; unknown fields are errors, and validation
+//! reports every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use kestrel_ebpf_abi::{
+    KIND_BPF, KIND_CREDENTIAL, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_IO_URING,
+    KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL, PREFIX_MAX,
+    PREFIX_SLOTS,
+};
+use serde::Deserialize;
+
+use crate::container::ContainerConfig;
+
+/// Every event kind by its configuration name.
+pub const KINDS: [(&str, u32); 13] = [
+    ("exec", KIND_EXEC),
+    ("fork", KIND_FORK),
+    ("exit", KIND_EXIT),
+    ("file", KIND_FILE),
+    ("network", KIND_NETWORK),
+    ("credential", KIND_CREDENTIAL),
+    ("ptrace", KIND_PTRACE),
+    ("signal", KIND_SIGNAL),
+    ("module", KIND_MODULE),
+    ("bpf", KIND_BPF),
+    ("memfd", KIND_MEMFD),
+    ("namespace", KIND_NAMESPACE),
+    ("io_uring", KIND_IO_URING),
+];
+
+/// What the agent observes and what it leaves out, decided in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Event kinds to report (names from [`KINDS`]). Default: all of them.
+    pub kinds: Vec<String>,
+    /// Path prefixes whose read-only opens are reported (writes are always reported).
+    /// Default: the shadow files, sudoers (and sudoers.d) and SSH host keys.
+    pub sensitive_paths: Vec<String>,
+    /// File-name prefixes whose read-only opens are reported wherever they are.
+    /// Default: SSH user private keys (`id_rsa`, `id_ecdsa`, `id_ed25519`, `id_dsa`).
+    pub sensitive_names: Vec<String>,
+    /// Path prefixes whose file events are never reported (noisy scratch areas).
+    pub muted_paths: Vec<String>,
+    /// Executables whose processes are never reported (matched by device and inode, so a
+    /// renamed copy is not muted).
+    pub muted_executables: Vec<PathBuf>,
+    /// How container context is looked up (runtime sockets, cache sizes).
+    pub containers: ContainerConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            kinds: KINDS.iter().map(|(name, _)| name.to_string()).collect(),
+            sensitive_paths: [
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/sudoers",
+                "/etc/ssh/ssh_host_",
+            ]
+            .map(String::from)
+            .to_vec(),
+            sensitive_names: ["id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"]
+                .map(String::from)
+                .to_vec(),
+            muted_paths: Vec::new(),
+            muted_executables: Vec::new(),
+            containers: ContainerConfig::default(),
+        }
+    }
+}
+
+/// The configuration file is unreadable or invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    /// Values that parse but cannot be used; every problem is listed.
+    #[error("config {path}: {}", problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl AgentConfig {
+    /// Reads and validates a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: AgentConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Everything wrong with the values (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for kind in &self.kinds {
+            if !KINDS.iter().any(|(name, _)| name == kind) {
+                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+                problems.push(format!(
+                    "kinds: unknown kind '{kind}' (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        for (field, list) in [
+            ("sensitive_paths", &self.sensitive_paths),
+            ("sensitive_names", &self.sensitive_names),
+            ("muted_paths", &self.muted_paths),
+        ] {
+            if list.len() > PREFIX_SLOTS as usize {
+                problems.push(format!(
+                    "{field}: at most {PREFIX_SLOTS} entries, got {}",
+                    list.len()
+                ));
+            }
+            for entry in list {
+                if entry.is_empty() || entry.len() > PREFIX_MAX {
+                    problems.push(format!(
+                        "{field}: '{entry}' must be 1 to {PREFIX_MAX} bytes"
+                    ));
+                }
+                if field != "sensitive_names" && !entry.starts_with('/') {
+                    problems.push(format!("{field}: '{entry}' is not an absolute path"));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The kinds as the kernel's bit mask.
+    pub fn kind_mask(&self) -> u32 {
+        KINDS
+            .iter()
+            .filter(|(name, _)| self.kinds.iter().any(|k| k == name))
+            .fold(0, |mask, (_, kind)| mask | 1 << kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_enable_every_kind_and_watch_shadow_and_ssh_keys() {
+        let config = AgentConfig::default();
+        assert!(config.problems().is_empty());
+        assert_eq!(config.kind_mask().count_ones(), KINDS.len() as u32);
+        assert!(config.sensitive_paths.contains(&"/etc/shadow".to_string()));
+        assert!(config.sensitive_names.contains(&"id_ed25519".to_string()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "kinds = [\"exec\", \"telepathy\"]\nmuted_paths = [\"relative\"]\n",
+        )
+        .unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("telepathy") && err.contains("relative") && err.contains("agent.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "kindz = []\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("agent.toml") && err.contains("kindz"), "{err}");
+    }
+}

@@ -1,0 +1,448 @@
+//! Behaviour of the spool as a whole: numbering, restart, acknowledgement, shedding, damage.
+
+use std::{collections::BTreeMap, fs, path::Path, time::Duration};
+
+use kestrel_proto::{event::Payload, Event, ExecEvent, ExitEvent, ForkEvent, Gap, Process};
+use proptest::prelude::*;
+
+use super::*;
+
+fn event(kind: &str, id: u32) -> Event {
+    let payload = match kind {
+        "exec" => Payload::Exec(ExecEvent::default()),
+        "fork" => Payload::Fork(ForkEvent { parent_tgid: 1 }),
+        _ => Payload::Exit(ExitEvent::default()),
+    };
+    Event {
+        time_unix_ns: 1_000 + u64::from(id),
+        process: Some(Process {
+            pid: id,
+            exe: "/usr/bin/something-with-a-path".into(),
+            argv: vec!["something".into(), format!("--id={id}")],
+            ..Process::default()
+        }),
+        payload: Some(payload),
+        ..Event::default()
+    }
+}
+
+fn small() -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 1 << 30,
+        segment_bytes: 4096,
+        gap_interval: Duration::ZERO,
+        ..SpoolConfig::default()
+    }
+}
+
+fn read_all(spool: &Arc<Spool>) -> Vec<Item> {
+    let mut reader = SpoolReader::new(spool.clone());
+    let mut items = Vec::new();
+    loop {
+        let more = reader.read(100).unwrap();
+        if more.is_empty() {
+            return items;
+        }
+        items.extend(more);
+    }
+}
+
+fn pids(items: &[Item]) -> Vec<u32> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event { event, .. } => Some(event.process.as_ref().unwrap().pid),
+            Item::Gap(_) => None,
+        })
+        .collect()
+}
+
+fn gaps(items: &[Item]) -> Vec<&Gap> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Gap(g) => Some(g),
+            Item::Event { .. } => None,
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<segment::Found> {
+    segment::list(dir).unwrap()
+}
+
+#[test]
+fn events_are_read_back_in_order_with_consecutive_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let events: Vec<Event> = (0..200).map(|i| event("exec", i)).collect();
+    writer.append(&events[..150]).unwrap();
+    writer.append(&events[150..]).unwrap();
+    assert!(segments(dir.path()).len() > 3, "small segments roll over");
+
+    let items = read_all(&spool);
+    assert_eq!(pids(&items), (0..200).collect::<Vec<_>>());
+    let seqs: Vec<u64> = items.iter().map(Item::last_seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    match &items[0] {
+        Item::Event { seq, event } => assert_eq!(event.seq, *seq),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reader_sees_only_what_the_writer_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let mut reader = SpoolReader::new(spool.clone());
+    assert!(reader.read(10).unwrap().is_empty());
+    writer.append(&[event("exec", 1)]).unwrap();
+    assert_eq!(pids(&reader.read(10).unwrap()), [1]);
+    assert!(reader.read(10).unwrap().is_empty());
+    writer.append(&[event("exec", 2)]).unwrap();
+    assert_eq!(pids(&reader.read(10).unwrap()), [2]);
+}
+
+#[test]
+fn restart_keeps_the_epoch_resumes_numbering_and_resends_what_was_not_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let epoch = spool.epoch();
+    writer
+        .append(&(0..100).map(|i| event("exec", i)).collect::<Vec<_>>())
+        .unwrap();
+    spool.ack(60).unwrap();
+    spool.persist().unwrap();
+    drop((spool, writer));
+
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    assert_eq!(spool.epoch(), epoch, "the epoch survives a restart");
+    assert_eq!(spool.first_unacked_seq(), 61);
+    assert_eq!(
+        writer.next_seq(),
+        101,
+        "numbering resumes after the last record"
+    );
+    writer.append(&[event("exec", 100)]).unwrap();
+    let items = read_all(&spool);
+    assert_eq!(pids(&items), (60..=100).collect::<Vec<_>>());
+    assert_eq!(items.last().unwrap().last_seq(), 101);
+}
+
+#[test]
+fn crash_without_persisted_ack_resends_from_the_last_persisted_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer
+        .append(&[event("exec", 1), event("exec", 2)])
+        .unwrap();
+    spool.ack(2).unwrap(); // not persisted: no segment to remove, interval not reached
+    drop((spool, writer));
+    let (spool, _writer) = Spool::open(dir.path(), small()).unwrap();
+    assert_eq!(spool.first_unacked_seq(), 1);
+    assert_eq!(
+        pids(&read_all(&spool)),
+        [1, 2],
+        "resent; the collector drops duplicates"
+    );
+}
+
+#[test]
+fn acked_segments_are_removed_only_after_the_position_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer
+        .append(&(0..100).map(|i| event("exec", i)).collect::<Vec<_>>())
+        .unwrap();
+    let before = segments(dir.path());
+    let second_first = before[1].first_seq;
+    spool.ack(second_first - 1).unwrap();
+    let after = segments(dir.path());
+    assert_eq!(after.len(), before.len() - 1);
+    assert_eq!(after[0].first_seq, second_first);
+    let state = state::load(dir.path()).unwrap().unwrap();
+    assert!(state.acked_seq >= second_first - 1, "{state:?}");
+    assert_eq!(
+        spool.used_bytes(),
+        after.iter().map(|f| f.bytes).sum::<u64>()
+    );
+    // Acknowledging everything leaves only the active segment.
+    spool.ack(100).unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+}
+
+#[test]
+fn full_spool_sheds_low_priority_kinds_first_and_counts_them_in_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = {
+        let mut body = Vec::new();
+        prost::Message::encode(&event("fork", 1), &mut body).unwrap();
+        (record::HEADER_LEN + body.len()) as u64
+    };
+    let config = SpoolConfig {
+        max_bytes: one * 40,
+        segment_bytes: one * 10,
+        gap_interval: Duration::from_secs(3600),
+        ..SpoolConfig::default()
+    };
+    let (spool, mut writer) = Spool::open(dir.path(), config).unwrap();
+    let mut sent = BTreeMap::new();
+    for i in 0..100 {
+        for kind in ["fork", "exit", "exec"] {
+            writer.append(&[event(kind, i)]).unwrap();
+            *sent.entry(kind).or_insert(0u64) += 1;
+        }
+    }
+    writer.close().unwrap();
+    assert!(spool.used_bytes() <= one * 40 + 4096, "bounded");
+
+    let items = read_all(&spool);
+    let mut stored: BTreeMap<&str, u64> = BTreeMap::new();
+    for item in &items {
+        if let Item::Event { event, .. } = item {
+            *stored.entry(event.kind_name()).or_default() += 1;
+        }
+    }
+    let mut shed: BTreeMap<&str, u64> = BTreeMap::new();
+    for gap in gaps(&items) {
+        assert_eq!(gap.reason, "spool_full");
+        assert_eq!(
+            gap.first_seq, gap.last_seq,
+            "a shed Gap takes one sequence number"
+        );
+        *shed.entry(gap.kind.as_str()).or_default() += gap.count;
+    }
+    for (kind, n) in &sent {
+        assert_eq!(
+            stored.get(kind).copied().unwrap_or(0) + shed.get(kind).copied().unwrap_or(0),
+            *n,
+            "every {kind} event is either stored or counted: stored {stored:?} shed {shed:?}"
+        );
+    }
+    assert!(shed["fork"] > 0 && shed["exit"] > 0);
+    let exec_shed = shed.get("exec").copied().unwrap_or(0);
+    assert!(exec_shed < shed["fork"], "exec is shed last: {shed:?}");
+    assert_eq!(spool.shed_total(), shed.values().sum::<u64>());
+}
+
+#[test]
+fn queue_overflow_is_counted_and_reported_like_shedding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let (sender, _rx) = SpoolSender::channel(spool.clone(), 1);
+    assert!(sender.try_send(event("exec", 1)).is_ok());
+    assert!(sender.try_send(event("exec", 2)).is_err());
+    assert_eq!(sender.queue_depth(), 1);
+    writer.close().unwrap();
+    let items = read_all(&spool);
+    let gaps = gaps(&items);
+    assert_eq!(gaps.len(), 1);
+    assert_eq!((gaps[0].kind.as_str(), gaps[0].count), ("exec", 1));
+    assert_eq!(gaps[0].reason, "queue_full");
+}
+
+/// Writes 3 segments of events and returns (dir, the middle segment, offset of the record for
+/// `pid` in it, its sequence number).
+fn three_segments_with_target(
+    target_pid: u32,
+) -> (tempfile::TempDir, std::path::PathBuf, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer
+        .append(&(0..150).map(|i| event("exec", i)).collect::<Vec<_>>())
+        .unwrap();
+    drop((spool, writer));
+    let found = segments(dir.path());
+    assert!(found.len() >= 3);
+    let middle = found[1].path.clone();
+    let mut cursor = RecordCursor::new(File::open(&middle).unwrap()).unwrap();
+    loop {
+        let offset = cursor.offset();
+        match cursor.next(u64::MAX).unwrap() {
+            Next::Record { header, body } => {
+                let e = <Event as prost::Message>::decode(&body[..]).unwrap();
+                if e.process.unwrap().pid == target_pid {
+                    return (dir, middle, offset, header.seq);
+                }
+            }
+            other => panic!("pid {target_pid} not in the middle segment: {other:?}"),
+        }
+    }
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x55;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damaged_record_body_is_one_gap_and_everything_else_is_delivered() {
+    let pid = 60;
+    let (dir, middle, offset, seq) = three_segments_with_target(pid);
+    flip(&middle, offset + record::HEADER_LEN as u64 + 3);
+
+    let (spool, _writer) = Spool::open(dir.path(), small()).unwrap();
+    let items = read_all(&spool);
+    let delivered = pids(&items);
+    assert_eq!(delivered.len(), 149);
+    assert!(!delivered.contains(&pid));
+    let gaps = gaps(&items);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = gaps[0];
+    assert_eq!((gap.first_seq, gap.last_seq, gap.count), (seq, seq, 1));
+    assert_eq!(
+        (gap.kind.as_str(), gap.reason.as_str()),
+        ("exec", "spool_corrupt")
+    );
+    assert_eq!(gap.first_time_unix_ns, 1_000 + u64::from(pid));
+    // Sequence numbers stay strictly increasing across the gap.
+    let seqs: Vec<u64> = items.iter().map(Item::last_seq).collect();
+    assert_eq!(seqs, (1..=150).collect::<Vec<_>>());
+}
+
+#[test]
+fn damaged_record_header_loses_the_rest_of_its_segment_only() {
+    let (dir, middle, offset, seq) = three_segments_with_target(60);
+    flip(&middle, offset + 9);
+    let (spool, _writer) = Spool::open(dir.path(), small()).unwrap();
+    let items = read_all(&spool);
+    let gaps = gaps(&items);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let next_segment_first = segments(dir.path())[2].first_seq;
+    assert_eq!(gaps[0].first_seq, seq);
+    assert_eq!(gaps[0].last_seq, next_segment_first - 1);
+    let delivered = pids(&items);
+    assert_eq!(
+        delivered.len() as u64 + gaps[0].count,
+        150,
+        "every record is delivered or counted lost"
+    );
+    assert!(delivered.contains(&149), "later segments are delivered");
+}
+
+#[test]
+fn torn_record_at_the_end_is_cut_off_and_its_number_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer
+        .append(&[event("exec", 1), event("exec", 2)])
+        .unwrap();
+    drop((spool, writer));
+    let tail = segments(dir.path()).pop().unwrap();
+    let file = fs::OpenOptions::new().write(true).open(&tail.path).unwrap();
+    file.set_len(tail.bytes - 5).unwrap();
+    drop(file);
+
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    assert_eq!(writer.next_seq(), 2, "the torn record was never published");
+    writer.append(&[event("exec", 3)]).unwrap();
+    let items = read_all(&spool);
+    assert_eq!(pids(&items), [1, 3]);
+    assert!(gaps(&items).is_empty());
+}
+
+#[test]
+fn a_spool_directory_is_used_by_one_agent_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Spool::open(dir.path(), small()).unwrap();
+    let err = Spool::open(dir.path(), small()).unwrap_err();
+    assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn lost_state_file_is_recovered_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let epoch = spool.epoch();
+    writer.append(&[event("exec", 1)]).unwrap();
+    drop((spool, writer));
+    fs::write(dir.path().join(state::STATE_FILE), "not json").unwrap();
+    let (spool, writer) = Spool::open(dir.path(), small()).unwrap();
+    assert_eq!(spool.epoch(), epoch);
+    assert_eq!(writer.next_seq(), 2);
+    assert_eq!(pids(&read_all(&spool)), [1]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<u8>),
+    Ack(u8),
+    Reopen,
+    Corrupt(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(0u8..3, 1..30).prop_map(Op::Append),
+        2 => any::<u8>().prop_map(Op::Ack),
+        1 => Just(Op::Reopen),
+        1 => any::<u16>().prop_map(Op::Corrupt),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever happens (appends, acks, restarts, a damaged byte anywhere), each event written is
+    /// read back exactly once or covered by exactly one Gap, in strictly increasing sequence order.
+    #[test]
+    fn every_event_is_delivered_once_or_reported_lost(ops in prop::collection::vec(op(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SpoolConfig { segment_bytes: 2048, ..small() };
+        let (mut spool, mut writer) = Spool::open(dir.path(), config.clone()).unwrap();
+        let mut next_id = 0u32;
+        let mut written: BTreeMap<u64, u32> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Append(kinds) => {
+                    let first = writer.next_seq();
+                    let events: Vec<Event> = kinds.iter().map(|k| {
+                        next_id += 1;
+                        event(["exec", "fork", "exit"][usize::from(*k)], next_id)
+                    }).collect();
+                    writer.append(&events).unwrap();
+                    for (i, e) in events.iter().enumerate() {
+                        written.insert(first + i as u64, e.process.as_ref().unwrap().pid);
+                    }
+                }
+                Op::Ack(n) => {
+                    let up_to = spool.acked_seq() + u64::from(n % 20);
+                    spool.ack(up_to.min(writer.next_seq() - 1)).unwrap();
+                }
+                Op::Reopen => {
+                    spool.persist().unwrap();
+                    drop((spool, writer));
+                    (spool, writer) = Spool::open(dir.path(), config.clone()).unwrap();
+                }
+                Op::Corrupt(at) => {
+                    if let Some(f) = segments(dir.path()).first() {
+                        if f.bytes > 0 {
+                            flip(&f.path, u64::from(at) % f.bytes);
+                        }
+                    }
+                }
+            }
+        }
+        let acked = spool.acked_seq();
+        let items = read_all(&spool);
+        let mut last = acked;
+        let mut covered = std::collections::BTreeSet::new();
+        for item in &items {
+            let (first, end) = match item {
+                Item::Event { seq, event } => {
+                    prop_assert_eq!(written.get(seq).copied(), Some(event.process.as_ref().unwrap().pid));
+                    (*seq, *seq)
+                }
+                Item::Gap(g) => (g.first_seq, g.last_seq),
+            };
+            prop_assert!(first > last, "sequence order: {} after {}", first, last);
+            last = end;
+            covered.extend(first..=end);
+        }
+        for seq in written.keys().filter(|s| **s > acked) {
+            prop_assert!(covered.contains(seq), "seq {} neither delivered nor reported", seq);
+        }
+    }
+}

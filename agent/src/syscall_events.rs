@@ -1,0 +1,512 @@
+//! Turns decoded syscall records into protocol payloads: which argument means what for each
+//! call, absolute paths, socket addresses, credential sets.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use kestrel_ebpf_abi::{
+    sys, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD, KIND_MODULE,
+    KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL,
+};
+use kestrel_proto::{
+    event::Payload, BpfEvent, CredentialEvent, Credentials, FileEvent, FileOp, IoUringEvent,
+    MemfdEvent, ModuleEvent, NamespaceEvent, NetworkEvent, NetworkOp, PtraceEvent, SignalEvent,
+};
+
+use crate::decode::Syscall;
+
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const AT_REMOVEDIR: u64 = 0x200;
+const AF_INET: u64 = 2;
+const AF_INET6: u64 = 10;
+const AF_PACKET: u32 = 17;
+
+/// The name of a followed call.
+pub fn syscall_name(id: u32) -> &'static str {
+    const NAMES: [&str; sys::COUNT as usize] = [
+        "unknown",
+        "open",
+        "openat",
+        "openat2",
+        "creat",
+        "rename",
+        "renameat",
+        "renameat2",
+        "unlink",
+        "unlinkat",
+        "rmdir",
+        "chmod",
+        "fchmod",
+        "fchmodat",
+        "fchmodat2",
+        "chown",
+        "fchown",
+        "lchown",
+        "fchownat",
+        "link",
+        "linkat",
+        "symlink",
+        "symlinkat",
+        "truncate",
+        "ftruncate",
+        "mount",
+        "umount2",
+        "utime",
+        "utimes",
+        "utimensat",
+        "futimesat",
+        "setuid",
+        "setgid",
+        "setreuid",
+        "setregid",
+        "setresuid",
+        "setresgid",
+        "setfsuid",
+        "setfsgid",
+        "capset",
+        "ptrace",
+        "process_vm_writev",
+        "kill",
+        "tkill",
+        "tgkill",
+        "connect",
+        "accept",
+        "accept4",
+        "listen",
+        "bind",
+        "sendto",
+        "socket",
+        "init_module",
+        "finit_module",
+        "bpf",
+        "memfd_create",
+        "setns",
+        "unshare",
+        "io_uring_setup",
+        "io_uring_submit",
+    ];
+    NAMES.get(id as usize).copied().unwrap_or("unknown")
+}
+
+/// The payload for a syscall record; `cwd` resolves relative paths the kernel could not.
+pub fn payload(s: &Syscall, cwd: &str) -> Option<Payload> {
+    Some(match s.kind {
+        KIND_FILE => Payload::File(file(s, cwd)),
+        KIND_NETWORK => Payload::Network(network(s)),
+        KIND_CREDENTIAL => Payload::Credential(CredentialEvent {
+            syscall: syscall_name(s.syscall).into(),
+            old: Some(credentials(&s.aux[0..7])),
+            new: Some(credentials(&s.aux[8..15])),
+            result: s.result,
+        }),
+        KIND_PTRACE => Payload::Ptrace(PtraceEvent {
+            syscall: syscall_name(s.syscall).into(),
+            request: if s.syscall == sys::PTRACE {
+                s.args[0] as i64
+            } else {
+                0
+            },
+            target_pid: if s.syscall == sys::PTRACE {
+                s.args[1]
+            } else {
+                s.args[0]
+            } as u32,
+            result: s.result,
+        }),
+        KIND_SIGNAL => Payload::Signal(SignalEvent {
+            syscall: syscall_name(s.syscall).into(),
+            target_pid: s.args[0] as u32,
+            signal: if s.syscall == sys::TGKILL {
+                s.args[2]
+            } else {
+                s.args[1]
+            } as i32,
+            result: s.result,
+        }),
+        KIND_MODULE => Payload::Module(ModuleEvent {
+            syscall: syscall_name(s.syscall).into(),
+            path: acted_on_fd(s)
+                .and_then(|fd| fd_path(s.common.tgid, fd))
+                .unwrap_or_default(),
+            params: s.second_path.clone(),
+            result: s.result,
+        }),
+        KIND_BPF => Payload::Bpf(BpfEvent {
+            command: s.args[0] as i32,
+            prog_type: s.aux[0] as u32,
+            prog_name: c_bytes(&[s.aux[1].to_ne_bytes(), s.aux[2].to_ne_bytes()].concat()),
+            result: s.result,
+        }),
+        KIND_MEMFD => Payload::Memfd(MemfdEvent {
+            name: s.path.clone(),
+            flags: s.args[1] as u32,
+            result: s.result,
+        }),
+        KIND_NAMESPACE => Payload::Namespace(NamespaceEvent {
+            syscall: syscall_name(s.syscall).into(),
+            flags: if s.syscall == sys::SETNS {
+                s.args[1]
+            } else {
+                s.args[0]
+            },
+            fd: if s.syscall == sys::SETNS {
+                s.args[0] as i32 as i64
+            } else {
+                -1
+            },
+            result: s.result,
+        }),
+        KIND_IO_URING => Payload::IoUring(if s.syscall == sys::IO_URING_SUBMIT {
+            IoUringEvent {
+                op: uring_op_name(s.aux[0] as u32).into(),
+                opcode: s.aux[0] as u32,
+                ..Default::default()
+            }
+        } else {
+            IoUringEvent {
+                op: "setup".into(),
+                entries: s.aux[1] as u32,
+                flags: s.aux[2] as u32,
+                result: s.result,
+                ..Default::default()
+            }
+        }),
+        _ => return None,
+    })
+}
+
+fn file(s: &Syscall, cwd: &str) -> FileEvent {
+    let a = s.args;
+    let (first_dir, second_dir) = directory_fds(s);
+    // The descriptor's path is the kernel's own view of the file, while it is still open.
+    let first = acted_on_fd(s)
+        .and_then(|fd| fd_path(s.common.tgid, fd))
+        .unwrap_or_else(|| absolute(s, &s.path, first_dir, cwd));
+    let second = absolute(s, &s.second_path, second_dir, cwd);
+    let mut event = FileEvent {
+        path: first,
+        target_path: second,
+        result: s.result,
+        path_truncated: s.path_truncated,
+        syscall: syscall_name(s.syscall).into(),
+        uid: -1,
+        gid: -1,
+        ..Default::default()
+    };
+    let op = match s.syscall {
+        sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT => {
+            event.flags = s.aux[0];
+            event.mode = (s.aux[1] & 0o7777) as u32;
+            event.created = s.aux[0] & O_CREAT != 0;
+            event.truncated = s.aux[0] & O_TRUNC != 0;
+            if s.sensitive_read {
+                FileOp::FileReadSensitive
+            } else {
+                FileOp::FileOpen
+            }
+        }
+        sys::RENAME | sys::RENAMEAT | sys::RENAMEAT2 => {
+            event.flags = if s.syscall == sys::RENAMEAT2 { a[4] } else { 0 };
+            FileOp::FileRename
+        }
+        sys::UNLINKAT if a[2] & AT_REMOVEDIR != 0 => FileOp::FileRmdir,
+        sys::UNLINK | sys::UNLINKAT => FileOp::FileUnlink,
+        sys::RMDIR => FileOp::FileRmdir,
+        sys::CHMOD | sys::FCHMOD | sys::FCHMODAT | sys::FCHMODAT2 => {
+            let mode = if matches!(s.syscall, sys::CHMOD | sys::FCHMOD) {
+                a[1]
+            } else {
+                a[2]
+            };
+            event.mode = (mode & 0o7777) as u32;
+            FileOp::FileChmod
+        }
+        sys::CHOWN | sys::LCHOWN | sys::FCHOWN | sys::FCHOWNAT => {
+            let (uid, gid) = if s.syscall == sys::FCHOWNAT {
+                (a[2], a[3])
+            } else {
+                (a[1], a[2])
+            };
+            event.uid = uid as u32 as i32 as i64;
+            event.gid = gid as u32 as i32 as i64;
+            FileOp::FileChown
+        }
+        sys::LINK | sys::LINKAT => FileOp::FileLink,
+        sys::SYMLINK | sys::SYMLINKAT => {
+            // The symlink's target is stored as given, never resolved.
+            event.target_path = s.second_path.clone();
+            FileOp::FileSymlink
+        }
+        sys::TRUNCATE | sys::FTRUNCATE => FileOp::FileTruncate,
+        sys::MOUNT => {
+            event.target_path = s.second_path.clone();
+            event.flags = a[3];
+            event.fs_type = c_bytes(
+                &s.aux[8..12]
+                    .iter()
+                    .flat_map(|w| w.to_ne_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+            FileOp::FileMount
+        }
+        sys::UMOUNT => {
+            event.flags = a[1];
+            FileOp::FileUmount
+        }
+        _ => FileOp::FileUtimes,
+    };
+    event.op = op as i32;
+    event
+}
+
+/// `AT_FDCWD`: a path relative to the working directory.
+const AT_FDCWD: i32 = -100;
+
+/// The directory descriptors of the first and second path arguments (`AT_FDCWD` for calls
+/// without one).
+fn directory_fds(s: &Syscall) -> (i32, i32) {
+    let a = |i: usize| s.args[i] as i32;
+    match s.syscall {
+        sys::OPENAT
+        | sys::OPENAT2
+        | sys::UNLINKAT
+        | sys::FCHMODAT
+        | sys::FCHMODAT2
+        | sys::FCHOWNAT
+        | sys::FUTIMESAT
+        | sys::UTIMENSAT => (a(0), AT_FDCWD),
+        sys::RENAMEAT | sys::RENAMEAT2 => (a(0), a(2)),
+        sys::LINKAT => (a(2), a(0)),
+        sys::SYMLINKAT => (a(1), AT_FDCWD),
+        _ => (AT_FDCWD, AT_FDCWD),
+    }
+}
+
+/// The descriptor of the file a call acts on, for calls that name the file by descriptor
+/// (or, for a successful open, the descriptor it returned: the path the kernel resolved).
+fn acted_on_fd(s: &Syscall) -> Option<i32> {
+    match s.syscall {
+        sys::FCHMOD | sys::FCHOWN | sys::FTRUNCATE | sys::FINIT_MODULE => Some(s.args[0] as i32),
+        sys::UTIMENSAT if s.args[1] == 0 => Some(s.args[0] as i32),
+        sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT
+            if s.result >= 0 && !s.path.starts_with('/') =>
+        {
+            Some(s.result as i32)
+        }
+        _ => None,
+    }
+}
+
+/// The path of descriptor `fd` in process `tgid`, while both still exist.
+fn fd_path(tgid: u32, fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{tgid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// The absolute form of a path argument: joined to its directory descriptor's path, or to the
+/// process's working directory (live from /proc, else `cwd`).
+fn absolute(s: &Syscall, path: &str, dirfd: i32, cwd: &str) -> String {
+    if path.starts_with('/') || path.is_empty() {
+        return normalize(path);
+    }
+    let base = if dirfd == AT_FDCWD {
+        std::fs::read_link(format!("/proc/{}/cwd", s.common.tgid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| cwd.to_owned())
+    } else {
+        fd_path(s.common.tgid, dirfd).unwrap_or_else(|| cwd.to_owned())
+    };
+    normalize(&format!("{}/{}", base.trim_end_matches('/'), path))
+}
+
+/// Removes `.` and `..` components and repeated slashes (lexically: symlinks stay as they are).
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    if path.starts_with('/') {
+        format!("/{}", parts.join("/"))
+    } else {
+        parts.join("/")
+    }
+}
+
+fn network(s: &Syscall) -> NetworkEvent {
+    let family = s.aux[0];
+    let socket_local = ip(family, s.aux[3], s.aux[4]);
+    let socket_remote = ip(family, s.aux[6], s.aux[7]);
+    let passed = sockaddr(&s.aux[9..13]);
+    let mut event = NetworkEvent {
+        family: family as u32,
+        protocol: s.aux[1] as u32,
+        result: s.result,
+        local_ip: socket_local.map(|ip| ip.to_string()).unwrap_or_default(),
+        local_port: s.aux[5] as u32,
+        ..Default::default()
+    };
+    let op = match s.syscall {
+        sys::CONNECT | sys::SENDTO => {
+            event.initiated = true;
+            if let Some((family, ip, port)) = passed {
+                event.family = family;
+                event.remote_ip = ip.to_string();
+                event.remote_port = port as u32;
+            }
+            if s.syscall == sys::CONNECT {
+                NetworkOp::NetworkConnect
+            } else {
+                NetworkOp::NetworkSend
+            }
+        }
+        sys::BIND => {
+            // After a successful bind the socket knows the real port (binding port 0 picks
+            // one); the address passed by the caller is the fallback.
+            if let Some((family, ip, port)) = passed {
+                event.family = family;
+                if event.local_port == 0 {
+                    event.local_ip = ip.to_string();
+                    event.local_port = port as u32;
+                }
+            }
+            NetworkOp::NetworkBind
+        }
+        sys::ACCEPT | sys::ACCEPT4 => {
+            event.remote_ip = socket_remote.map(|ip| ip.to_string()).unwrap_or_default();
+            event.remote_port = s.aux[8] as u32;
+            NetworkOp::NetworkAccept
+        }
+        sys::LISTEN => NetworkOp::NetworkListen,
+        _ => {
+            event.family = AF_PACKET;
+            event.protocol = u16::from_be(s.args[2] as u16) as u32;
+            NetworkOp::NetworkPacketSocket
+        }
+    };
+    event.op = op as i32;
+    event
+}
+
+/// An address from the socket's own fields (IPv4 in the low 4 bytes of the first word).
+fn ip(family: u64, first: u64, second: u64) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from((first as u32).to_ne_bytes()))),
+        AF_INET6 => {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&first.to_ne_bytes());
+            bytes[8..].copy_from_slice(&second.to_ne_bytes());
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// A `sockaddr_in`/`sockaddr_in6` as passed by the caller: (family, address, port).
+fn sockaddr(words: &[u64]) -> Option<(u32, IpAddr, u16)> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as u64;
+    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+    match family {
+        AF_INET => Some((
+            2,
+            IpAddr::V4(Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7])),
+            port,
+        )),
+        AF_INET6 => {
+            let octets: [u8; 16] = bytes[8..24].try_into().ok()?;
+            Some((10, IpAddr::V6(Ipv6Addr::from(octets)), port))
+        }
+        _ => None,
+    }
+}
+
+/// Credentials packed by the kernel side: ids two per word, then the capability sets.
+fn credentials(words: &[u64]) -> Credentials {
+    let low = |w: u64| w as u32;
+    let high = |w: u64| (w >> 32) as u32;
+    Credentials {
+        ruid: low(words[0]),
+        euid: high(words[0]),
+        suid: low(words[1]),
+        fsuid: high(words[1]),
+        rgid: low(words[2]),
+        egid: high(words[2]),
+        sgid: low(words[3]),
+        fsgid: high(words[3]),
+        cap_effective: words[4],
+        cap_permitted: words[5],
+        cap_inheritable: words[6],
+    }
+}
+
+/// Text up to the first NUL.
+fn c_bytes(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Names of the io_uring operations the kernel side reports.
+fn uring_op_name(opcode: u32) -> &'static str {
+    match opcode {
+        13 => "accept",
+        16 => "connect",
+        18 => "openat",
+        28 => "openat2",
+        35 => "renameat",
+        36 => "unlinkat",
+        38 => "symlinkat",
+        39 => "linkat",
+        45 => "socket",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(normalize("/tmp/./a//b/../c"), "/tmp/a/c");
+        assert_eq!(normalize("/.."), "/");
+    }
+
+    #[test]
+    fn every_followed_call_has_a_name() {
+        for id in 1..sys::COUNT {
+            assert_ne!(syscall_name(id), "unknown", "syscall id {id}");
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_sockaddrs_decode() {
+        let mut v4 = [0u8; 32];
+        v4[..2].copy_from_slice(&2u16.to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let words: Vec<u64> = v4
+            .chunks(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            sockaddr(&words),
+            Some((2, "127.0.0.1".parse().unwrap(), 8080))
+        );
+        let mut v6 = [0u8; 32];
+        v6[..2].copy_from_slice(&10u16.to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[8..24].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        let words: Vec<u64> = v6
+            .chunks(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(sockaddr(&words), Some((10, "::1".parse().unwrap(), 443)));
+    }
+}

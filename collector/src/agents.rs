@@ -1,0 +1,147 @@
+//! What the collector enforces about agents beyond the TLS handshake, wired together for
+//! `serve`: reloadable server certificate and client CA, the trust domain, the reloadable
+//! deny-list, one live stream per identity, and silence detection from heartbeats.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::alerting::AlertPipeline;
+use crate::denylist::{DenyList, DenyListError};
+use crate::heartbeat::AgentMonitor;
+use crate::identity::Identity;
+use crate::ingest::IngestService;
+use crate::listener::Admission;
+use crate::sessions::Sessions;
+use crate::store::{Store, StoreError};
+use crate::tls::{ReloadingConfig, TlsError};
+
+/// Agent admission and liveness options of `kestrel-collector serve`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// File of revoked agent identities, one per line (`#` comments); re-read when it changes.
+    /// A listed identity is refused and its live stream closed.
+    #[arg(long, value_name = "F")]
+    pub deny_list: Option<PathBuf>,
+    /// Accept only agents whose identity is `spiffe://<TRUST_DOMAIN>/node/<name>`.
+    #[arg(long, value_name = "TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Raise `agent silent` when an agent sends nothing for this long (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub agent_silent_after: Duration,
+    /// How often certificate, key, client CA and deny-list files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+}
+
+impl Default for AgentArgs {
+    fn default() -> AgentArgs {
+        AgentArgs {
+            deny_list: None,
+            trust_domain: None,
+            agent_silent_after: Duration::from_secs(60),
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A file the agent policy needs is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsError {
+    /// Certificate, key or client CA.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The deny-list.
+    #[error(transparent)]
+    DenyList(#[from] DenyListError),
+    /// Known agents could not be read from the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The agent policy of a running collector.
+pub struct Agents {
+    args: AgentArgs,
+    tls: Arc<ReloadingConfig>,
+    deny: Arc<DenyList>,
+    sessions: Arc<Sessions>,
+    monitor: Arc<AgentMonitor>,
+}
+
+impl Agents {
+    /// Loads the deny-list and starts watching the agents known to `store` for silence (alerts
+    /// go to `alerts`); `tls` is the server configuration to keep reloading.
+    pub fn load(
+        args: &AgentArgs,
+        tls: Arc<ReloadingConfig>,
+        store: &Store,
+        alerts: Option<AlertPipeline>,
+    ) -> Result<Agents, AgentsError> {
+        let deny = Arc::new(match &args.deny_list {
+            Some(path) => DenyList::load(path)?,
+            None => DenyList::empty(),
+        });
+        let monitor = Arc::new(AgentMonitor::new(args.agent_silent_after, alerts));
+        monitor.watch_known(known_agents(store)?);
+        Ok(Agents {
+            args: args.clone(),
+            tls,
+            deny,
+            sessions: Arc::new(Sessions::default()),
+            monitor,
+        })
+    }
+
+    /// The server TLS configuration (reloaded when its files change).
+    pub fn tls(&self) -> Arc<ReloadingConfig> {
+        self.tls.clone()
+    }
+
+    /// Who may connect.
+    pub fn admission(&self) -> Admission {
+        Admission {
+            trust_domain: self.args.trust_domain.clone(),
+            deny: self.deny.clone(),
+        }
+    }
+
+    /// `service` with this policy's stream registry, deny-list and silence monitor.
+    pub fn apply(&self, service: IngestService) -> IngestService {
+        service
+            .with_sessions(self.sessions.clone())
+            .with_deny_list(self.deny.clone())
+            .with_monitor(self.monitor.clone())
+    }
+
+    /// Starts the file watchers and the silence monitor; they stop with `stop`.
+    pub fn spawn(&self, stop: &CancellationToken) {
+        let interval = self.args.reload_interval;
+        tokio::spawn(self.tls.clone().watch(interval, stop.clone()));
+        let sessions = self.sessions.clone();
+        tokio::spawn(
+            self.deny
+                .clone()
+                .watch(interval, stop.clone(), move |identity| {
+                    sessions.end(identity, Status::permission_denied("identity revoked"));
+                }),
+        );
+        tokio::spawn(self.monitor.clone().run(stop.clone()));
+    }
+}
+
+/// Identities of every agent the store has seen.
+fn known_agents(store: &Store) -> Result<Vec<Identity>, StoreError> {
+    store.with_conn(|conn| {
+        let mut statement = conn.prepare("SELECT identity FROM agents")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(Identity::new)
+            .collect())
+    })
+}

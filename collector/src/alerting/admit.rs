@@ -1,0 +1,311 @@
+//! Admission of a new alert, inside the store transaction that stores its events: suppression,
+//! fingerprint deduplication, per-rule rate limit, then the alert row and one outbox row per
+//! sink whose route takes it — all committed together, so an alert is never stored without its
+//! pending deliveries, nor delivered without being stored.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::suppress;
+use crate::alert::{rfc3339, Alert, AlertAncestor, Level};
+use crate::config::{AlertSettings, SinkSettings};
+use crate::store::StoreError;
+
+/// Which alerts one sink takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The sink's name.
+    pub sink: String,
+    /// Least severe level it takes.
+    pub min_level: Level,
+    /// Rule alerts must carry one of these tags (lower-case); empty takes all.
+    pub tags: Vec<String>,
+}
+
+impl Route {
+    /// The route of a configured sink.
+    pub fn of(sink: &SinkSettings) -> Route {
+        Route {
+            sink: sink.name.clone(),
+            min_level: sink.min_level,
+            tags: sink.tags.clone(),
+        }
+    }
+
+    /// True when the sink takes `alert` (system alerts ignore the tag filter).
+    pub fn accepts(&self, alert: &Alert) -> bool {
+        alert.level() >= self.min_level
+            && (self.tags.is_empty()
+                || alert.is_system()
+                || alert
+                    .rule
+                    .tags
+                    .iter()
+                    .any(|t| self.tags.contains(&t.to_ascii_lowercase())))
+    }
+}
+
+/// How alerts are admitted and routed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Repeats within this window of the first occurrence fold into one alert (zero: never).
+    pub dedup_window: Duration,
+    /// New alerts per rule per window (0: unlimited). System alerts are exempt.
+    pub rate_limit_per_rule: u32,
+    /// Rate-limit window.
+    pub rate_limit_window: Duration,
+    /// One route per sink.
+    pub routes: Vec<Route>,
+}
+
+impl Policy {
+    /// Store every alert, fold nothing, limit nothing, deliver nowhere.
+    pub fn store_only() -> Policy {
+        Policy {
+            dedup_window: Duration::ZERO,
+            rate_limit_per_rule: 0,
+            rate_limit_window: Duration::from_secs(60),
+            routes: Vec::new(),
+        }
+    }
+
+    /// The policy of validated settings and sinks.
+    pub fn new(alerts: &AlertSettings, sinks: &[SinkSettings]) -> Policy {
+        Policy {
+            dedup_window: alerts.dedup_window,
+            rate_limit_per_rule: alerts.rate_limit_per_rule,
+            rate_limit_window: alerts.rate_limit_window,
+            routes: sinks.iter().map(Route::of).collect(),
+        }
+    }
+}
+
+/// What became of an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Stored with this id and queued for its sinks.
+    Created(Box<Alert>),
+    /// Folded into alert `id`, now seen `count` times.
+    Deduplicated {
+        /// The alert it was folded into.
+        id: i64,
+        /// Its occurrences now.
+        count: u64,
+    },
+    /// Held back by suppression `id`.
+    Suppressed {
+        /// The suppression.
+        id: i64,
+    },
+    /// Over the rule's rate limit; counted in `alert_rate_limits`.
+    RateLimited,
+}
+
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Admits `alert` inside the caller's transaction; `exclude` names sinks that must not get it
+/// (a meta-alert about a failing sink skips that sink).
+pub fn admit(
+    conn: &Connection,
+    policy: &Policy,
+    mut alert: Alert,
+    now_ns: u64,
+    exclude: &[String],
+) -> Result<Admission, StoreError> {
+    if let Some(id) = suppress::check(conn, &alert, now_ns)? {
+        return Ok(Admission::Suppressed { id });
+    }
+    let first_ns = alert.time_unix_ns as i64;
+    let last_ns =
+        (alert.finding_info.last_seen_time.saturating_mul(1_000_000) as i64).max(first_ns);
+    if !policy.dedup_window.is_zero() {
+        let window = ns(policy.dedup_window);
+        let open: Option<(i64, i64)> = conn
+            .query_row(
+                "SELECT id, count FROM alerts WHERE fingerprint = ?1 AND acked_unix_ns IS NULL \
+                 AND first_seen_unix_ns > ?2 - ?3 AND first_seen_unix_ns < ?2 + ?3 \
+                 ORDER BY id DESC LIMIT 1",
+                params![alert.fingerprint(), first_ns, window],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, count)) = open {
+            conn.execute(
+                "UPDATE alerts SET count = count + 1, \
+                 last_seen_unix_ns = MAX(last_seen_unix_ns, ?2) WHERE id = ?1",
+                params![id, last_ns],
+            )?;
+            return Ok(Admission::Deduplicated {
+                id,
+                count: count as u64 + 1,
+            });
+        }
+    }
+    if policy.rate_limit_per_rule > 0
+        && !alert.is_system()
+        && over_rate_limit(conn, policy, &alert.rule.id, now_ns)?
+    {
+        return Ok(Admission::RateLimited);
+    }
+    fill_ancestry(conn, &mut alert)?;
+    let id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM alerts", [], |r| {
+        r.get(0)
+    })?;
+    alert.id = Some(id);
+    conn.prepare_cached(
+        "INSERT INTO alerts (id, time_unix_ns, rule_id, rule_title, level, identity, exec_id, \
+         json, uid, fingerprint, count, first_seen_unix_ns, last_seen_unix_ns) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?2, ?11)",
+    )?
+    .execute(params![
+        id,
+        first_ns,
+        alert.rule.id,
+        alert.rule.title,
+        alert.rule.level,
+        alert.host,
+        alert.process.exec_id,
+        serde_json::to_string(&alert)?,
+        alert.uid(),
+        alert.fingerprint(),
+        last_ns,
+    ])?;
+    let mut enqueue = conn.prepare_cached(
+        "INSERT INTO alert_outbox (sink, alert_id, enqueued_unix_ns, next_attempt_unix_ns) \
+         VALUES (?1, ?2, ?3, ?3)",
+    )?;
+    for route in &policy.routes {
+        if route.accepts(&alert) && !exclude.contains(&route.sink) {
+            enqueue.execute(params![route.sink, id, now_ns as i64])?;
+        }
+    }
+    Ok(Admission::Created(Box::new(alert)))
+}
+
+/// Counts the alert against its rule's window; true when the window is full.
+fn over_rate_limit(
+    conn: &Connection,
+    policy: &Policy,
+    rule_id: &str,
+    now_ns: u64,
+) -> Result<bool, StoreError> {
+    let now = now_ns as i64;
+    let window = ns(policy.rate_limit_window);
+    let current: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT window_start_unix_ns, admitted FROM alert_rate_limits WHERE rule_id = ?1",
+            [rule_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match current {
+        Some((start, admitted)) if now - start < window => {
+            if admitted >= i64::from(policy.rate_limit_per_rule) {
+                conn.execute(
+                    "UPDATE alert_rate_limits SET suppressed = suppressed + 1, \
+                     suppressed_total = suppressed_total + 1 WHERE rule_id = ?1",
+                    [rule_id],
+                )?;
+                return Ok(true);
+            }
+            conn.execute(
+                "UPDATE alert_rate_limits SET admitted = admitted + 1 WHERE rule_id = ?1",
+                [rule_id],
+            )?;
+        }
+        _ => {
+            conn.execute(
+                "INSERT INTO alert_rate_limits (rule_id, window_start_unix_ns, admitted, \
+                 suppressed, suppressed_total) VALUES (?1, ?2, 1, 0, 0) \
+                 ON CONFLICT (rule_id) DO UPDATE SET window_start_unix_ns = ?2, admitted = 1, \
+                 suppressed = 0",
+                params![rule_id, now],
+            )?;
+        }
+    }
+    Ok(false)
+}
+
+/// For an event that carries no ancestry (file, network, …), takes the ancestors from the
+/// stored exec event of the same process execution.
+fn fill_ancestry(conn: &Connection, alert: &mut Alert) -> Result<(), StoreError> {
+    let is_exec = alert.event.as_ref().is_some_and(|e| e.kind == "exec");
+    if is_exec || !alert.ancestors.is_empty() || alert.process.exec_id.is_empty() {
+        return Ok(());
+    }
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT json FROM events WHERE identity = ?1 AND exec_id = ?2 AND kind = 'exec' \
+             ORDER BY time_unix_ns DESC LIMIT 1",
+            params![alert.host, alert.process.exec_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(json) = json else {
+        return Ok(());
+    };
+    // Stored events are the proto serialized with serde (`payload.exec.ancestors[]`).
+    let event: serde_json::Value = serde_json::from_str(&json)?;
+    let Some(ancestors) = event["payload"]["exec"]["ancestors"].as_array() else {
+        return Ok(());
+    };
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let number = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_default();
+    alert.ancestors = ancestors
+        .iter()
+        .map(|a| AlertAncestor {
+            pid: number(a, "pid") as u32,
+            exe: text(a, "exe"),
+            command_line: a["argv"]
+                .as_array()
+                .map(|argv| {
+                    argv.iter()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+            user: text(a, "user"),
+            uid: number(a, "uid") as u32,
+            exec_id: text(a, "exec_id"),
+            start_time: match number(a, "start_time_unix_ns") {
+                0 => String::new(),
+                ns => rfc3339(ns),
+            },
+        })
+        .collect();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::SystemAlert;
+
+    fn system(level: Level) -> Alert {
+        Alert::from_system(&SystemAlert {
+            rule_id: "sink-failing".into(),
+            title: "t".into(),
+            description: String::new(),
+            level,
+            host: "collector".into(),
+            group: None,
+            details: serde_json::json!({}),
+            time_unix_ns: 1,
+        })
+    }
+
+    #[test]
+    fn route_filters_by_level_and_lets_system_alerts_past_tags() {
+        let route = Route {
+            sink: "s".into(),
+            min_level: Level::High,
+            tags: vec!["attack.t1003".into()],
+        };
+        assert!(route.accepts(&system(Level::High)));
+        assert!(!route.accepts(&system(Level::Medium)));
+    }
+}

@@ -1,0 +1,113 @@
+//! Alert fingerprints: the same rule firing on the same host for the same subject gets the same
+//! fingerprint, so repeats fold into one alert and downstream tools (PagerDuty `dedup_key`,
+//! GitLab `fingerprint`) group them.
+//!
+//! The fingerprint is the first 128 bits of SHA-256 over a versioned, NUL-separated list of
+//! parts, in hex:
+//! - detection rules: rule id, host, the parent's execution (`parent_exec_id`), executable,
+//!   command line, user, container id;
+//! - correlation rules: rule id, host, group key;
+//! - system alerts: rule id, host, group.
+//!
+//! Process ids and times are left out on purpose: `cat /etc/shadow` run twice from one shell (a
+//! loop, a script) is one finding; run from another shell session it is another.
+
+use sha2::{Digest, Sha256};
+
+use crate::alert::{AlertContainer, AlertProcess};
+
+/// Fingerprint of a detection (or correlation, when `group` is set).
+pub fn of_detection(
+    rule_id: &str,
+    host: &str,
+    group: Option<&str>,
+    process: &AlertProcess,
+    container: Option<&AlertContainer>,
+) -> String {
+    match group {
+        Some(group) => hash(&["v1", "correlation", rule_id, host, group]),
+        None => hash(&[
+            "v1",
+            "detection",
+            rule_id,
+            host,
+            &process.parent_exec_id,
+            &process.exe,
+            &process.command_line,
+            &process.user,
+            container.map_or("", |c| c.id.as_str()),
+        ]),
+    }
+}
+
+/// Fingerprint of a system alert.
+pub fn of_system(rule_id: &str, host: &str, group: Option<&str>) -> String {
+    hash(&["v1", "system", rule_id, host, group.unwrap_or("")])
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32, cmd: &str) -> AlertProcess {
+        AlertProcess {
+            pid,
+            exe: "/usr/bin/cat".into(),
+            command_line: cmd.into(),
+            user: "alice".into(),
+            ..AlertProcess::default()
+        }
+    }
+
+    #[test]
+    fn same_rule_host_and_command_ignore_pid() {
+        let a = of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None);
+        let b = of_detection("r", "h", None, &process(2, "cat /etc/shadow"), None);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn another_host_command_or_rule_is_another_fingerprint() {
+        let base = of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None);
+        assert_ne!(
+            base,
+            of_detection("r", "h2", None, &process(1, "cat /etc/shadow"), None)
+        );
+        assert_ne!(
+            base,
+            of_detection("r", "h", None, &process(1, "cat /etc/gshadow"), None)
+        );
+        assert_ne!(
+            base,
+            of_detection("r2", "h", None, &process(1, "cat /etc/shadow"), None)
+        );
+    }
+
+    #[test]
+    fn the_same_command_from_another_parent_is_another_finding() {
+        let mut other = process(1, "cat /etc/shadow");
+        other.parent_exec_id = "exec-of-another-shell".into();
+        assert_ne!(
+            of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None),
+            of_detection("r", "h", None, &other, None)
+        );
+    }
+
+    #[test]
+    fn parts_cannot_be_shifted_into_each_other() {
+        assert_ne!(of_system("ab", "c", None), of_system("a", "bc", None));
+    }
+}

@@ -1,0 +1,141 @@
+//! Human-readable views of an alert shared by the CLI and the chat/ticket sinks.
+
+use crate::alert::Alert;
+
+/// Longest command line shown per process in the tree (the record keeps it whole).
+pub const MAX_COMMAND_CHARS: usize = 200;
+
+/// One process of the tree, as rendered.
+struct Node<'a> {
+    pid: u32,
+    user: &'a str,
+    command_line: &'a str,
+    exe: &'a str,
+    start_time: &'a str,
+}
+
+/// The process tree, oldest ancestor first, one line per process, indented like `tree(1)`;
+/// the alert's own process is marked with `◀`. Empty for alerts without a process.
+pub fn process_tree(alert: &Alert) -> String {
+    if alert.process.pid == 0 && alert.process.exe.is_empty() {
+        return String::new();
+    }
+    let mut nodes: Vec<Node<'_>> = alert
+        .ancestors
+        .iter()
+        .rev()
+        .map(|a| Node {
+            pid: a.pid,
+            user: &a.user,
+            command_line: &a.command_line,
+            exe: &a.exe,
+            start_time: &a.start_time,
+        })
+        .collect();
+    let p = &alert.process;
+    nodes.push(Node {
+        pid: p.pid,
+        user: &p.user,
+        command_line: &p.command_line,
+        exe: &p.exe,
+        start_time: &p.start_time,
+    });
+    let last = nodes.len() - 1;
+    let mut out = String::new();
+    for (depth, node) in nodes.iter().enumerate() {
+        let indent = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}└─ ", "   ".repeat(depth - 1))
+        };
+        let user = if node.user.is_empty() { "?" } else { node.user };
+        let command = if node.command_line.is_empty() {
+            node.exe
+        } else {
+            node.command_line
+        };
+        let command = crate::sinks::truncate(command, MAX_COMMAND_CHARS);
+        let mut line = format!("{indent}[{}] {user}  {command}", node.pid);
+        let mut about = Vec::new();
+        if !node.exe.is_empty() {
+            about.push(node.exe.to_owned());
+        }
+        if !node.start_time.is_empty() {
+            about.push(format!("started {}", node.start_time));
+        }
+        if !about.is_empty() {
+            line.push_str(&format!("  ({})", about.join(", ")));
+        }
+        if depth == last {
+            line.push_str("  ◀");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `T1003.008 Credential Access, …` from the alert's ATT&CK references (empty when none).
+pub fn attack_summary(alert: &Alert) -> String {
+    alert
+        .finding_info
+        .attacks
+        .iter()
+        .map(|a| {
+            let technique = a
+                .sub_technique
+                .as_ref()
+                .or(a.technique.as_ref())
+                .map(|t| t.uid.clone());
+            let tactic = a.tactic.as_ref().map(|t| t.name.clone());
+            [technique, tactic]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A plain-text description for tickets: the rule description, host, process tree, ATT&CK.
+pub fn description(alert: &Alert) -> String {
+    let mut text = String::new();
+    if !alert.rule.description.trim().is_empty() {
+        text.push_str(alert.rule.description.trim());
+        text.push_str("\n\n");
+    }
+    text.push_str(&format!("Host: {}\n", alert.host));
+    if let Some(c) = &alert.container {
+        text.push_str(&format!(
+            "Container: {} ({}) image {}",
+            c.name, c.id, c.image
+        ));
+        if !c.pod_name.is_empty() {
+            text.push_str(&format!(", pod {}/{}", c.pod_namespace, c.pod_name));
+        }
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "Rule: {} ({}), level {}\n",
+        alert.rule.title, alert.rule.id, alert.rule.level
+    ));
+    let attack = attack_summary(alert);
+    if !attack.is_empty() {
+        text.push_str(&format!("ATT&CK: {attack}\n"));
+    }
+    if alert.count > 1 {
+        text.push_str(&format!("Occurrences: {}\n", alert.count));
+    }
+    let tree = process_tree(alert);
+    if !tree.is_empty() {
+        text.push_str("\nProcess tree:\n");
+        text.push_str(&tree);
+    }
+    text.push_str(&format!(
+        "\nFingerprint: {}\nAlert: {}\n",
+        alert.fingerprint(),
+        alert.uid()
+    ));
+    text
+}

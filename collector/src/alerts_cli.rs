@@ -1,0 +1,495 @@
+//! `kestrel-collector alerts …`: read and manage the alerts of a data directory (a running
+//! collector may share it: SQLite WAL lets the CLI read and write next to it).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::alert::{rfc3339, Alert};
+use crate::alerting::suppress::{self, Matcher};
+use crate::alerting::{outbox, render};
+use crate::pipeline::now_unix_ns;
+use crate::store::{Store, StoreError};
+
+/// `kestrel-collector alerts`.
+#[derive(Debug, Clone, Args)]
+pub struct AlertsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+/// The data directory option every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct DataDir {
+    /// Data directory of the collector (holds `kestrel.db`).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+}
+
+/// `alerts` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AlertsCommand {
+    /// Newest alerts first, with count, status and delivery backlog.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        /// How many alerts.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only alerts not acknowledged yet.
+        #[arg(long)]
+        open: bool,
+        /// One JSON alert record per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One alert: rule, host, ATT&CK, the process tree and the state of each delivery.
+    Show {
+        /// Alert id (from `alerts list`).
+        id: i64,
+        #[command(flatten)]
+        data: DataDir,
+        /// The alert record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Marks an alert acknowledged; later occurrences raise a new alert.
+    Ack {
+        /// Alert id.
+        id: i64,
+        #[command(flatten)]
+        data: DataDir,
+        /// Who acknowledges (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Moves dead-lettered deliveries back into the outbox; the running collector sends them.
+    Replay {
+        #[command(flatten)]
+        data: DataDir,
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this alert's.
+        #[arg(long)]
+        alert: Option<i64>,
+    },
+    /// Manage suppressions (rule id plus field matchers plus expiry).
+    Suppress {
+        /// What to do.
+        #[command(subcommand)]
+        command: SuppressCommand,
+    },
+}
+
+/// `alerts suppress` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SuppressCommand {
+    /// Adds a suppression: alerts of RULE whose fields match every --match are held back.
+    Add {
+        #[command(flatten)]
+        data: DataDir,
+        /// Rule id, or `*` for every rule.
+        #[arg(long)]
+        rule: String,
+        /// `FIELD=GLOB` on the alert record (`process.exe=/usr/bin/backup-*`,
+        /// `host=spiffe://kestrel.local/node/build-*`, `ancestors.exe=/usr/sbin/cron`).
+        #[arg(long = "match", value_name = "FIELD=GLOB")]
+        matchers: Vec<String>,
+        /// How long it lasts (`8h`, `14d`); default: until removed.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why (ticket, who asked); shown by `suppress list`.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every suppression with its hits and expiry.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Removes a suppression.
+    Remove {
+        /// Suppression id.
+        id: i64,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// An `alerts` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsCliError {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No alert with that id.
+    #[error("no alert with id {0} in {1}")]
+    NoAlert(i64, PathBuf),
+    /// No suppression with that id.
+    #[error("no suppression with id {0} in {1}")]
+    NoSuppression(i64, PathBuf),
+    /// An argument is invalid.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Runs an `alerts` command, printing to stdout.
+pub fn run(args: AlertsArgs) -> Result<(), AlertsCliError> {
+    let out = execute(&args.command)?;
+    print!("{out}");
+    Ok(())
+}
+
+/// Runs an `alerts` command and returns what it prints.
+pub fn execute(command: &AlertsCommand) -> Result<String, AlertsCliError> {
+    match command {
+        AlertsCommand::List {
+            data,
+            limit,
+            open,
+            json,
+        } => list(&data.data, *limit, *open, *json),
+        AlertsCommand::Show { id, data, json } => show(&data.data, *id, *json),
+        AlertsCommand::Ack { id, data, by } => ack(&data.data, *id, by.clone()),
+        AlertsCommand::Replay { data, sink, alert } => {
+            let moved = open(&data.data)?
+                .with_conn(|c| outbox::replay(c, sink.as_deref(), *alert, now_unix_ns()))?;
+            Ok(format!(
+                "{moved} dead-lettered deliveries queued again; the running collector delivers them\n"
+            ))
+        }
+        AlertsCommand::Suppress { command } => suppress_command(command),
+    }
+}
+
+fn open(dir: &Path) -> Result<Store, AlertsCliError> {
+    if !dir.join(crate::store::DB_FILE).exists() {
+        return Err(AlertsCliError::Store(StoreError::DataDir {
+            dir: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {} here", crate::store::DB_FILE),
+            ),
+        }));
+    }
+    Ok(Store::open(dir)?)
+}
+
+/// An alert row read back with its dedup and ack state.
+fn read_alert(conn: &Connection, id: i64) -> Result<Option<Alert>, StoreError> {
+    let row: Option<(String, i64, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT json, count, last_seen_unix_ns, acked_unix_ns FROM alerts WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    row.map(|(json, count, last, acked)| outbox::alert_from_row(&json, count, last, acked))
+        .transpose()
+}
+
+fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String, AlertsCliError> {
+    let store = open(dir)?;
+    store
+        .with_conn(|c| {
+            let ids: Vec<i64> = c
+                .prepare(
+                    "SELECT id FROM alerts WHERE (?1 = 0 OR acked_unix_ns IS NULL) \
+                     ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(params![only_open as i64, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = String::new();
+            if !json {
+                out.push_str(&format!(
+                    "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {}\n",
+                    "ID", "FIRST SEEN", "LEVEL", "COUNT", "STATUS", "HOST", "RULE / PROCESS"
+                ));
+            }
+            for id in ids {
+                let Some(alert) = read_alert(c, id)? else {
+                    continue;
+                };
+                if json {
+                    out.push_str(&serde_json::to_string(&alert)?);
+                    out.push('\n');
+                    continue;
+                }
+                let seen = alert
+                    .finding_info
+                    .first_seen_time_dt
+                    .get(..19)
+                    .unwrap_or("");
+                let subject = if alert.process.command_line.is_empty() {
+                    alert.group.clone().unwrap_or_default()
+                } else {
+                    alert.process.command_line.clone()
+                };
+                out.push_str(&format!(
+                    "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {} — {}\n",
+                    id,
+                    seen,
+                    alert.rule.level,
+                    alert.count,
+                    alert.status,
+                    truncate_start(&alert.host, 28),
+                    alert.rule.title,
+                    crate::sinks::truncate(&subject, 80)
+                ));
+            }
+            if json {
+                return Ok(out);
+            }
+            for (sink, pending, dead) in outbox::backlog(c)? {
+                out.push_str(&format!(
+                    "sink {sink}: {pending} pending, {dead} dead-lettered{}\n",
+                    if dead > 0 {
+                        " (alerts replay resends them)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            let limited: Vec<(String, i64)> = c
+                .prepare(
+                    "SELECT rule_id, suppressed_total FROM alert_rate_limits \
+                     WHERE suppressed_total > 0 ORDER BY rule_id",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (rule, count) in limited {
+                out.push_str(&format!(
+                    "rule {rule}: {count} alerts held back by the rate limit\n"
+                ));
+            }
+            Ok(out)
+        })
+        .map_err(Into::into)
+}
+
+/// Keeps the end of `text` (a host identity's node name is at its end), marking the cut.
+fn truncate_start(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let tail: String = text.chars().skip(count - max + 1).collect();
+    format!("…{tail}")
+}
+
+fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
+    let store = open(dir)?;
+    let (alert, deliveries, acked) = store.with_conn(|c| {
+        let alert = read_alert(c, id)?;
+        let deliveries = outbox::deliveries(c, id)?;
+        let acked: Option<(Option<i64>, Option<String>)> = c
+            .query_row(
+                "SELECT acked_unix_ns, acked_by FROM alerts WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok((alert, deliveries, acked))
+    })?;
+    let alert = alert.ok_or_else(|| AlertsCliError::NoAlert(id, dir.to_path_buf()))?;
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&alert).map_err(StoreError::from)?
+        ));
+    }
+    let mut out = format!("Alert {id}: {} [{}]\n", alert.rule.title, alert.rule.level);
+    let mut line = |k: &str, v: String| {
+        if !v.is_empty() {
+            out.push_str(&format!("  {k:<12} {v}\n"));
+        }
+    };
+    line("rule", alert.rule.id.clone());
+    line("host", alert.host.clone());
+    if let Some(c) = &alert.container {
+        line(
+            "container",
+            format!(
+                "{} ({}) image {} pod {}/{}",
+                c.name, c.id, c.image, c.pod_namespace, c.pod_name
+            ),
+        );
+    }
+    line("first seen", alert.finding_info.first_seen_time_dt.clone());
+    line("last seen", alert.finding_info.last_seen_time_dt.clone());
+    line("count", alert.count.to_string());
+    let status = match acked {
+        Some((Some(at), by)) => format!(
+            "acknowledged {} by {}",
+            rfc3339(at as u64),
+            by.unwrap_or_default()
+        ),
+        _ => alert.status.clone(),
+    };
+    line("status", status);
+    line("att&ck", render::attack_summary(&alert));
+    line("fingerprint", alert.fingerprint().to_owned());
+    line("alert uid", alert.uid().to_owned());
+    if let Some(group) = &alert.group {
+        line("group", group.clone());
+    }
+    if !alert.rule.description.trim().is_empty() {
+        out.push_str(&format!("\n  {}\n", alert.rule.description.trim()));
+    }
+    let tree = render::process_tree(&alert);
+    if !tree.is_empty() {
+        out.push_str("\nProcess tree:\n");
+        for l in tree.lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    if alert.evidences.len() > 1 {
+        out.push_str(&format!("\nEvidence: {} events\n", alert.evidences.len()));
+    }
+    out.push_str("\nDeliveries:\n");
+    if deliveries.is_empty() {
+        out.push_str("  none (no sink takes this alert)\n");
+    }
+    for d in deliveries {
+        let when = rfc3339(d.at_unix_ns);
+        let what = match d.state.as_str() {
+            "delivered" => format!("delivered {when}"),
+            "pending" => format!("pending, next attempt {when}"),
+            _ => format!("dead-lettered {when}"),
+        };
+        out.push_str(&format!(
+            "  {:<16} {what} after {} attempt(s){}\n",
+            d.sink,
+            d.attempts,
+            d.last_error
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
+fn ack(dir: &Path, id: i64, by: Option<String>) -> Result<String, AlertsCliError> {
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let changed = open(dir)?.with_conn(|c| {
+        Ok(c.execute(
+            "UPDATE alerts SET acked_unix_ns = COALESCE(acked_unix_ns, ?2), \
+             acked_by = COALESCE(acked_by, ?3) WHERE id = ?1",
+            params![id, now_unix_ns() as i64, by],
+        )?)
+    })?;
+    if changed == 0 {
+        return Err(AlertsCliError::NoAlert(id, dir.to_path_buf()));
+    }
+    Ok(format!("alert {id} acknowledged by {by}\n"))
+}
+
+fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError> {
+    match command {
+        SuppressCommand::Add {
+            data,
+            rule,
+            matchers,
+            duration,
+            reason,
+        } => {
+            let mut problems = Vec::new();
+            let parsed: Vec<Matcher> = matchers
+                .iter()
+                .filter_map(|m| Matcher::parse(m).map_err(|e| problems.push(e)).ok())
+                .collect();
+            let expires = match duration {
+                None => None,
+                Some(text) => match humantime::parse_duration(text) {
+                    Ok(d) if d > Duration::ZERO => {
+                        Some(now_unix_ns().saturating_add(d.as_nanos() as u64))
+                    }
+                    _ => {
+                        problems.push(format!(
+                            "--for {text:?}: not a positive duration (e.g. 8h, 14d)"
+                        ));
+                        None
+                    }
+                },
+            };
+            if rule.is_empty() {
+                problems.push("--rule must not be empty (use * for every rule)".into());
+            }
+            if reason.trim().is_empty() {
+                problems.push("--reason must say why".into());
+            }
+            if !problems.is_empty() {
+                return Err(AlertsCliError::Usage(problems.join("; ")));
+            }
+            let id = open(&data.data)?
+                .with_conn(|c| suppress::add(c, rule, &parsed, reason, now_unix_ns(), expires))?;
+            Ok(format!(
+                "suppression {id} added{}\n",
+                expires
+                    .map(|e| format!(", until {}", rfc3339(e)))
+                    .unwrap_or_default()
+            ))
+        }
+        SuppressCommand::List { data } => {
+            let all = open(&data.data)?.with_conn(|c| suppress::list(c))?;
+            let now = now_unix_ns();
+            let mut out = String::new();
+            for s in all {
+                let matchers = s
+                    .matchers
+                    .iter()
+                    .map(|m| format!("{}={}", m.field, m.pattern))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let expiry = match s.expires_unix_ns {
+                    None => "never expires".to_owned(),
+                    Some(e) if e <= now => format!("expired {}", rfc3339(e)),
+                    Some(e) => format!("until {}", rfc3339(e)),
+                };
+                out.push_str(&format!(
+                    "{:>4}  rule {}  {}  {expiry}  hits {}  — {}\n",
+                    s.id,
+                    s.rule_id,
+                    if matchers.is_empty() {
+                        "(all alerts)".into()
+                    } else {
+                        matchers
+                    },
+                    s.hits,
+                    s.reason
+                ));
+            }
+            if out.is_empty() {
+                out.push_str("no suppressions\n");
+            }
+            Ok(out)
+        }
+        SuppressCommand::Remove { id, data } => {
+            if open(&data.data)?.with_conn(|c| suppress::remove(c, *id))? {
+                Ok(format!("suppression {id} removed\n"))
+            } else {
+                Err(AlertsCliError::NoSuppression(*id, data.data.clone()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_start;
+
+    #[test]
+    fn long_host_identities_keep_their_node_name() {
+        assert_eq!(
+            truncate_start("spiffe://kestrel.local/node/web-1", 12),
+            "…/node/web-1"
+        );
+        assert_eq!(truncate_start("node-1", 12), "node-1");
+    }
+}

@@ -1,0 +1,363 @@
+//! `kestrel-collector events …`: investigate what the agents reported, straight from the store
+//! of a data directory (a running collector may share it; SQLite WAL lets both work at once).
+//!
+//! - `events search` lists stored events, filtered by host, image, command line, kind and time.
+//! - `events gaps` lists what agents reported lost (shed from a full spool, damaged spool
+//!   records, kernel ring buffer drops), for loss accounting.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+use crate::alert::rfc3339;
+use crate::store::DB_FILE;
+
+/// `kestrel-collector events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+/// `events` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Stored events, oldest first.
+    Search(SearchArgs),
+    /// Events agents reported lost (Gap records), oldest first.
+    Gaps(GapsArgs),
+}
+
+/// Filters of `events search`; every given filter must match.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SearchArgs {
+    /// Data directory of the collector (holds `kestrel.db`).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Agent identity, or a glob over it (`spiffe://kestrel.local/node/web-*`).
+    #[arg(long, value_name = "ID")]
+    pub host: Option<String>,
+    /// Executable path glob (`*/curl`, `/tmp/*`); `*`, `?` and `[...]`, case-sensitive.
+    #[arg(long, value_name = "GLOB")]
+    pub image: Option<String>,
+    /// Command line glob (argv joined by spaces), e.g. `*--marker-42*`.
+    #[arg(long, value_name = "GLOB")]
+    pub command_line: Option<String>,
+    /// Event kind: exec, fork, exit, file, network, credential, …
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only events at or after T: an RFC 3339 time (`2026-01-01T10:00:00Z`) or a duration
+    /// ago (`15m`, `2h`).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Only events before T (same forms as --since).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Most events to list; 0 for all.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Print only the number of matching events.
+    #[arg(long, conflicts_with = "json")]
+    pub count: bool,
+    /// One JSON object per line: the stored event with its `epoch`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `events gaps`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GapsArgs {
+    /// Data directory of the collector (holds `kestrel.db`).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Agent identity, or a glob over it.
+    #[arg(long, value_name = "ID")]
+    pub host: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An `events` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsCliError {
+    /// There is no store in the data directory.
+    #[error("no Kestrel store in {}: {} does not exist", dir.display(), dir.join(DB_FILE).display())]
+    NoStore {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store could not be read.
+    #[error("database {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A time given to --since or --until is neither an RFC 3339 time nor a duration.
+    #[error("--{flag} {value}: not an RFC 3339 time (2026-01-01T10:00:00Z) or a duration (15m)")]
+    Time {
+        /// Which option.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+}
+
+/// Runs an `events` command, printing to stdout.
+pub fn run(args: EventsArgs) -> Result<(), EventsCliError> {
+    let out = match &args.command {
+        EventsCommand::Search(search) => self::search(search)?,
+        EventsCommand::Gaps(gaps) => self::gaps(gaps)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// A time filter as nanoseconds since the Unix epoch.
+pub fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u64, EventsCliError> {
+    let err = || EventsCliError::Time {
+        flag,
+        value: value.to_owned(),
+    };
+    let time = match humantime::parse_rfc3339_weak(value) {
+        Ok(time) => time,
+        Err(_) => {
+            let ago: Duration = humantime::parse_duration(value).map_err(|_| err())?;
+            now.checked_sub(ago).ok_or_else(err)?
+        }
+    };
+    Ok(time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64))
+}
+
+fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(EventsCliError::NoStore {
+            dir: dir.to_owned(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|c| {
+        c.busy_timeout(Duration::from_secs(5))?;
+        Ok(c)
+    })
+    .map_err(|source| EventsCliError::Sqlite {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((conn, path))
+}
+
+/// The SQL condition and parameters for `args`.
+fn filters(args: &SearchArgs, now: SystemTime) -> Result<(String, Vec<SqlValue>), EventsCliError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params = Vec::new();
+    let text_filters = [
+        ("identity GLOB ?", &args.host),
+        ("exe GLOB ?", &args.image),
+        ("kind = ?", &args.kind),
+        (
+            "(SELECT group_concat(value, ' ') FROM json_each(events.json, '$.process.argv')) GLOB ?",
+            &args.command_line,
+        ),
+    ];
+    for (clause, value) in text_filters {
+        if let Some(value) = value {
+            clauses.push(clause.to_owned());
+            params.push(SqlValue::Text(value.clone()));
+        }
+    }
+    if let Some(since) = &args.since {
+        clauses.push("time_unix_ns >= ?".into());
+        params.push(SqlValue::Integer(parse_time("since", since, now)? as i64));
+    }
+    if let Some(until) = &args.until {
+        clauses.push("time_unix_ns < ?".into());
+        params.push(SqlValue::Integer(parse_time("until", until, now)? as i64));
+    }
+    let condition = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    Ok((condition, params))
+}
+
+/// Runs `events search` and returns what it prints.
+pub fn search(args: &SearchArgs) -> Result<String, EventsCliError> {
+    let (conn, path) = open(&args.data)?;
+    let sql_err = |source| EventsCliError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let (condition, params) = filters(args, SystemTime::now())?;
+    if args.count {
+        let count: i64 = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM events{condition}"),
+                rusqlite::params_from_iter(params),
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        return Ok(format!("{count}\n"));
+    }
+    let limit = if args.limit == 0 {
+        String::new()
+    } else {
+        format!(" LIMIT {}", args.limit)
+    };
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT epoch, json FROM events{condition} \
+             ORDER BY time_unix_ns, identity, epoch, seq{limit}"
+        ))
+        .map_err(sql_err)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })
+        .map_err(sql_err)?;
+    let mut out = String::new();
+    if !args.json {
+        out.push_str("TIME                            HOST  KIND  PID  IMAGE  COMMAND LINE\n");
+    }
+    for row in rows {
+        let (epoch, json) = row.map_err(sql_err)?;
+        let mut event: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        if args.json {
+            if let Value::Object(map) = &mut event {
+                map.insert("epoch".into(), epoch.into());
+            }
+            let _ = writeln!(out, "{event}");
+        } else {
+            let _ = writeln!(out, "{}", line(&event));
+        }
+    }
+    Ok(out)
+}
+
+/// One event as a table line.
+fn line(event: &Value) -> String {
+    let process = &event["process"];
+    let kind = event["payload"]
+        .as_object()
+        .and_then(|p| p.keys().next().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    let argv: Vec<&str> = process["argv"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    format!(
+        "{}  {}  {}  {}  {}  {}",
+        rfc3339(event["time_unix_ns"].as_u64().unwrap_or(0)),
+        event["host"].as_str().unwrap_or(""),
+        kind,
+        process["pid"].as_u64().unwrap_or(0),
+        process["exe"].as_str().unwrap_or(""),
+        argv.join(" ")
+    )
+}
+
+/// Runs `events gaps` and returns what it prints.
+pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
+    let (conn, path) = open(&args.data)?;
+    let sql_err = |source| EventsCliError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let mut statement = conn
+        .prepare(
+            "SELECT identity, epoch, reason, kind, cpu, count, first_seq, last_seq, \
+             first_time_unix_ns, last_time_unix_ns FROM gaps WHERE identity GLOB ?1 \
+             ORDER BY received_unix_ns, id",
+        )
+        .map_err(sql_err)?;
+    let host = args.host.clone().unwrap_or_else(|| "*".into());
+    let rows = statement
+        .query_map([host], |r| {
+            Ok(serde_json::json!({
+                "host": r.get::<_, String>(0)?,
+                "epoch": r.get::<_, i64>(1)? as u64,
+                "reason": r.get::<_, String>(2)?,
+                "kind": r.get::<_, String>(3)?,
+                "cpu": r.get::<_, i64>(4)?,
+                "count": r.get::<_, i64>(5)? as u64,
+                "first_seq": r.get::<_, i64>(6)? as u64,
+                "last_seq": r.get::<_, i64>(7)? as u64,
+                "first_time_unix_ns": r.get::<_, i64>(8)? as u64,
+                "last_time_unix_ns": r.get::<_, i64>(9)? as u64,
+            }))
+        })
+        .map_err(sql_err)?;
+    let mut out = String::new();
+    if !args.json {
+        out.push_str("HOST  REASON  KIND  COUNT  SEQ  FROM  TO\n");
+    }
+    for row in rows {
+        let gap = row.map_err(sql_err)?;
+        if args.json {
+            let _ = writeln!(out, "{gap}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{}  {}  {}  {}  {}-{}  {}  {}",
+                gap["host"].as_str().unwrap_or(""),
+                gap["reason"].as_str().unwrap_or(""),
+                gap["kind"].as_str().unwrap_or(""),
+                gap["count"],
+                gap["first_seq"],
+                gap["last_seq"],
+                rfc3339(gap["first_time_unix_ns"].as_u64().unwrap_or(0)),
+                rfc3339(gap["last_time_unix_ns"].as_u64().unwrap_or(0)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            parse_time("since", "15m", now).unwrap(),
+            (1_000_000 - 900) * 1_000_000_000
+        );
+        assert_eq!(
+            parse_time("since", "2023-11-14T22:13:20Z", now).unwrap(),
+            1_700_000_000 * 1_000_000_000
+        );
+        let err = parse_time("since", "yesterday", now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--since yesterday"), "{err}");
+    }
+
+    #[test]
+    fn missing_store_is_an_error_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = SearchArgs {
+            data: dir.path().to_owned(),
+            ..SearchArgs::default()
+        };
+        let err = search(&args).unwrap_err().to_string();
+        assert!(err.contains("kestrel.db"), "{err}");
+    }
+}

@@ -1,0 +1,128 @@
+//! One live stream per agent identity.
+//!
+//! When an identity opens a stream while it already has one, the **newer stream wins**: the
+//! older one is ended (after the batch it is storing, if any) with `ABORTED` and the reason
+//! "superseded". An agent that restarted, or reconnected after a network failure its old TCP
+//! connection has not noticed yet, is never locked out by its own stale stream; nothing is lost,
+//! because the new stream resends everything not acknowledged and the store drops duplicates.
+//! Two live agents sharing one certificate keep superseding each other, which the log shows.
+//!
+//! The registry also ends a stream on revocation (deny-list), with `PERMISSION_DENIED`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use tonic::Status;
+
+use crate::identity::Identity;
+
+/// The live streams, by identity.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<Identity, (u64, oneshot::Sender<Status>)>>,
+}
+
+/// A registered stream; dropping it unregisters the stream (if it is still the live one).
+#[derive(Debug)]
+pub struct SessionGuard {
+    sessions: Arc<Sessions>,
+    identity: Identity,
+    id: u64,
+    /// Resolves with the status to end the stream with, when it is superseded or revoked.
+    pub ended: oneshot::Receiver<Status>,
+}
+
+impl Sessions {
+    /// Registers a new stream for `identity`, ending the previous one. Returns the guard and
+    /// whether an older stream was superseded.
+    pub fn open(self: &Arc<Self>, identity: &Identity) -> (SessionGuard, bool) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let previous = self.lock().insert(identity.clone(), (id, tx));
+        let superseded = previous.is_some_and(|(_, old)| {
+            old.send(Status::aborted(
+                "superseded: a newer stream from the same identity took over",
+            ))
+            .is_ok()
+        });
+        let guard = SessionGuard {
+            sessions: self.clone(),
+            identity: identity.clone(),
+            id,
+            ended: rx,
+        };
+        (guard, superseded)
+    }
+
+    /// Ends the live stream of `identity` with `status`; false when it has none.
+    pub fn end(&self, identity: &Identity, status: Status) -> bool {
+        self.lock()
+            .remove(identity)
+            .is_some_and(|(_, tx)| tx.send(status).is_ok())
+    }
+
+    /// Number of live streams.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no stream is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, (u64, oneshot::Sender<Status>)>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut live = self.sessions.lock();
+        if live
+            .get(&self.identity)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            live.remove(&self.identity);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_stream_supersedes_the_first() {
+        let sessions = Arc::new(Sessions::default());
+        let id = Identity::new("spiffe://kestrel.local/node/a");
+        let (mut first, superseded) = sessions.open(&id);
+        assert!(!superseded);
+        let (second, superseded) = sessions.open(&id);
+        assert!(superseded);
+        let status = first.ended.try_recv().unwrap();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(status.message().contains("superseded"));
+        // The old guard going away does not unregister the new stream.
+        drop(first);
+        assert_eq!(sessions.len(), 1);
+        drop(second);
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn ending_an_identity_reaches_its_stream() {
+        let sessions = Arc::new(Sessions::default());
+        let id = Identity::new("a");
+        let (mut guard, _) = sessions.open(&id);
+        assert!(sessions.end(&id, Status::permission_denied("revoked")));
+        assert_eq!(
+            guard.ended.try_recv().unwrap().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert!(!sessions.end(&Identity::new("b"), Status::permission_denied("revoked")));
+    }
+}

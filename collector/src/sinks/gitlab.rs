@@ -1,0 +1,90 @@
+//! GitLab's HTTP endpoint alert integration (Monitor > Alerts).
+//!
+//! `POST url` with `Authorization: Bearer <token>` and GitLab's generic alert payload:
+//! `title`, `description`, `start_time`, `severity` (critical/high/medium/low/info),
+//! `fingerprint`, `hosts`, `monitoring_tool`, `service`, plus Kestrel keys GitLab keeps as the
+//! alert's payload. Idempotency: GitLab folds alerts with the same open `fingerprint` into one
+//! (its count goes up); the alert uid is in `kestrel_alert_uid`.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::json;
+
+use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use crate::alert::{Alert, Level};
+use crate::alerting::render;
+use crate::config::SinkSettings;
+
+/// `kind = "gitlab"`.
+pub const KIND: Kind = Kind {
+    name: "gitlab",
+    required: &["url", "token"],
+    optional: &["timeout", "ca_file"],
+    check: no_checks,
+    build,
+};
+
+fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    Ok(Arc::new(GitlabSink {
+        name: settings.name.clone(),
+        url: http::url(settings)?,
+        client: http::client(settings)?,
+        token: settings.raw.token.clone().unwrap_or_default(),
+    }))
+}
+
+/// GitLab severity for a level.
+pub fn severity(level: Level) -> &'static str {
+    match level {
+        Level::Critical => "critical",
+        Level::High => "high",
+        Level::Medium => "medium",
+        Level::Low => "low",
+        Level::Informational => "info",
+    }
+}
+
+/// The GitLab alert payload of an alert.
+pub fn payload(alert: &Alert) -> serde_json::Value {
+    json!({
+        "title": super::truncate(&format!("{} on {}", alert.rule.title, alert.host), 200),
+        "description": render::description(alert),
+        "start_time": alert.finding_info.first_seen_time_dt,
+        "severity": severity(alert.level()),
+        "fingerprint": alert.fingerprint(),
+        "hosts": [alert.host],
+        "monitoring_tool": "Kestrel",
+        "service": "kestrel",
+        "kestrel_alert_uid": alert.uid(),
+        "rule": alert.rule,
+        "process": alert.process,
+        "ancestors": alert.ancestors,
+        "container": alert.container,
+        "count": alert.count,
+    })
+}
+
+/// A GitLab alert endpoint.
+pub struct GitlabSink {
+    name: String,
+    url: reqwest::Url,
+    client: reqwest::Client,
+    token: String,
+}
+
+impl Sink for GitlabSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .bearer_auth(&self.token)
+            .json(&payload(alert));
+        http::send(request).map(|r| r.map(drop)).boxed()
+    }
+}

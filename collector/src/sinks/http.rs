@@ -1,0 +1,141 @@
+//! What the HTTP sinks share: a client built from the sink's settings, and one rule for which
+//! responses are delivered, retryable or permanent failures.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+
+use super::{DeliveryError, SinkError};
+use crate::config::SinkSettings;
+
+/// Longest response body quoted in an error.
+const BODY_QUOTE: usize = 200;
+
+/// An HTTP client for one sink: its timeout, extra CA certificates, a Kestrel user agent.
+pub fn client(settings: &SinkSettings) -> Result<Client, SinkError> {
+    let fail = |message: String| SinkError {
+        name: settings.name.clone(),
+        message,
+    };
+    let mut builder = Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .user_agent(concat!("kestrel-collector/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls();
+    if let Some(path) = &settings.raw.ca_file {
+        let pem = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| fail(format!("HTTP client: {e}")))
+}
+
+/// The sink's `url` (present: validation requires it for HTTP sinks).
+pub fn url(settings: &SinkSettings) -> Result<reqwest::Url, SinkError> {
+    let url = settings.raw.url.as_deref().unwrap_or_default();
+    reqwest::Url::parse(url).map_err(|e| SinkError {
+        name: settings.name.clone(),
+        message: format!("url {url:?}: {e}"),
+    })
+}
+
+/// Sends the request; 2xx is delivered (the body is returned), 408, 429 and 5xx are retryable
+/// (honouring `Retry-After`), other statuses are permanent; transport errors are retryable.
+pub async fn send(request: RequestBuilder) -> Result<String, DeliveryError> {
+    let response = request.send().await.map_err(|e| {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "request failed"
+        };
+        DeliveryError::retryable(format!("{what}: {}", error_chain(&e)))
+    })?;
+    classify(response).await
+}
+
+async fn classify(response: Response) -> Result<String, DeliveryError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = format!(
+        "HTTP {status}: {}",
+        super::truncate(body.trim(), BODY_QUOTE)
+    );
+    if retryable(status) {
+        Err(DeliveryError::Retryable {
+            message,
+            retry_after,
+        })
+    } else {
+        Err(DeliveryError::Permanent { message })
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// Parses `Retry-After`: delay seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn throttling_timeouts_and_server_errors_are_retryable() {
+        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(retryable(StatusCode::REQUEST_TIMEOUT));
+        assert!(!retryable(StatusCode::BAD_REQUEST));
+        assert!(!retryable(StatusCode::UNAUTHORIZED));
+    }
+}

@@ -1,0 +1,142 @@
+//! Alert sinks: one trait, one file per kind, the retry/outbox layer underneath
+//! ([`crate::alerting`]).
+//!
+//! A sink turns one [`Alert`] into one delivery attempt and says whether a failure is worth
+//! retrying. It keeps no queue of its own: the outbox in SQLite is the queue, so an alert
+//! survives a restart whatever the sink. Adding a sink kind means one file here with a [`Kind`]
+//! and one line in [`KINDS`].
+
+pub mod gitlab;
+pub mod http;
+pub mod jsonl;
+pub mod pagerduty;
+pub mod slack;
+pub mod splunk_hec;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::alert::Alert;
+use crate::config::{SinkConfig, SinkSettings};
+
+/// Why one delivery attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying (timeout, connection refused, HTTP 408/429/5xx).
+    #[error("{message}")]
+    Retryable {
+        /// What happened.
+        message: String,
+        /// How long the receiver asked us to wait (HTTP `Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (HTTP 4xx other than 408/429, an unusable payload): dead letter.
+    #[error("{message}")]
+    Permanent {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl DeliveryError {
+    /// A retryable error without a `Retry-After`.
+    pub fn retryable(message: impl Into<String>) -> DeliveryError {
+        DeliveryError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// A sink could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name}: {message}")]
+pub struct SinkError {
+    /// The sink's name.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A destination for alerts.
+pub trait Sink: Send + Sync {
+    /// The sink's configured name.
+    fn name(&self) -> &str;
+
+    /// Delivers one alert once. Deliveries of the same alert (retries, replays) carry the same
+    /// idempotency key, documented per sink.
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// A sink kind: its configuration keys and how to build it.
+pub struct Kind {
+    /// The `kind` value.
+    pub name: &'static str,
+    /// Keys the kind requires.
+    pub required: &'static [&'static str],
+    /// Keys the kind accepts besides the required ones (and `name`, `min_level`, `tags`).
+    pub optional: &'static [&'static str],
+    /// Kind-specific checks of the (secret-resolved) table; one message per problem.
+    pub check: fn(&SinkConfig) -> Vec<String>,
+    /// Builds the sink from validated settings.
+    pub build: fn(&SinkSettings) -> Result<Arc<dyn Sink>, SinkError>,
+}
+
+/// Every sink kind.
+pub const KINDS: &[Kind] = &[
+    jsonl::KIND,
+    gitlab::KIND,
+    pagerduty::KIND,
+    slack::KIND,
+    webhook::KIND,
+    splunk_hec::KIND,
+];
+
+/// The kind called `name`.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kind names, for messages.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Builds a sink from its validated settings.
+pub fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    let kind = kind(&settings.kind).ok_or_else(|| SinkError {
+        name: settings.name.clone(),
+        message: format!("unknown kind {:?}", settings.kind),
+    })?;
+    (kind.build)(settings)
+}
+
+/// No kind-specific checks.
+fn no_checks(_: &SinkConfig) -> Vec<String> {
+    Vec::new()
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut with `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_marks_the_cut_and_keeps_short_text() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcdef", 4).chars().count(), 4);
+    }
+}

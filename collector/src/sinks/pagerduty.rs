@@ -1,0 +1,120 @@
+//! PagerDuty Events API v2.
+//!
+//! `POST url` (default `https://events.pagerduty.com/v2/enqueue`) with a `trigger` event whose
+//! `dedup_key` is the alert fingerprint: PagerDuty folds repeats into the open incident, which is
+//! the idempotency key for retries and replays too.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::json;
+
+use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use crate::alert::{Alert, Level};
+use crate::config::SinkSettings;
+
+/// The Events API v2 endpoint used when `url` is not set.
+pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// `kind = "pagerduty"`.
+pub const KIND: Kind = Kind {
+    name: "pagerduty",
+    required: &["routing_key"],
+    optional: &["url", "timeout", "ca_file"],
+    check: no_checks,
+    build,
+};
+
+fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    let mut settings = settings.clone();
+    settings.raw.url.get_or_insert_with(|| DEFAULT_URL.into());
+    Ok(Arc::new(PagerDutySink {
+        name: settings.name.clone(),
+        url: http::url(&settings)?,
+        client: http::client(&settings)?,
+        routing_key: settings.raw.routing_key.clone().unwrap_or_default(),
+    }))
+}
+
+/// PagerDuty severity for a level.
+pub fn severity(level: Level) -> &'static str {
+    match level {
+        Level::Critical => "critical",
+        Level::High => "error",
+        Level::Medium => "warning",
+        Level::Low | Level::Informational => "info",
+    }
+}
+
+/// The Events API v2 `trigger` event for an alert.
+pub fn event(routing_key: &str, alert: &Alert) -> serde_json::Value {
+    let subject = if alert.process.command_line.is_empty() {
+        alert.group.clone().unwrap_or_default()
+    } else {
+        alert.process.command_line.clone()
+    };
+    let summary = format!(
+        "[{}] {} on {}{}",
+        alert.rule.level,
+        alert.rule.title,
+        alert.host,
+        if subject.is_empty() {
+            String::new()
+        } else {
+            format!(": {subject}")
+        }
+    );
+    let class = alert
+        .finding_info
+        .attacks
+        .first()
+        .and_then(|a| a.tactic.as_ref())
+        .map_or_else(|| alert.finding_info.types.join(","), |t| t.name.clone());
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": alert.fingerprint(),
+        "client": "Kestrel",
+        "payload": {
+            "summary": super::truncate(&summary, 1024),
+            "source": alert.host,
+            "severity": severity(alert.level()),
+            "timestamp": alert.finding_info.first_seen_time_dt,
+            "component": alert.process.exe,
+            "group": alert.rule.id,
+            "class": class,
+            "custom_details": {
+                "rule": alert.rule,
+                "process": alert.process,
+                "ancestors": alert.ancestors,
+                "container": alert.container,
+                "attacks": alert.finding_info.attacks,
+                "count": alert.count,
+                "alert_uid": alert.uid(),
+            },
+        },
+    })
+}
+
+/// A PagerDuty service integration.
+pub struct PagerDutySink {
+    name: String,
+    url: reqwest::Url,
+    client: reqwest::Client,
+    routing_key: String,
+}
+
+impl Sink for PagerDutySink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .json(&event(&self.routing_key, alert));
+        http::send(request).map(|r| r.map(drop)).boxed()
+    }
+}

@@ -1,0 +1,533 @@
+//! What the collector enforces about agents, over real mTLS: certificates refused with the
+//! reason logged, one live stream per identity, revocation through the deny-list, reload of
+//! the client CA, sequenced gaps, duplicates dropped across restarts, and silence alerts.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{uri, write, Issued, TestCa, SHADOW_RULE};
+use kestrel_collector::agents::AgentArgs;
+use kestrel_collector::cli::ServeArgs;
+use kestrel_collector::serve::{Collector, ServeError};
+use kestrel_collector::store::DB_FILE;
+use kestrel_proto::agent_message::Msg;
+use kestrel_proto::ingest_client::IngestClient;
+use kestrel_proto::{
+    collector_message, AgentMessage, CollectorMessage, Event, EventBatch, Gap, Heartbeat, Hello,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status, Streaming};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Everything the collector logs in this test process.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn get() -> Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_env_filter("kestrel_collector=debug")
+                .init();
+            logs
+        })
+        .clone()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn since(&self, offset: usize) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()[offset..]).into_owned()
+    }
+
+    /// Waits for a log line after `offset` containing every one of `needles`.
+    async fn expect(&self, offset: usize, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let text = self.since(offset);
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no log line with {needles:?}; logged since:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+struct Harness {
+    dir: PathBuf,
+    ca: Arc<TestCa>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+fn serve_args(dir: &Path, ca: &TestCa, agents: AgentArgs) -> ServeArgs {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    write(&rules, "shadow.yml", SHADOW_RULE);
+    if !dir.join("collector.pem").exists() {
+        let server = ca.server();
+        write(dir, "collector.pem", &server.cert_pem);
+        write(dir, "collector-key.pem", &server.key_pem);
+        write(dir, "ca.pem", &ca.cert_pem);
+    }
+    ServeArgs {
+        listen: "127.0.0.1:0".into(),
+        cert: dir.join("collector.pem"),
+        key: dir.join("collector-key.pem"),
+        client_ca: dir.join("ca.pem"),
+        rules,
+        data: dir.join("data"),
+        alerts_jsonl: Some(dir.join("alerts.jsonl")),
+        config: None,
+        agents,
+    }
+}
+
+impl Harness {
+    async fn start(dir: &Path, ca: Arc<TestCa>, agents: AgentArgs) -> Harness {
+        Logs::get();
+        let args = serve_args(dir, &ca, agents);
+        let collector = Collector::start(&args).await.unwrap();
+        let addr = collector.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(collector.run(async {
+            let _ = stopped.await;
+        }));
+        Harness {
+            dir: dir.to_owned(),
+            ca,
+            addr,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.join("data").join(DB_FILE)).unwrap();
+        db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    async fn connect(&self, client: &Issued) -> Result<IngestClient<Channel>, Status> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(DEADLINE)
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+        Ok(IngestClient::new(channel))
+    }
+
+    /// Connects and opens a stream with a Hello, or the refusal.
+    async fn open(&self, client: &Issued, epoch: u64) -> Result<AgentStream, Status> {
+        let mut client = self.connect(client).await?;
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(hello(epoch)).await.unwrap();
+        let response = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
+            .await
+            .expect("stream must open or fail within the deadline")?;
+        Ok(AgentStream {
+            tx,
+            rx: response.into_inner(),
+        })
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(DEADLINE, self.server)
+            .await
+            .expect("collector must stop within the deadline")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+struct AgentStream {
+    tx: mpsc::Sender<AgentMessage>,
+    rx: Streaming<CollectorMessage>,
+}
+
+impl AgentStream {
+    async fn send(&self, msg: Msg) {
+        self.tx.send(AgentMessage { msg: Some(msg) }).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Result<Option<CollectorMessage>, Status> {
+        tokio::time::timeout(DEADLINE, self.rx.message())
+            .await
+            .expect("no collector message within the deadline")
+    }
+
+    async fn ack(&mut self) -> u64 {
+        match self.next().await.unwrap().and_then(|m| m.msg) {
+            Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+
+    /// The status the collector ended the stream with.
+    async fn ended(&mut self) -> Status {
+        loop {
+            match self.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    }
+}
+
+fn hello(epoch: u64) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Hello(Hello {
+            agent_version: "test".into(),
+            spool_epoch: epoch,
+            first_unacked_seq: 1,
+            ..Hello::default()
+        })),
+    }
+}
+
+fn batch(first_seq: u64, events: Vec<Event>) -> Msg {
+    Msg::Batch(EventBatch { first_seq, events })
+}
+
+fn events(n: usize) -> Vec<Event> {
+    (0..n).map(|_| common::harmless_exec_event()).collect()
+}
+
+fn fast(agents: AgentArgs) -> AgentArgs {
+    AgentArgs {
+        reload_interval: Duration::from_millis(100),
+        ..agents
+    }
+}
+
+async fn refused(h: &Harness, cert: &Issued) -> bool {
+    h.open(cert, 1).await.is_err()
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_wrong_ca_and_wrong_san_certificates_are_refused_with_the_reason_logged(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("kestrel test CA"));
+    let agents = AgentArgs {
+        trust_domain: Some("kestrel.local".into()),
+        ..AgentArgs::default()
+    };
+    let h = Harness::start(dir.path(), ca.clone(), agents).await;
+    let logs = Logs::get();
+    let name = |n: &str| uri(&common::spiffe(n));
+
+    let cases: Vec<(&str, Issued, &[&str])> = vec![
+        (
+            "expired",
+            ca.issue_with(vec![name("expired")], true, |p| {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }),
+            &["TLS handshake refused", "client certificate expired"],
+        ),
+        (
+            "not yet valid",
+            ca.issue_with(vec![name("future")], true, |p| {
+                p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+            }),
+            &["TLS handshake refused", "client certificate not yet valid"],
+        ),
+        (
+            "wrong CA",
+            TestCa::new("rogue CA").agent("rogue"),
+            &["TLS handshake refused", "not issued by the client CA"],
+        ),
+        (
+            "wrong SAN: foreign trust domain",
+            ca.issue(vec![uri("spiffe://evil.example/node/x")], true),
+            &[
+                "client certificate refused",
+                "not in trust domain kestrel.local",
+            ],
+        ),
+        (
+            "wrong SAN: no usable identity",
+            ca.issue(vec![common::dns("*.example.com")], true),
+            &["client certificate refused", "no usable identity"],
+        ),
+    ];
+    for (what, cert, reason) in cases {
+        let offset = logs.len();
+        assert!(
+            refused(&h, &cert).await,
+            "{what} certificate must be refused"
+        );
+        let line = logs.expect(offset, reason).await;
+        assert!(
+            line.contains("peer=127.0.0.1:"),
+            "{what}: names the peer: {line}"
+        );
+    }
+    // A good agent is unaffected.
+    let mut good = h.open(&ca.agent("web-1"), 1).await.unwrap();
+    good.send(batch(1, events(1))).await;
+    assert_eq!(good.ack().await, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn second_stream_from_the_same_identity_supersedes_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let h = Harness::start(dir.path(), ca.clone(), AgentArgs::default()).await;
+    let agent = ca.agent("twin");
+    let mut first = h.open(&agent, 5).await.unwrap();
+    first.send(batch(1, events(3))).await;
+    assert_eq!(first.ack().await, 3);
+
+    let mut second = h.open(&agent, 5).await.unwrap();
+    let status = first.ended().await;
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("superseded"), "{status:?}");
+
+    // The newer stream resends what it does not know was stored: stored once, acked.
+    second.send(batch(1, events(4))).await;
+    assert_eq!(second.ack().await, 4);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 4);
+    // Other identities are not affected.
+    let mut other = h.open(&ca.agent("other"), 1).await.unwrap();
+    other.send(batch(1, events(1))).await;
+    assert_eq!(other.ack().await, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_an_identity_ends_its_stream_and_refuses_it_until_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let deny = write(dir.path(), "deny-list", "# revoked agents\n");
+    let agents = fast(AgentArgs {
+        deny_list: Some(deny.clone()),
+        ..AgentArgs::default()
+    });
+    let h = Harness::start(dir.path(), ca.clone(), agents).await;
+    let stolen = ca.agent("stolen");
+    let mut stream = h.open(&stolen, 1).await.unwrap();
+    stream.send(batch(1, events(1))).await;
+    assert_eq!(stream.ack().await, 1);
+    let mut bystander = h.open(&ca.agent("bystander"), 1).await.unwrap();
+
+    let logs = Logs::get();
+    let offset = logs.len();
+    std::fs::write(
+        &deny,
+        "# revoked agents\nspiffe://kestrel.local/node/stolen\n",
+    )
+    .unwrap();
+    let status = stream.ended().await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        refused(&h, &stolen).await,
+        "a revoked identity cannot reconnect"
+    );
+    logs.expect(
+        offset,
+        &["client certificate refused", "revoked", "deny-list"],
+    )
+    .await;
+
+    bystander.send(batch(1, events(1))).await;
+    assert_eq!(bystander.ack().await, 1, "other agents keep streaming");
+
+    std::fs::write(&deny, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !refused(&h, &stolen).await,
+        "taken off the list, it may connect again"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_ca_file_change_applies_to_new_connections_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("old CA"));
+    let h = Harness::start(dir.path(), ca.clone(), fast(AgentArgs::default())).await;
+    let new_ca = TestCa::new("new CA");
+    let new_agent = new_ca.agent("renewed");
+    let mut old = h.open(&ca.agent("old"), 1).await.unwrap();
+    assert!(refused(&h, &new_agent).await);
+
+    let logs = Logs::get();
+    let offset = logs.len();
+    // Both CAs during the rotation.
+    write(
+        dir.path(),
+        "ca.pem",
+        &format!("{}{}", ca.cert_pem, new_ca.cert_pem),
+    );
+    logs.expect(offset, &["TLS files changed"]).await;
+    let mut renewed = h.open(&new_agent, 1).await.unwrap();
+    renewed.send(batch(1, events(1))).await;
+    assert_eq!(renewed.ack().await, 1);
+    old.send(batch(1, events(1))).await;
+    assert_eq!(old.ack().await, 1, "established streams continue");
+
+    // A broken file is reported and the previous configuration stays.
+    let offset = logs.len();
+    write(dir.path(), "ca.pem", "not a certificate");
+    logs.expect(offset, &["do not load", "ca.pem"]).await;
+    assert!(!refused(&h, &new_agent).await);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sequenced_gap_is_stored_once_and_acknowledged_like_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let h = Harness::start(dir.path(), ca.clone(), AgentArgs::default()).await;
+    let mut stream = h.open(&ca.agent("lossy"), 9).await.unwrap();
+    let gap = Gap {
+        kind: "fork".into(),
+        count: 17,
+        reason: "spool_full".into(),
+        first_seq: 3,
+        last_seq: 3,
+        ..Gap::default()
+    };
+    stream.send(batch(1, events(2))).await;
+    assert_eq!(stream.ack().await, 2);
+    stream.send(Msg::Gap(gap.clone())).await;
+    assert_eq!(stream.ack().await, 3);
+    stream.send(Msg::Gap(gap)).await;
+    assert_eq!(stream.ack().await, 3, "a resent gap is acknowledged again");
+    assert_eq!(
+        h.count(
+            "SELECT COUNT(*) FROM gaps WHERE epoch = 9 AND first_seq = 3 AND count = 17 \
+             AND reason = 'spool_full' AND kind = 'fork'"
+        ),
+        1
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn batch_stored_before_a_collector_restart_is_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let h = Harness::start(dir.path(), ca.clone(), AgentArgs::default()).await;
+    let agent = ca.agent("steady");
+    let mut stream = h.open(&agent, 42).await.unwrap();
+    stream.send(batch(1, events(10))).await;
+    assert_eq!(stream.ack().await, 10);
+    h.shutdown().await;
+
+    let h = Harness::start(dir.path(), ca.clone(), AgentArgs::default()).await;
+    let mut stream = h.open(&agent, 42).await.unwrap();
+    // The agent did not see the ack: it resends, then goes on.
+    stream.send(batch(1, events(10))).await;
+    assert_eq!(stream.ack().await, 10);
+    stream.send(batch(11, events(5))).await;
+    assert_eq!(stream.ack().await, 15);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 15);
+    assert_eq!(
+        h.count("SELECT COUNT(DISTINCT seq) FROM events WHERE epoch = 42"),
+        15
+    );
+    h.shutdown().await;
+}
+
+fn alert_rules(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|a| format!("{} {}", a["rule"]["id"].as_str().unwrap_or(""), a["host"]))
+        .collect()
+}
+
+async fn expect_alert(dir: &Path, rule: &str, host: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let alerts = alert_rules(dir);
+        if alerts.iter().any(|a| a.contains(rule) && a.contains(host)) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("no {rule} alert for {host}; alerts: {alerts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn silent_agent_raises_an_alert_and_another_when_it_reports_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let agents = AgentArgs {
+        agent_silent_after: Duration::from_millis(400),
+        ..AgentArgs::default()
+    };
+    let h = Harness::start(dir.path(), ca.clone(), agents).await;
+    let host = common::spiffe("quiet");
+    let mut stream = h.open(&ca.agent("quiet"), 1).await.unwrap();
+    let beat = || {
+        Msg::Heartbeat(Heartbeat {
+            time_unix_ns: 1,
+            ..Heartbeat::default()
+        })
+    };
+    // While it keeps talking, no alert.
+    for _ in 0..4 {
+        stream.send(beat()).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        !alert_rules(dir.path())
+            .iter()
+            .any(|a| a.contains("agent-silent")),
+        "{:?}",
+        alert_rules(dir.path())
+    );
+    // Then it falls silent.
+    expect_alert(dir.path(), "kestrel.system.agent-silent", &host).await;
+    stream.send(beat()).await;
+    expect_alert(dir.path(), "kestrel.system.agent-recovered", &host).await;
+    stream.send(batch(1, events(1))).await;
+    assert_eq!(stream.ack().await, 1);
+    h.shutdown().await;
+}

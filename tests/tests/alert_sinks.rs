@@ -1,0 +1,212 @@
+//! End to end: the real collector (configured with `--config`) and agent, a real exec on this
+//! host, and the signed webhook that reaches a real HTTP receiver; then the `alerts` CLI on the
+//! collector's data directory.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use hmac::{Hmac, Mac};
+use kestrel_tests::{
+    binary, expect_json_line, poll, receiver::HttpReceiver, require_root_for_ebpf, workspace_root,
+    ChildGuard,
+};
+use sha2::Sha256;
+
+const AGENT: &str = "sinks-agent";
+const AGENT_IDENTITY: &str = "spiffe://kestrel.local/node/sinks-agent";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn log(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+}
+
+fn collector_cli(args: &[&str], data: &Path) -> String {
+    let output = Command::new(binary("kestrel-collector"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kestrel-collector {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn exec_alert_reaches_a_signed_webhook_and_the_alerts_cli() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let status = Command::new(binary("xtask"))
+        .args(["certs", "--out"])
+        .arg(&pki)
+        .args(["--agents", AGENT])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let receiver = HttpReceiver::start();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\ninitial_backoff = \"100ms\"\n\n[[sinks]]\nkind = \"webhook\"\n\
+             name = \"sirt\"\nurl = \"{}/kestrel\"\nsecret = \"{SECRET}\"\nmin_level = \"medium\"\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let alerts_jsonl = dir.path().join("alerts.jsonl");
+    let _collector = ChildGuard::spawn(
+        "collector",
+        Command::new(binary("kestrel-collector"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--cert")
+            .arg(pki.join("collector.pem"))
+            .arg("--key")
+            .arg(pki.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--rules")
+            .arg(workspace_root().join("collector/rules"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--alerts-jsonl")
+            .arg(&alerts_jsonl)
+            .arg("--config")
+            .arg(&config)
+            .stderr(log(dir.path(), "collector.log")),
+    );
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        poll(Duration::from_secs(15), || {
+            TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()
+        })
+        .is_some(),
+        "collector not listening; log:\n{}",
+        read(&dir.path().join("collector.log"))
+    );
+    let agent_log = dir.path().join("agent.log");
+    let _agent = ChildGuard::spawn(
+        "agent",
+        Command::new(binary("kestrel-agent"))
+            .args(["--collector", &format!("https://localhost:{port}")])
+            .arg("--ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--cert")
+            .arg(pki.join(format!("{AGENT}.pem")))
+            .arg("--key")
+            .arg(pki.join(format!("{AGENT}-key.pem")))
+            .stderr(log(dir.path(), "agent.log")),
+    );
+    assert!(
+        poll(Duration::from_secs(20), || read(&agent_log)
+            .contains("agent running")
+            .then_some(()))
+        .is_some(),
+        "agent did not start; log:\n{}",
+        read(&agent_log)
+    );
+
+    let sh = Command::new("/bin/sh")
+        .args(["-c", "cat /etc/shadow > /dev/null; true"])
+        .spawn()
+        .unwrap();
+    let sh_pid = u64::from(sh.id());
+    assert!(sh.wait_with_output().unwrap().status.success());
+
+    let request = receiver.expect(Duration::from_secs(15), "the shadow-read alert", |body| {
+        body["data"]["rule"]["id"] == "kestrel-cred-shadow-read-cli"
+            && body["data"]["ancestors"][0]["pid"].as_u64() == Some(sh_pid)
+    });
+    assert_eq!(request.path, "/kestrel");
+    // Standard Webhooks: HMAC-SHA256 over id.timestamp.body with the decoded whsec_ key.
+    let key = STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.",
+            request.header("webhook-id"),
+            request.header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
+    mac.update(&request.body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(request.header("webhook-signature"), expected);
+    let sent_at: u64 = request.header("webhook-timestamp").parse().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(sent_at) < 60);
+
+    let alert = request.json()["data"].clone();
+    assert_eq!(alert["class_uid"], 2004);
+    assert_eq!(alert["host"], AGENT_IDENTITY);
+    assert_eq!(alert["process"]["command_line"], "cat /etc/shadow");
+    assert_eq!(alert["process"]["user"], "root");
+    assert_eq!(alert["ancestors"][0]["exe"], "/bin/sh");
+    assert_eq!(
+        alert["finding_info"]["attacks"][0]["sub_technique"]["uid"],
+        "T1003.008"
+    );
+    assert_eq!(
+        request.header("webhook-id"),
+        format!("msg_{}", alert["metadata"]["uid"].as_str().unwrap())
+    );
+
+    // --alerts-jsonl is a sink too: the same alert record, same uid.
+    let line = expect_json_line(
+        &alerts_jsonl,
+        Duration::from_secs(10),
+        "the alert line",
+        |l| l["metadata"]["uid"] == alert["metadata"]["uid"],
+    );
+    assert_eq!(line["rule"]["id"], "kestrel-cred-shadow-read-cli");
+
+    let id = alert["id"].as_i64().unwrap().to_string();
+    let listed = collector_cli(&["alerts", "list"], &data);
+    assert!(
+        listed.contains("Shadow password file read by a command-line tool"),
+        "{listed}"
+    );
+    let shown = collector_cli(&["alerts", "show", &id], &data);
+    assert!(
+        shown.contains("/bin/sh -c cat /etc/shadow > /dev/null; true"),
+        "{shown}"
+    );
+    assert!(shown.contains("root  cat /etc/shadow"), "{shown}");
+    assert!(shown.contains("sirt"), "{shown}");
+    let acked = collector_cli(&["alerts", "ack", &id, "--by", "e2e"], &data);
+    assert!(acked.contains("acknowledged by e2e"), "{acked}");
+    assert!(collector_cli(&["alerts", "show", &id], &data).contains("acknowledged"));
+}

@@ -1,0 +1,581 @@
+//! Fault tests, end to end: the real collector and agent binaries, certificates from
+//! `xtask certs`, `kill -9`, a full or damaged spool, hostile clients. Each test runs a workload
+//! of N marked execs (`/bin/true MARKER I`) and asserts that exactly the expected ones are
+//! stored, each exactly once.
+//!
+//! `KESTREL_FAULT_OUTAGE_SECS` sets the collector outage of
+//! `collector_down_for_a_minute_of_activity_loses_nothing` (default 60).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use kestrel_agent::spool::inspect;
+use kestrel_tests::{
+    require_root_for_ebpf,
+    stack::{
+        certs, diff_marks, event_kind, expect_in_file, identity, marker, run_marked, stored_marks,
+        tail, wait_for_marks, Agent, Collector,
+    },
+};
+use nix::sys::signal::Signal;
+
+const DELIVERY: Duration = Duration::from_secs(60);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    collector: Collector,
+    agent: Agent,
+}
+
+/// A PKI for `name` (plus `others`), a collector (not started) and an agent (not started).
+fn setup(name: &str, others: &[&str], collector_args: &[&str], agent_args: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let agents: Vec<&str> = std::iter::once(name)
+        .chain(others.iter().copied())
+        .collect();
+    certs(&pki, &agents.join(","));
+    let collector = Collector::new(dir.path(), &pki, collector_args);
+    let agent = Agent::new(dir.path(), &pki, name, collector.port, agent_args);
+    Setup {
+        dir,
+        collector,
+        agent,
+    }
+}
+
+fn expect_marks(collector: &Collector, marker: &str, expected: &[u32], what: &str) {
+    let stored = wait_for_marks(collector, marker, expected, DELIVERY);
+    assert_eq!(
+        stored,
+        expected,
+        "{what}: {}",
+        diff_marks(&stored, expected)
+    );
+}
+
+/// The epochs stored for `name`.
+fn epochs(collector: &Collector, name: &str) -> BTreeSet<u64> {
+    collector
+        .search(&["--host", &identity(name)])
+        .iter()
+        .filter_map(|e| e["epoch"].as_u64())
+        .collect()
+}
+
+/// Marked execs the agent has written to its spool.
+fn spooled_marks(spool: &Path, marker: &str) -> BTreeSet<u32> {
+    inspect::records(spool)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let argv = &r.event?.process?.argv;
+            (r.kind == "exec" && argv.get(1).map(String::as_str) == Some(marker))
+                .then(|| argv.get(2)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+fn wait_spooled(agent: &Agent, marker: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spooled_marks(&agent.spool, marker).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} marked execs reached the spool; agent log:\n{}",
+            spooled_marks(&agent.spool, marker).len(),
+            tail(&agent.logs(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn collector_killed_mid_stream_and_restarted_stores_each_event_once() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let Setup {
+        dir: _dir,
+        mut collector,
+        mut agent,
+    } = setup("fault-a", &[], &[], &[]);
+    collector.start();
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+
+    const N: u32 = 300;
+    let mark = marker("collector-kill");
+    let workload = {
+        let mark = mark.clone();
+        std::thread::spawn(move || run_marked(&mark, 0..N, Duration::from_millis(10)))
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    collector.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    collector.start();
+    workload.join().unwrap();
+
+    let expected: Vec<u32> = (0..N).collect();
+    expect_marks(&collector, &mark, &expected, "after a collector kill -9");
+    assert_eq!(epochs(&collector, "fault-a").len(), 1, "one epoch");
+    assert!(
+        agent.logs().contains("collector stream failed"),
+        "the agent saw the collector go"
+    );
+}
+
+#[test]
+fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let Setup {
+        dir: _dir,
+        mut collector,
+        mut agent,
+    } = setup("fault-b", &[], &[], &[]);
+    collector.start();
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+
+    // The collector hangs: batches are sent but not acknowledged.
+    collector.process().signal(Signal::SIGSTOP);
+    const N: u32 = 200;
+    let mark = marker("agent-kill");
+    run_marked(&mark, 0..N, Duration::ZERO);
+    wait_spooled(&agent, &mark, N as usize);
+    agent.kill();
+    collector.process().signal(Signal::SIGCONT);
+
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+    const M: u32 = 50;
+    run_marked(&mark, N..N + M, Duration::ZERO);
+
+    let expected: Vec<u32> = (0..N + M).collect();
+    expect_marks(&collector, &mark, &expected, "after an agent kill -9");
+    assert_eq!(
+        epochs(&collector, "fault-b").len(),
+        1,
+        "the restarted agent continues the same epoch"
+    );
+    let log = std::fs::read_to_string(agent.log()).unwrap();
+    let connected = log
+        .lines()
+        .find(|l| l.contains("connected to collector"))
+        .unwrap();
+    assert!(
+        !connected.contains("unacked=0"),
+        "the restarted agent had unacknowledged events to resend: {connected}"
+    );
+}
+
+#[test]
+fn collector_down_for_a_minute_of_activity_loses_nothing() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let outage = Duration::from_secs(
+        std::env::var("KESTREL_FAULT_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let Setup {
+        dir: _dir,
+        mut collector,
+        mut agent,
+    } = setup("fault-c", &[], &[], &[]);
+    collector.start();
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+
+    collector.kill();
+    let mark = marker("outage");
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < outage {
+        run_marked(&mark, n..n + 1, Duration::from_millis(200));
+        n += 1;
+    }
+    collector.start();
+
+    let expected: Vec<u32> = (0..n).collect();
+    expect_marks(&collector, &mark, &expected, "after a collector outage");
+    assert!(
+        u64::from(n) >= outage.as_secs() * 3,
+        "the workload ran through the outage ({n} execs)"
+    );
+}
+
+#[test]
+fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let Setup {
+        dir: _dir,
+        mut collector,
+        mut agent,
+    } = setup(
+        "fault-d",
+        &[],
+        &[],
+        &[
+            "--spool-max-bytes",
+            "2097152",
+            "--spool-segment-bytes",
+            "131072",
+        ],
+    );
+    // No collector: everything goes to the spool, which fills.
+    agent.start();
+    let flood = Command::new("/bin/sh")
+        .args(["-c", "i=0; while [ $i -lt 4000 ]; do (:); i=$((i+1)); done"])
+        .status()
+        .unwrap();
+    assert!(flood.success());
+    const N: u32 = 100;
+    let mark = marker("full-spool");
+    run_marked(&mark, 0..N, Duration::ZERO);
+    // Shed counts become Gap records once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    collector.start();
+    let expected: Vec<u32> = (0..N).collect();
+    expect_marks(
+        &collector,
+        &mark,
+        &expected,
+        "exec is kept while the spool is full",
+    );
+    agent.stop(Duration::from_secs(20));
+
+    let produced = agent.produced_by_kind();
+    let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+    for event in collector.search(&["--host", &identity("fault-d")]) {
+        if let Some(kind) = event_kind(&event) {
+            *stored.entry(kind).or_default() += 1;
+        }
+    }
+    let mut shed: BTreeMap<String, u64> = BTreeMap::new();
+    let gaps = collector.gaps();
+    for gap in &gaps {
+        let reason = gap["reason"].as_str().unwrap_or("");
+        if ["spool_full", "queue_full", "spool_error"].contains(&reason) {
+            *shed
+                .entry(gap["kind"].as_str().unwrap().to_owned())
+                .or_default() += gap["count"].as_u64().unwrap();
+        }
+    }
+    let report = format!("produced {produced:?}\nstored {stored:?}\nshed {shed:?}");
+    eprintln!("{report}");
+    assert!(
+        gaps.iter().any(|g| g["reason"] == "spool_full"),
+        "a Gap records the shedding; {report}"
+    );
+    assert!(
+        shed.get("fork").copied().unwrap_or(0) > 0 && shed.get("exit").copied().unwrap_or(0) > 0,
+        "low-priority kinds are shed; {report}"
+    );
+    assert_eq!(shed.get("exec"), None, "exec is shed last; {report}");
+    let kinds: BTreeSet<&String> = produced
+        .keys()
+        .chain(shed.keys())
+        .chain(stored.keys())
+        .collect();
+    for kind in kinds {
+        let get = |m: &BTreeMap<String, u64>| m.get(kind).copied().unwrap_or(0);
+        assert_eq!(
+            get(&produced),
+            get(&stored) + get(&shed),
+            "every {kind} event the agent produced is stored or counted in a Gap; {report}"
+        );
+    }
+}
+
+#[test]
+fn damaged_spool_record_is_reported_in_a_gap_and_later_segments_are_delivered() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let Setup {
+        dir: _dir,
+        mut collector,
+        mut agent,
+    } = setup("fault-e", &[], &[], &["--spool-segment-bytes", "65536"]);
+    agent.start();
+    const N: u32 = 150;
+    let mark = marker("corrupt");
+    run_marked(&mark, 0..N, Duration::ZERO);
+    wait_spooled(&agent, &mark, N as usize);
+    agent.kill();
+
+    let records = inspect::records(&agent.spool).unwrap();
+    let segments: Vec<&Path> = records
+        .iter()
+        .map(|r| r.segment.as_path())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let middle = segments[segments.len() / 2];
+    let (target, target_mark) = records
+        .iter()
+        .filter(|r| r.segment == middle && r.kind == "exec")
+        .find_map(|r| {
+            let argv = &r.event.as_ref()?.process.as_ref()?.argv;
+            (argv.get(1) == Some(&mark)).then(|| (r, argv[2].parse::<u32>().unwrap()))
+        })
+        .expect("a marked exec in the middle segment");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target.segment)
+        .unwrap();
+    let mut bytes = std::fs::read(&target.segment).unwrap();
+    bytes[target.body_offset as usize + 10] ^= 0xff;
+    file.write_all(&bytes).unwrap();
+    drop(file);
+
+    collector.start();
+    agent.start();
+    let expected: Vec<u32> = (0..N).filter(|m| *m != target_mark).collect();
+    expect_marks(&collector, &mark, &expected, "all but the damaged record");
+    let gap = collector
+        .gaps()
+        .into_iter()
+        .find(|g| g["reason"] == "spool_corrupt")
+        .expect("a spool_corrupt Gap");
+    assert_eq!(gap["kind"], "exec", "{gap}");
+    assert_eq!(gap["count"], 1, "{gap}");
+    assert_eq!(gap["first_seq"].as_u64(), Some(target.seq), "{gap}");
+    assert_eq!(gap["last_seq"].as_u64(), Some(target.seq), "{gap}");
+    let log = std::fs::read_to_string(agent.log()).unwrap();
+    let name = target.segment.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("spool segment damaged")
+            && l.contains(name)),
+        "an error names the damaged segment; log:\n{}",
+        tail(&log, 30)
+    );
+    let later: Vec<u32> = stored_marks(&collector, &mark)
+        .into_iter()
+        .filter(|m| *m > target_mark)
+        .collect();
+    assert!(!later.is_empty(), "records after the damage are delivered");
+}
+
+mod hostile {
+    use std::{
+        io::Write,
+        net::TcpStream,
+        path::Path,
+        time::{Duration, Instant},
+    };
+
+    use kestrel_proto::{
+        agent_message::Msg, ingest_client::IngestClient, AgentMessage, Event, EventBatch, Hello,
+        Process,
+    };
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+    /// An authenticated gRPC client for agent `name` of the PKI in `pki`.
+    pub async fn client(pki: &Path, name: &str, port: u16) -> IngestClient<Channel> {
+        let read = |f: String| std::fs::read(pki.join(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+            .identity(Identity::from_pem(
+                read(format!("{name}.pem")),
+                read(format!("{name}-key.pem")),
+            ))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        IngestClient::new(channel).max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn hello() -> AgentMessage {
+        AgentMessage {
+            msg: Some(Msg::Hello(Hello {
+                agent_version: "hostile".into(),
+                spool_epoch: 1,
+                ..Hello::default()
+            })),
+        }
+    }
+
+    fn batch(first_seq: u64, events: usize, argv_bytes: usize) -> AgentMessage {
+        let event = Event {
+            process: Some(Process {
+                exe: "/bin/hostile".into(),
+                argv: vec!["x".repeat(argv_bytes)],
+                ..Process::default()
+            }),
+            payload: Some(kestrel_proto::event::Payload::Exec(Default::default())),
+            ..Event::default()
+        };
+        AgentMessage {
+            msg: Some(Msg::Batch(EventBatch {
+                first_seq,
+                events: vec![event; events],
+            })),
+        }
+    }
+
+    /// Sends one 24 MiB batch (over the 16 MiB limit); returns the collector's answer.
+    pub async fn oversized(pki: &Path, port: u16) -> String {
+        let mut client = client(pki, "hostile", port).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(hello()).await.unwrap();
+        tx.send(batch(1, 24, 1024 * 1024)).await.unwrap();
+        match client.stream(ReceiverStream::new(rx)).await {
+            Err(status) => format!("{status:?}"),
+            Ok(response) => {
+                let mut inbound = response.into_inner();
+                match tokio::time::timeout(Duration::from_secs(20), inbound.message()).await {
+                    Ok(result) => format!("{result:?}"),
+                    Err(_) => "no answer".into(),
+                }
+            }
+        }
+    }
+
+    /// Sends batches as fast as it can and never reads the acknowledgements.
+    pub async fn never_reads(pki: &Path, port: u16, until: Instant) {
+        let mut client = client(pki, "slowpoke", port).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(hello()).await.unwrap();
+        let _response = client.stream(ReceiverStream::new(rx)).await;
+        let mut seq = 1;
+        while Instant::now() < until {
+            let sent =
+                tokio::time::timeout(Duration::from_millis(200), tx.send(batch(seq, 200, 100)));
+            if let Ok(Err(_)) = sent.await {
+                break;
+            }
+            seq += 200;
+        }
+        // Keep the connection (and the unread acknowledgements) open to the end.
+        tokio::time::sleep_until(until.into()).await;
+    }
+
+    /// Connects and writes random bytes.
+    pub fn garbage(port: u16, n: usize) {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..n {
+            let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let bytes: Vec<u8> = (0..65_536)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = tcp.write_all(&bytes);
+        }
+    }
+}
+
+#[test]
+fn hostile_clients_leave_the_collector_up_and_a_good_agent_delivering_within_two_seconds() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let Setup {
+        dir,
+        mut collector,
+        mut agent,
+    } = setup("fault-f", &["hostile", "slowpoke"], &[], &[]);
+    collector.start();
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+    let pki = dir.path().join("pki");
+    let port = collector.port;
+
+    // 200 idle connections that never start TLS.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let until = Instant::now() + Duration::from_secs(12);
+    let slow = runtime.spawn({
+        let pki = pki.clone();
+        async move { hostile::never_reads(&pki, port, until).await }
+    });
+    let oversized = runtime.spawn({
+        let pki = pki.clone();
+        async move { hostile::oversized(&pki, port).await }
+    });
+    let garbage = std::thread::spawn(move || hostile::garbage(port, 50));
+
+    let mark = marker("hostile");
+    let mut latencies = Vec::new();
+    for i in 0..10u32 {
+        let started = Instant::now();
+        run_marked(&mark, i..i + 1, Duration::ZERO);
+        let expected: Vec<u32> = (0..=i).collect();
+        let stored = wait_for_marks(&collector, &mark, &expected, Duration::from_secs(5));
+        latencies.push(started.elapsed());
+        assert_eq!(stored, expected, "{}", diff_marks(&stored, &expected));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    garbage.join().unwrap();
+    let answer = runtime.block_on(oversized).unwrap();
+    assert!(
+        answer.contains("OutOfRange")
+            || answer.contains("ResourceExhausted")
+            || answer.contains("message length too large"),
+        "an oversized message is refused: {answer}"
+    );
+    const N: u32 = 100;
+    run_marked(&mark, 10..N, Duration::ZERO);
+    let expected: Vec<u32> = (0..N).collect();
+    expect_marks(&collector, &mark, &expected, "next to hostile clients");
+    collector.process().assert_running();
+    let slowest = latencies.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_secs(2),
+        "each event stored within 2 s of its exec: {latencies:?}"
+    );
+    eprintln!("exec to stored, next to hostile clients: {latencies:?}");
+    drop(idle);
+    runtime.block_on(slow).unwrap();
+}
