@@ -10,13 +10,14 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use kestrel_ebpf_abi::{
-    FileKey, PathPrefix, ProbeConfig, CONFIG_GLOBAL, DROPS_MAP, EVENTS_MAP, MUTED_EXES_MAP,
+    sys, FileKey, PathPrefix, ProbeConfig, CONFIG_GLOBAL, DROPS_MAP, EVENTS_MAP, MUTED_EXES_MAP,
     MUTED_MAP, PREFIX_MAX, SENSITIVE_MAP, SENSITIVE_NAMES_MAP,
 };
 
 use crate::{
     config::AgentConfig,
     kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
+    syscall_events,
 };
 
 /// The eBPF object built by `build.rs`.
@@ -53,76 +54,15 @@ const PROCESS_HOOKS: &[(&str, Attach)] = &[
     ),
 ];
 
-/// Syscalls followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the programs
-/// have the same names as their tracepoints.
-const SYSCALLS: &[&str] = &[
-    "open",
-    "openat",
-    "openat2",
-    "creat",
-    "rename",
-    "renameat",
-    "renameat2",
-    "unlink",
-    "unlinkat",
-    "rmdir",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "fchmodat2",
-    "chown",
-    "fchown",
-    "lchown",
-    "fchownat",
-    "link",
-    "linkat",
-    "symlink",
-    "symlinkat",
-    "truncate",
-    "ftruncate",
-    "mount",
-    "umount",
-    "utime",
-    "utimes",
-    "utimensat",
-    "futimesat",
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
-    "setfsuid",
-    "setfsgid",
-    "capset",
-    "ptrace",
-    "process_vm_writev",
-    "kill",
-    "tkill",
-    "tgkill",
-    "connect",
-    "accept",
-    "accept4",
-    "listen",
-    "bind",
-    "sendto",
-    "socket",
-    "init_module",
-    "finit_module",
-    "bpf",
-    "memfd_create",
-    "setns",
-    "unshare",
-    "io_uring_setup",
-];
-
 /// Every hook: (program name, attach point).
 fn hooks() -> Vec<(String, Attach)> {
     let mut hooks: Vec<(String, Attach)> = PROCESS_HOOKS
         .iter()
         .map(|(name, attach)| (name.to_string(), *attach))
         .collect();
-    for name in SYSCALLS {
+    // Syscalls are followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the
+    // programs have the same names as their tracepoints.
+    for name in (1..sys::COUNT).filter_map(syscall_events::tracepoint_name) {
         for phase in ["enter", "exit"] {
             hooks.push((format!("sys_{phase}_{name}"), Attach::Syscall));
         }

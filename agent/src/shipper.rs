@@ -488,14 +488,15 @@ impl Delivery {
         let stats = Arc::new(AgentStats::default());
         let (gap_tx, mut gap_rx) = mpsc::channel::<Gap>(1024);
         let gaps = {
-            let spool = spool.clone();
             let stats = stats.clone();
+            // Holding a sender keeps the writer open until the last Gap is handed over.
+            let keep_open = sender.clone();
             tokio::spawn(async move {
                 while let Some(gap) = gap_rx.recv().await {
                     if gap.reason.is_empty() || gap.reason == "kernel" {
                         stats.kernel_drops.fetch_add(gap.count, Ordering::Relaxed);
                     }
-                    spool.report_gap(gap);
+                    keep_open.spool().report_gap(gap);
                 }
             })
         };

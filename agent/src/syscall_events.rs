@@ -21,6 +21,17 @@ const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 const AF_PACKET: u32 = 17;
 
+/// The `syscalls:sys_enter_<name>` tracepoint name of a followed syscall (`None` for the
+/// io_uring submissions, which have a tracepoint of their own).
+pub fn tracepoint_name(id: u32) -> Option<&'static str> {
+    match id {
+        sys::IO_URING_SUBMIT => None,
+        sys::UMOUNT => Some("umount"),
+        id if id > 0 && id < sys::COUNT => Some(syscall_name(id)),
+        _ => None,
+    }
+}
+
 /// The name of a followed call.
 pub fn syscall_name(id: u32) -> &'static str {
     const NAMES: [&str; sys::COUNT as usize] = [
