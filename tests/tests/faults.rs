@@ -12,6 +12,7 @@ use std::{
     net::TcpStream,
     path::Path,
     process::Command,
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::{Duration, Instant},
 };
 
@@ -26,6 +27,20 @@ use kestrel_tests::{
 use nix::sys::signal::Signal;
 
 const DELIVERY: Duration = Duration::from_secs(60);
+
+/// Every agent here sees every exec on the host, so the tests of this file that run workloads
+/// share it, and the full-spool test, whose accounting needs the spool filled by its own flood
+/// only (not by the execs of the tests running beside it), has the host to itself.
+static HOST: RwLock<()> = RwLock::new(());
+
+fn share_host() -> RwLockReadGuard<'static, ()> {
+    HOST.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn own_host() -> RwLockWriteGuard<'static, ()> {
+    HOST.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -101,6 +116,7 @@ fn collector_killed_mid_stream_and_restarted_stores_each_event_once() {
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = share_host();
     let Setup {
         dir: _dir,
         mut collector,
@@ -140,6 +156,7 @@ fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = share_host();
     let Setup {
         dir: _dir,
         mut collector,
@@ -194,6 +211,7 @@ fn collector_down_for_a_minute_of_activity_loses_nothing() {
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = share_host();
     let outage = Duration::from_secs(
         std::env::var("KESTREL_FAULT_OUTAGE_SECS")
             .ok()
@@ -236,6 +254,7 @@ fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = own_host();
     let Setup {
         dir: _dir,
         mut collector,
@@ -322,6 +341,7 @@ fn damaged_spool_record_is_reported_in_a_gap_and_later_segments_are_delivered() 
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = share_host();
     let Setup {
         dir: _dir,
         mut collector,
@@ -515,6 +535,7 @@ fn hostile_clients_leave_the_collector_up_and_a_good_agent_delivering_within_two
     if !require_root_for_ebpf() {
         return;
     }
+    let _host = share_host();
     let Setup {
         dir,
         mut collector,
