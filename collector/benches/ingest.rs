@@ -10,7 +10,9 @@
 //!   detection), the cost floor the full path is compared with.
 //!
 //! Besides events per second (which depend on what else the machine runs), the collector's CPU
-//! time per event is reported: it does not, and it gives the rate one core sustains.
+//! time per event is reported: it does not, and it gives the rate one core sustains. So is the
+//! CPU time of the collector's single store writer thread (dedup, detection, group commit),
+//! the serial part of the path: with a core to itself, it caps the rate.
 //!
 //! `KESTREL_INGEST_AGENTS` (default 4) agents send `KESTREL_INGEST_BATCHES` (default 100)
 //! batches of 512 events each.
@@ -131,9 +133,8 @@ async fn run_agents(
     started.elapsed()
 }
 
-/// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+/// CPU time (user + system) from a `/proc/.../stat` text.
+fn stat_cpu(stat: &str) -> Duration {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .unwrap()
@@ -144,6 +145,24 @@ fn process_cpu(pid: u32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Duration {
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
+}
+
+/// CPU time of the threads of process `pid` named `name` (the collector names its store writer
+/// thread `store-writer`).
+fn threads_cpu(pid: u32, name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains(&format!("({name})")))
+        .map(|stat| stat_cpu(&stat))
+        .sum()
 }
 
 /// CPU time of this thread.
@@ -242,16 +261,28 @@ fn main() {
     let (mut collector, addr) = start_collector(dir.path(), &ca);
     let pid = collector.id();
     let cpu_start = process_cpu(pid);
+    let writer_start = threads_cpu(pid, "store-writer");
     let full = runtime.block_on(run_agents(addr, &ca, &certs, &batches));
     let cpu_full = process_cpu(pid) - cpu_start;
+    let writer_full = threads_cpu(pid, "store-writer") - writer_start;
     let duplicates = runtime.block_on(run_agents(addr, &ca, &certs, &batches));
     let cpu_duplicates = process_cpu(pid) - cpu_start - cpu_full;
     let _ = collector.kill();
     let _ = collector.wait();
-    let stored: i64 = rusqlite::Connection::open(dir.path().join("data/kestrel.db"))
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+    let db = rusqlite::Connection::open(dir.path().join("data/kestrel.db")).unwrap();
+    let (stored, json_bytes): (i64, f64) = db
+        .query_row("SELECT COUNT(*), AVG(LENGTH(json)) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
+    let db_bytes: i64 = db
+        .query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
     assert_eq!(stored as usize, total, "each event stored exactly once");
     let (base, cpu_base) = baseline(dir.path(), &batches);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -262,9 +293,19 @@ fn main() {
     println!("ingest: {agents} agents x {per_agent} batches x {BATCH} events = {total} events");
     println!("ingest: load average while measuring: {}", load.trim());
     println!(
+        "ingest: stored {json_bytes:.0} bytes of JSON per event, database {:.0} bytes per event",
+        db_bytes as f64 / total as f64
+    );
+    println!(
         "ingest: full path (mTLS + detection + dedup + SQLite commit): {full_rate:>7.0} events/s, \
          collector CPU {:.2} us/event",
         per_event(cpu_full)
+    );
+    println!(
+        "ingest: of which the single store writer thread (dedup, detection, SQLite): {:.2} \
+         us/event, a ceiling of {:.0} events/s with a core to itself",
+        per_event(writer_full),
+        1e6 / per_event(writer_full)
     );
     println!(
         "ingest: duplicates resent (dropped by dedup, acknowledged):   {dup_rate:>7.0} events/s, \

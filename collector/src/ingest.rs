@@ -3,19 +3,22 @@
 //! The first message must be a `Hello`. Each `EventBatch` goes through the [`Pipeline`] and is
 //! acknowledged only after it is committed; a sequenced `Gap` (one carrying `first_seq` and
 //! `last_seq`) is stored once per (identity, epoch, first_seq) and acknowledged the same way.
-//! Duplicates (resends after a lost ack or a reconnect) are dropped by the store. On shutdown a
-//! stream finishes the message in hand, then ends with `UNAVAILABLE` so the agent reconnects
-//! (and resends anything unacknowledged).
+//! Duplicates (resends after a lost ack or a reconnect) are dropped by the store. A stream keeps
+//! reading while up to [`MAX_IN_FLIGHT`] of its batches wait for their commit, so they can share
+//! one (group commit); acks are cumulative, so they go out in order and none follows a batch
+//! that failed. On shutdown a stream finishes the messages in hand, then ends with
+//! `UNAVAILABLE` so the agent reconnects (and resends anything unacknowledged).
 //!
 //! One live stream per identity ([`crate::sessions`]): a newer stream supersedes an older one.
 //! Every message counts as a sign of life for the [`AgentMonitor`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kestrel_proto::agent_message::Msg;
 use kestrel_proto::ingest_server::Ingest;
-use kestrel_proto::{collector_message, Ack, AgentMessage, CollectorMessage, Hello};
+use kestrel_proto::{collector_message, Ack, AgentMessage, CollectorMessage, Gap, Hello};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +29,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::denylist::DenyList;
 use crate::heartbeat::AgentMonitor;
 use crate::identity::PeerInfo;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{BatchOutcome, PendingBatch, Pipeline, PipelineError};
 use crate::sessions::{SessionGuard, Sessions};
 
 /// How long an agent may take to send its Hello after opening the stream.
@@ -34,6 +37,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Acks queued towards one agent before the stream stops reading its batches.
 const OUTBOUND_QUEUE: usize = 16;
+
+/// Batches of one stream submitted to the store writer and not yet acknowledged, before the
+/// stream stops reading (the agent's own window is 16 batches of 512 events).
+pub const MAX_IN_FLIGHT: usize = 16;
 
 /// How long an ack may wait for room in a stream whose agent does not read.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -154,6 +161,7 @@ impl Ingest for IngestService {
             shutdown: self.shutdown.clone(),
             guard,
             monitor: self.monitor.clone(),
+            in_flight: VecDeque::new(),
         };
         self.streams.spawn(session.run().instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -176,6 +184,11 @@ async fn read_hello(inbound: &mut Streaming<AgentMessage>) -> Result<Hello, Stat
     }
 }
 
+/// The last seq a gap covers, when it is sequenced (and so acknowledged).
+fn sequenced(gap: &Gap) -> Option<u64> {
+    (gap.first_seq > 0 && gap.last_seq >= gap.first_seq).then_some(gap.last_seq)
+}
+
 /// One agent's stream after its Hello.
 struct Session {
     peer: PeerInfo,
@@ -186,11 +199,28 @@ struct Session {
     shutdown: CancellationToken,
     guard: SessionGuard,
     monitor: Option<Arc<AgentMonitor>>,
+    /// Submitted batches in the order they were received, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A batch waiting for its commit.
+struct InFlight {
+    first_seq: u64,
+    len: usize,
+    pending: PendingBatch,
 }
 
 impl Session {
     async fn run(mut self) {
         let end = loop {
+            let room = self.in_flight.len() < MAX_IN_FLIGHT;
+            let in_flight = &mut self.in_flight;
+            let oldest = async {
+                match in_flight.front_mut() {
+                    Some(batch) => (&mut batch.pending).await,
+                    None => std::future::pending().await,
+                }
+            };
             let received = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
@@ -200,7 +230,14 @@ impl Session {
                     Ok(status) => break Some(status),
                     Err(_) => break Some(Status::aborted("stream no longer registered")),
                 },
-                received = self.inbound.message() => received,
+                committed = oldest => {
+                    match self.acknowledge_oldest(committed).await {
+                        Ok(true) => continue,
+                        Ok(false) => break None,
+                        Err(status) => break Some(status),
+                    }
+                }
+                received = self.inbound.message(), if room => received,
             };
             let msg = match received {
                 Ok(Some(AgentMessage { msg: Some(msg) })) => msg,
@@ -223,6 +260,12 @@ impl Session {
                 Err(status) => break Some(status),
             }
         };
+        // Batches already submitted are committed whatever happens to the stream: acknowledge
+        // them if the agent still listens.
+        let end = match self.drain().await {
+            Err(status) => Some(status),
+            Ok(_) => end,
+        };
         if let Some(status) = end {
             if status.code() != tonic::Code::Unavailable {
                 warn!(reason = status.message(), "closing agent stream");
@@ -233,8 +276,53 @@ impl Session {
         }
     }
 
+    /// Acknowledges the oldest batch in flight, now that its commit finished with `committed`;
+    /// `Ok(false)` when the agent is gone, `Err` (the batch was not stored) ends the stream.
+    async fn acknowledge_oldest(
+        &mut self,
+        committed: Result<BatchOutcome, PipelineError>,
+    ) -> Result<bool, Status> {
+        let Some(batch) = self.in_flight.pop_front() else {
+            return Ok(true);
+        };
+        let (first_seq, len) = (batch.first_seq, batch.len);
+        match committed {
+            Ok(outcome) => {
+                debug!(first_seq, len, alerts = outcome.alerts, "batch stored");
+                let acked = self.ack(outcome.up_to_seq).await;
+                if !acked {
+                    // The agent is gone: the batches behind stay committed, unacknowledged.
+                    self.in_flight.clear();
+                }
+                Ok(acked)
+            }
+            Err(e) => {
+                error!(first_seq, len, error = %e, "batch not stored");
+                // Acks are cumulative: nothing after this batch may be acknowledged.
+                self.in_flight.clear();
+                Err(Status::unavailable(format!("batch not stored: {e}")))
+            }
+        }
+    }
+
+    /// Waits for every batch in flight, oldest first, acknowledging each; `Ok(false)` when the
+    /// agent is gone (the rest is committed but not acknowledged).
+    async fn drain(&mut self) -> Result<bool, Status> {
+        while let Some(batch) = self.in_flight.front_mut() {
+            let committed = (&mut batch.pending).await;
+            if !self.acknowledge_oldest(committed).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Handles one message; `Ok(false)` when the agent is gone, `Err` to end the stream with it.
     async fn handle(&mut self, msg: Msg) -> Result<bool, Status> {
+        // A sequenced gap's ack covers every seq before it: the batches before it come first.
+        if matches!(&msg, Msg::Gap(gap) if sequenced(gap).is_some()) && !self.drain().await? {
+            return Ok(false);
+        }
         let identity = &self.peer.identity;
         if let Some(monitor) = &self.monitor {
             monitor.heard(identity);
@@ -246,12 +334,16 @@ impl Session {
                 let len = batch.events.len();
                 match self
                     .pipeline
-                    .ingest_batch(identity, self.epoch, batch)
+                    .submit_batch(identity, self.epoch, batch)
                     .await
                 {
-                    Ok(Some(outcome)) => {
-                        debug!(first_seq, len, alerts = outcome.alerts, "batch stored");
-                        Ok(self.ack(outcome.up_to_seq).await)
+                    Ok(Some(pending)) => {
+                        self.in_flight.push_back(InFlight {
+                            first_seq,
+                            len,
+                            pending,
+                        });
+                        Ok(true)
                     }
                     Ok(None) => {
                         debug!(first_seq, "empty batch ignored");
@@ -288,8 +380,7 @@ impl Session {
                     last_time_unix_ns = gap.last_time_unix_ns,
                     "agent lost events"
                 );
-                let sequenced =
-                    (gap.first_seq > 0 && gap.last_seq >= gap.first_seq).then_some(gap.last_seq);
+                let sequenced = sequenced(&gap);
                 match self.pipeline.record_gap(identity, self.epoch, gap).await {
                     Ok(()) => match sequenced {
                         Some(last_seq) => Ok(self.ack(last_seq).await),

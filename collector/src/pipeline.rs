@@ -1,18 +1,31 @@
-//! What happens to one agent message once it is authenticated: stamp, detect, store, alert.
+//! What happens to one agent message once it is authenticated: stamp, dedup, detect, store,
+//! alert.
+//!
+//! Batches from every stream go to one [`writer`] thread in arrival order. It drops duplicates
+//! by (identity, epoch, seq) first, so only new events reach detection (a resend cannot feed a
+//! correlation twice), and commits many batches in one transaction (group commit). A batch's
+//! outcome is known, and it may be acknowledged, only after that commit.
 //!
 //! Independent of gRPC so tests and benchmarks can drive it directly.
 
-use std::sync::{Arc, Mutex};
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kestrel_proto::{EventBatch, Gap, Heartbeat, Hello};
-use tracing::{info, Span};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
-use crate::alert::Alert;
-use crate::alerting::{AlertPipeline, Policy};
-use crate::detect::{Detector, RuleSet, SharedRules};
+use crate::alerting::AlertPipeline;
+use crate::detect::{RuleSet, SharedRules};
 use crate::identity::Identity;
-use crate::store::{EventRecord, Store, StoreError};
+use crate::store::{self, Store, StoreError};
+
+pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME};
 
 /// A batch could not be ingested; the agent must resend it.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +41,12 @@ pub enum PipelineError {
     /// The store refused the batch.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The transaction holding the batch (with other batches) failed and was rolled back.
+    #[error("group commit: {0}")]
+    Commit(Arc<StoreError>),
+    /// The store writer thread is not running.
+    #[error("the store writer is not running")]
+    WriterGone,
 }
 
 /// The ingest pipeline shared by every agent stream.
@@ -35,9 +54,7 @@ pub struct Pipeline {
     store: Store,
     /// Rule set shared with the reloader; the detector picks up replacements per event.
     rules: Arc<SharedRules>,
-    /// One detector for all streams: correlation state spans agents (group keys separate them).
-    detector: Arc<Mutex<Detector>>,
-    alerts: Option<AlertPipeline>,
+    writer: mpsc::Sender<writer::WriteRequest>,
 }
 
 /// What became of one batch.
@@ -49,6 +66,39 @@ pub struct BatchOutcome {
     pub alerts: usize,
 }
 
+/// A batch handed to the store writer; resolves to its outcome once the transaction holding
+/// it is committed. Batches submitted one after the other resolve in that order.
+pub struct PendingBatch {
+    up_to_seq: u64,
+    reply: oneshot::Receiver<writer::Committed>,
+}
+
+impl PendingBatch {
+    /// The last sequence number of the batch.
+    pub fn up_to_seq(&self) -> u64 {
+        self.up_to_seq
+    }
+}
+
+impl Future for PendingBatch {
+    type Output = Result<BatchOutcome, PipelineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let up_to_seq = self.up_to_seq;
+        Pin::new(&mut self.reply).poll(cx).map(|reply| match reply {
+            Ok(writer::Committed { result, events }) => {
+                // Freed here, on the stream's task, rather than on the single writer.
+                drop(events);
+                match result {
+                    Ok(alerts) => Ok(BatchOutcome { up_to_seq, alerts }),
+                    Err(e) => Err(PipelineError::Commit(e)),
+                }
+            }
+            Err(_) => Err(PipelineError::WriterGone),
+        })
+    }
+}
+
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_unix_ns() -> u64 {
     SystemTime::now()
@@ -58,15 +108,15 @@ pub fn now_unix_ns() -> u64 {
 
 impl Pipeline {
     /// A pipeline storing into `store`, matching `rules`, and handing alerts to `alerts`
-    /// (admission and sinks); without it alerts are only stored.
+    /// (admission and sinks); without it alerts are only stored. Starts the store writer
+    /// thread, which ends when the pipeline is dropped.
     pub fn new(store: Store, rules: Arc<RuleSet>, alerts: Option<AlertPipeline>) -> Pipeline {
         let rules = SharedRules::new(rules);
-        let detector = Arc::new(Mutex::new(Detector::with_shared(rules.clone())));
+        let writer = writer::spawn(store.clone(), rules.clone(), alerts);
         Pipeline {
             store,
             rules,
-            detector,
-            alerts,
+            writer,
         }
     }
 
@@ -75,15 +125,32 @@ impl Pipeline {
         &self.rules
     }
 
-    /// Ingests one batch from `identity`: overwrites each event's host with the identity and its
-    /// seq with `first_seq + i`, matches rules, stores events and new alerts (with their outbox
-    /// rows) in one transaction, then wakes the sinks. Returns `None` for an empty batch.
+    /// Ingests one batch from `identity` and waits until it is committed: see
+    /// [`submit_batch`](Self::submit_batch). Returns `None` for an empty batch.
     pub async fn ingest_batch(
         &self,
         identity: &Identity,
         epoch: u64,
         batch: EventBatch,
     ) -> Result<Option<BatchOutcome>, PipelineError> {
+        match self.submit_batch(identity, epoch, batch).await? {
+            Some(pending) => pending.await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Hands one batch from `identity` to the store writer without waiting for its commit:
+    /// overwrites each event's host with the identity and its seq with `first_seq + i`,
+    /// serializes it, and queues it (waiting while the writer's queue is full). The writer
+    /// stores the new events, runs detection on them (not on duplicates), stores their alerts
+    /// in the same transaction, commits, then wakes the sinks. Returns `None` for an empty
+    /// batch.
+    pub async fn submit_batch(
+        &self,
+        identity: &Identity,
+        epoch: u64,
+        batch: EventBatch,
+    ) -> Result<Option<PendingBatch>, PipelineError> {
         let EventBatch { first_seq, events } = batch;
         let Some(last) = events.len().checked_sub(1) else {
             return Ok(None);
@@ -95,53 +162,36 @@ impl Pipeline {
                 first_seq,
                 len: events.len(),
             })?;
-
-        let identity = identity.as_str().to_owned();
-        let detector = self.detector.clone();
-        let policy = self
-            .alerts
-            .as_ref()
-            .map_or_else(Policy::store_only, |a| a.policy().clone());
-        let span = Span::current();
-        let alerts = self
-            .store
-            .run(move |store| {
-                let _entered = span.enter();
-                let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
-                let records: Vec<EventRecord> = events
-                    .into_iter()
-                    .zip(first_seq..)
-                    .map(|(mut event, seq)| {
-                        event.host.clone_from(&identity);
-                        event.seq = seq;
-                        let alerts = detector
-                            .evaluate(&event)
-                            .iter()
-                            .map(|detection| Alert::from_detection(detection, epoch))
-                            .collect();
-                        EventRecord { event, alerts }
-                    })
-                    .collect();
-                let stored =
-                    store.write_batch_with(&identity, epoch, &records, &policy, now_unix_ns())?;
-                for alert in &stored {
-                    info!(
-                        rule_id = %alert.rule.id,
-                        rule = %alert.rule.title,
-                        level = %alert.rule.level,
-                        exe = %alert.process.exe,
-                        pid = alert.process.pid,
-                        seq = alert.event.as_ref().map_or(0, |e| e.seq),
-                        "alert"
-                    );
-                }
-                Ok(stored.len())
+        let identity = identity.as_str();
+        // Serialized here, on the stream's task, so streams do this in parallel and the single
+        // writer only inserts and detects.
+        let events = events
+            .into_iter()
+            .zip(first_seq..)
+            .map(|(mut event, seq)| {
+                event.host.clear();
+                event.host.push_str(identity);
+                event.seq = seq;
+                let json = store::event_json(&event)?;
+                Ok((event, json))
             })
-            .await?;
-        if let (Some(sinks), true) = (&self.alerts, alerts > 0) {
-            sinks.wake();
-        }
-        Ok(Some(BatchOutcome { up_to_seq, alerts }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (reply, outcome) = oneshot::channel();
+        let request = writer::WriteRequest {
+            identity: identity.to_owned(),
+            epoch,
+            events,
+            span: Span::current(),
+            reply,
+        };
+        self.writer
+            .send(request)
+            .await
+            .map_err(|_| PipelineError::WriterGone)?;
+        Ok(Some(PendingBatch {
+            up_to_seq,
+            reply: outcome,
+        }))
     }
 
     /// Records an agent's Hello (agents table).

@@ -1,0 +1,200 @@
+//! An in-process collector over real mTLS and agent streams to drive it: the collector is
+//! `serve::Collector` on a loopback port with a throw-away PKI, the agents are tonic clients.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kestrel_collector::cli::ServeArgs;
+use kestrel_collector::serve::Collector;
+use kestrel_collector::store::DB_FILE;
+use kestrel_proto::agent_message::Msg;
+use kestrel_proto::collector_message;
+use kestrel_proto::ingest_client::IngestClient;
+use kestrel_proto::{AgentMessage, CollectorMessage, Event, EventBatch, Hello};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Status, Streaming};
+
+use crate::common::{write, Issued, TestCa, SHADOW_RULE};
+
+/// How long a test waits for the collector to answer.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running collector with its data directory and CA.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), kestrel_collector::serve::ServeError>>,
+}
+
+impl Harness {
+    /// A collector with the shadow rule only.
+    pub async fn start() -> Harness {
+        Harness::start_with_rules(&[("shadow.yml", SHADOW_RULE)]).await
+    }
+
+    /// A collector whose rules directory holds `rules` (file name, YAML text).
+    pub async fn start_with_rules(rules: &[(&str, &str)]) -> Harness {
+        // Collector logs show in a failing test's output (and with --nocapture).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("kestrel_collector=debug")
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("kestrel test CA");
+        let server_cert = ca.server();
+        let rules_dir = dir.path().join("rules");
+        std::fs::create_dir(&rules_dir).unwrap();
+        for (name, text) in rules {
+            write(&rules_dir, name, text);
+        }
+        let args = ServeArgs {
+            listen: "127.0.0.1:0".into(),
+            cert: write(dir.path(), "collector.pem", &server_cert.cert_pem),
+            key: write(dir.path(), "collector-key.pem", &server_cert.key_pem),
+            client_ca: write(dir.path(), "ca.pem", &ca.cert_pem),
+            rules: rules_dir,
+            data: dir.path().join("data"),
+            alerts_jsonl: Some(dir.path().join("alerts.jsonl")),
+            config: None,
+            agents: Default::default(),
+        };
+        let collector = Collector::start(&args).await.unwrap();
+        let addr = collector.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(collector.run(async {
+            let _ = stopped.await;
+        }));
+        Harness {
+            dir,
+            ca,
+            addr,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// The JSON-lines alert file.
+    pub fn alerts_jsonl(&self) -> PathBuf {
+        self.dir.path().join("alerts.jsonl")
+    }
+
+    /// The alert lines, once the first one arrived: alerts reach the JSON-lines sink through
+    /// the outbox, just after the batch is acknowledged.
+    pub async fn alert_lines(&self) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(self.alerts_jsonl()).unwrap_or_default();
+            if !text.is_empty() || tokio::time::Instant::now() >= deadline {
+                return text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// One integer from SQL on the collector's database.
+    pub fn count(&self, sql: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.path().join("data").join(DB_FILE)).unwrap();
+        db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Connects with `client`'s certificate, trusting the test CA for the server.
+    pub async fn connect(&self, client: &Issued) -> Result<IngestClient<Channel>, Status> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(DEADLINE)
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+        Ok(IngestClient::new(channel))
+    }
+
+    /// Stops the collector and waits until it returned.
+    pub async fn shutdown(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(DEADLINE, self.server)
+            .await
+            .expect("collector must stop within the deadline")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// One agent stream: send messages, receive collector messages.
+pub struct AgentStream {
+    pub tx: mpsc::Sender<AgentMessage>,
+    pub rx: Streaming<CollectorMessage>,
+}
+
+/// A Hello for spool epoch `epoch`.
+pub fn hello(epoch: u64) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Hello(Hello {
+            agent_version: "test".into(),
+            hostname: "liar".into(),
+            spool_epoch: epoch,
+            ..Hello::default()
+        })),
+    }
+}
+
+/// A batch of `events` numbered from `first_seq`.
+pub fn batch(first_seq: u64, events: Vec<Event>) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Batch(EventBatch { first_seq, events })),
+    }
+}
+
+/// Opens a stream whose first message is `first`.
+pub async fn open_stream(
+    client: &mut IngestClient<Channel>,
+    first: AgentMessage,
+) -> Result<AgentStream, Status> {
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(first).await.unwrap();
+    let response = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
+        .await
+        .expect("stream must open or fail within the deadline")?;
+    Ok(AgentStream {
+        tx,
+        rx: response.into_inner(),
+    })
+}
+
+impl AgentStream {
+    /// Sends one message.
+    pub async fn send(&self, msg: AgentMessage) {
+        self.tx.send(msg).await.unwrap();
+    }
+
+    /// The next collector message (or the status that ended the stream).
+    pub async fn next(&mut self) -> Result<Option<CollectorMessage>, Status> {
+        tokio::time::timeout(DEADLINE, self.rx.message())
+            .await
+            .expect("no collector message within the deadline")
+    }
+
+    /// The next message, which must be an Ack; returns its `up_to_seq`.
+    pub async fn ack(&mut self) -> u64 {
+        match self.next().await.unwrap().and_then(|m| m.msg) {
+            Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+}
