@@ -15,7 +15,9 @@
 //!
 //! For profiling, `KESTREL_BENCH_PROFILE=1` runs only Kestrel's detector for 10 s (after
 //! printing which rules fire on the mix); add `KESTREL_BENCH_SIGMAHQ_ONLY=1` to leave out
-//! Kestrel's own rules, or `KESTREL_BENCH_NO_EVIDENCE=1` to keep no correlation evidence.
+//! Kestrel's own rules, or `KESTREL_BENCH_NO_EVIDENCE=1` to keep no correlation evidence;
+//! `KESTREL_BENCH_PASSES=N` runs exactly N passes over the mix instead (for instruction counts
+//! with `valgrind --tool=callgrind`, which are reproducible on a busy machine).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -659,6 +661,17 @@ fn main() {
             }
         }
         println!("detections in the mix: {fired:?}");
+        if let Some(passes) = std::env::var("KESTREL_BENCH_PASSES")
+            .ok()
+            .and_then(|p| p.parse::<usize>().ok())
+        {
+            // A fixed amount of work, for instruction counts (valgrind --tool=callgrind).
+            let hits: usize = (0..passes)
+                .map(|_| run_kestrel(&mut detector, &events))
+                .sum();
+            println!("kestrel: {passes} passes of {MIX} events, {hits} detections");
+            return;
+        }
         let (r, _) = rate(
             || run_kestrel(&mut detector, &events),
             MIX,

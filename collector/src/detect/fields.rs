@@ -524,7 +524,9 @@ pub(crate) fn lowercase(s: &str) -> String {
 
 fn needs_lowercasing(s: &str) -> bool {
     if s.is_ascii() {
-        s.bytes().any(|b| b.is_ascii_uppercase())
+        // No early exit: values are short and this form vectorizes.
+        s.bytes()
+            .fold(false, |upper, b| upper | b.is_ascii_uppercase())
     } else {
         s.chars().any(|c| c.to_lowercase().ne(std::iter::once(c)))
     }

@@ -26,6 +26,7 @@ mod logsource;
 mod modifiers;
 mod pattern;
 mod prefilter;
+mod regex_literals;
 mod rule;
 mod selection;
 mod sessions;
@@ -69,18 +70,20 @@ pub struct RuleSet {
     correlations: Vec<Correlation>,
     filters: usize,
     groups: Vec<Group>,
+    /// Per detection rule: the fields it (with its filters) reads and those the correlations
+    /// it feeds group or count by, filled only when the rule is a candidate.
+    rule_fields: Vec<Vec<Field>>,
     rule_links: Vec<Links>,
     correlation_links: Vec<Links>,
 }
 
-/// The rules of one category, with their prefilter and the fields they read.
+/// The rules of one category, with their prefilter.
 #[derive(Debug, Default)]
 struct Group {
     /// Indices into `RuleSet::rules`.
     rules: Vec<u32>,
     prefilter: Prefilter,
-    /// Every field the group's rules, their filters, the prefilter and the correlations they
-    /// feed read.
+    /// The fields the prefilter reads (each rule's own are filled when it is a candidate).
     fields: Vec<Field>,
 }
 
@@ -220,6 +223,20 @@ impl RuleSet {
         for (i, rule) in self.rules.iter().enumerate() {
             members[rule.category.index()].push(i as u32);
         }
+        self.rule_fields = (0..self.rules.len())
+            .map(|r| {
+                let mut fields = Vec::new();
+                self.rules[r].fields(&mut fields);
+                for &(c, i) in &self.rule_links[r].feeds {
+                    let input = &self.correlations[c].inputs[i];
+                    fields.extend(&input.group_fields);
+                    fields.extend(&input.value_fields);
+                }
+                fields.sort();
+                fields.dedup();
+                fields
+            })
+            .collect();
         self.groups = members
             .into_iter()
             .map(|rules| {
@@ -228,17 +245,7 @@ impl RuleSet {
                     .map(|&r| self.rules[r as usize].requirement())
                     .collect();
                 let prefilter = Prefilter::build(&requirements);
-                let mut fields: Vec<Field> = prefilter.fields().collect();
-                for &r in &rules {
-                    self.rules[r as usize].fields(&mut fields);
-                    for &(c, i) in &self.rule_links[r as usize].feeds {
-                        let input = &self.correlations[c].inputs[i];
-                        fields.extend(&input.group_fields);
-                        fields.extend(&input.value_fields);
-                    }
-                }
-                fields.sort();
-                fields.dedup();
+                let fields: Vec<Field> = prefilter.fields().collect();
                 Group {
                     rules,
                     prefilter,
@@ -320,6 +327,7 @@ impl RuleSet {
             group.prefilter.candidates(values, scratch);
             for i in prefilter::bits(scratch) {
                 let r = group.rules[i] as usize;
+                values.fill(event, ctx, &self.rule_fields[r]);
                 if self.rules[r].matches_values(values) {
                     f(r);
                 }

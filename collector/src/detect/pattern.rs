@@ -285,7 +285,12 @@ pub(crate) enum Matcher {
         longest: String,
     },
     /// An explicit `re` value, tested on the original value.
-    Regex(Regex),
+    Regex {
+        /// The compiled pattern.
+        regex: Regex,
+        /// Lowercase texts of which every match contains one, for the prefilter.
+        texts: Option<Vec<String>>,
+    },
     /// A numeric comparison; non-numeric field values never match.
     Compare(Compare, f64),
     /// A comparison on a part of a time value.
@@ -327,7 +332,10 @@ impl Matcher {
                 .multi_line(flags.multi_line)
                 .dot_matches_new_line(flags.dot_all),
         )
-        .map(Matcher::Regex)
+        .map(|regex| Matcher::Regex {
+            regex,
+            texts: super::regex_literals::required_texts(pattern, flags),
+        })
     }
 
     /// True when `value` satisfies this matcher.
@@ -341,7 +349,7 @@ impl Matcher {
             Matcher::Glob { regex, cased, .. } => {
                 regex.is_match(if *cased { value.raw } else { value.lower })
             }
-            Matcher::Regex(re) => re.is_match(value.raw),
+            Matcher::Regex { regex, .. } => regex.is_match(value.raw),
             Matcher::Compare(op, bound) => value
                 .raw
                 .trim()
@@ -354,18 +362,19 @@ impl Matcher {
         }
     }
 
-    /// A lowercase ASCII text that every value this matcher accepts contains (in its lowercase
-    /// form), for the literal prefilter; `None` when there is no such text.
-    pub(crate) fn required_text(&self) -> Option<String> {
+    /// Lowercase ASCII texts of which every value this matcher accepts contains one (in its
+    /// lowercase form), for the literal prefilter; `None` when there are no such texts.
+    pub(crate) fn required_texts(&self) -> Option<Vec<String>> {
         let text = match self {
             Matcher::Exact(l) | Matcher::Prefix(l) | Matcher::Suffix(l) | Matcher::Contains(l) => {
                 longest_ascii_run(&l.text)
             }
             Matcher::Glob { longest, .. } => longest_ascii_run(longest),
+            Matcher::Regex { texts, .. } => return texts.clone(),
             _ => return None,
         };
         let text = text.to_ascii_lowercase();
-        (!text.is_empty()).then_some(text)
+        (!text.is_empty()).then(|| vec![text])
     }
 }
 
@@ -667,8 +676,8 @@ mod tests {
             cased: bool,
         ) {
             let m = Matcher::from_tokens(&anchor(parse(&pattern), Anchor::Contains), cased).unwrap();
-            if let (Some(text), true) = (m.required_text(), matches(&m, &value)) {
-                proptest::prop_assert!(value.to_lowercase().contains(&text), "{:?} {:?} {:?}", pattern, value, text);
+            if let (Some(texts), true) = (m.required_texts(), matches(&m, &value)) {
+                proptest::prop_assert!(texts.iter().any(|t| value.to_lowercase().contains(t.as_str())), "{:?} {:?} {:?}", pattern, value, texts);
             }
         }
     }

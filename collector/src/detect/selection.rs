@@ -168,7 +168,7 @@ impl FieldTest {
                 let value_req = |alts: &Vec<Matcher>| {
                     prefilter::any_of(
                         alts.iter()
-                            .map(|m| prefilter::text(self.field, m.required_text())),
+                            .map(|m| prefilter::texts(self.field, m.required_texts())),
                     )
                 };
                 if *all {
