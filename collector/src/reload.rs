@@ -7,9 +7,10 @@
 //! [`crate::detect::SharedRules`]): no event is skipped or evaluated twice.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -45,14 +46,24 @@ type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 pub struct RuleReloader {
     dir: PathBuf,
     shared: Arc<SharedRules>,
+    /// SIGHUP, registered at construction (see [`RuleReloader::new`]) and taken by `run`.
+    hangup: Arc<Mutex<Option<Signal>>>,
 }
 
 impl RuleReloader {
     /// A reloader of `dir` into `shared`.
+    ///
+    /// Inside a Tokio runtime this also takes over SIGHUP at once: the default action of
+    /// SIGHUP ends the process, so a reload requested while the collector is still starting
+    /// must not wait until [`RuleReloader::run`] is polled (it is handled when `run` starts).
     pub fn new(dir: impl Into<PathBuf>, shared: Arc<SharedRules>) -> RuleReloader {
+        let hangup = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|_| hangup_signal());
         RuleReloader {
             dir: dir.into(),
             shared,
+            hangup: Arc::new(Mutex::new(hangup)),
         }
     }
 
@@ -93,14 +104,8 @@ impl RuleReloader {
 
     /// Reloads on SIGHUP and on changes of the directory's rule files until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!("cannot handle SIGHUP, rules reload on file changes only: {e}");
-                None
-            }
-        };
+        let registered = self.hangup.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut hangup = registered.or_else(hangup_signal);
         let mut seen = fingerprint(&self.dir);
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,7 +117,11 @@ impl RuleReloader {
                         Some(h) => h.recv().await,
                         None => std::future::pending().await,
                     }
-                } => "SIGHUP",
+                } => {
+                    // The files as loaded now: the poll need not load them a second time.
+                    seen = fingerprint(&self.dir);
+                    "SIGHUP"
+                }
                 _ = ticker.tick() => {
                     let now = fingerprint(&self.dir);
                     if now == seen {
@@ -129,6 +138,13 @@ impl RuleReloader {
             }
         }
     }
+}
+
+/// A SIGHUP stream (`None`, logged, when the handler cannot be installed).
+fn hangup_signal() -> Option<Signal> {
+    signal(SignalKind::hangup())
+        .map_err(|e| warn!("cannot handle SIGHUP, rules reload on file changes only: {e}"))
+        .ok()
 }
 
 /// The rule files of `dir` with their sizes and modification times (empty when unreadable).
@@ -283,7 +299,35 @@ mod tests {
         }
         stop.cancel();
         task.await.unwrap();
-        assert_eq!(shared.generation(), 1);
+        // At least once: another test of this binary may send the process a SIGHUP.
+        assert!(shared.generation() >= 1);
+        assert_eq!(shared.current().len(), 2);
+    }
+
+    /// SIGHUP ends a process that does not handle it: the reloader takes it over when it is
+    /// built, and a reload requested before `run` starts is done when it does.
+    #[tokio::test]
+    async fn sighup_before_run_is_handled_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yml"), RULE.replace("ID", "a")).unwrap();
+        let shared = shared_from(dir.path());
+        let reloader = RuleReloader::new(dir.path(), shared.clone());
+        std::fs::write(dir.path().join("b.yml"), RULE.replace("ID", "b")).unwrap();
+        // SAFETY: raise(3) with a valid signal number.
+        assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(reloader.run(stop.clone()));
+        // Sooner than the first poll that could see the new file.
+        let deadline = tokio::time::Instant::now() + POLL_INTERVAL / 2;
+        while shared.generation() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert!(
+            shared.generation() >= 1,
+            "the early SIGHUP reloaded the rules"
+        );
         assert_eq!(shared.current().len(), 2);
     }
 }
