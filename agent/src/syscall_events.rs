@@ -192,6 +192,7 @@ fn file(s: &Syscall, cwd: &str) -> FileEvent {
     // The descriptor's path is the kernel's own view of the file, while it is still open.
     let first = acted_on_fd(s)
         .and_then(|fd| fd_path(s.common.tgid, fd))
+        .filter(|resolved| same_final_name(resolved, &s.path))
         .unwrap_or_else(|| absolute(s, &s.path, first_dir, cwd));
     let second = absolute(s, &s.second_path, second_dir, cwd);
     let mut event = FileEvent {
@@ -306,6 +307,21 @@ fn acted_on_fd(s: &Syscall) -> Option<i32> {
         }
         _ => None,
     }
+}
+
+/// Whether `resolved` (a descriptor's path) can be the file the call named as `requested`:
+/// by the time the event is read, the descriptor an open returned may have been closed and its
+/// number reused for another file, so the names must agree. Calls that name no path (`fchmod`)
+/// have only the descriptor to go by.
+fn same_final_name(resolved: &str, requested: &str) -> bool {
+    let last = |p: &str| {
+        p.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    requested.is_empty() || last(resolved) == last(requested)
 }
 
 /// The path of descriptor `fd` in process `tgid`, while both still exist.
@@ -487,6 +503,15 @@ mod tests {
     fn paths_are_normalized_lexically() {
         assert_eq!(normalize("/tmp/./a//b/../c"), "/tmp/a/c");
         assert_eq!(normalize("/.."), "/");
+    }
+
+    #[test]
+    fn a_reused_descriptor_is_not_taken_for_the_opened_file() {
+        assert!(same_final_name("/tmp/d/created.txt", "created.txt"));
+        assert!(same_final_name("/tmp/d/created.txt", "../d/created.txt"));
+        assert!(!same_final_name("anon_inode:bpf-prog", "created.txt"));
+        assert!(!same_final_name("/tmp/d/x (deleted)", "x"));
+        assert!(same_final_name("/tmp/d/any", ""));
     }
 
     #[test]
