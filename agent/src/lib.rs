@@ -14,6 +14,7 @@ pub mod jsonl;
 pub mod kernel_layout;
 pub mod loader;
 pub mod loss;
+pub mod memory;
 pub mod pipeline;
 pub mod process_table;
 pub mod reader;

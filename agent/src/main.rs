@@ -11,6 +11,7 @@ use kestrel_agent::{
     jsonl::JsonlWriter,
     loader::{LoadOptions, Probes},
     loss::LossMonitor,
+    memory,
     pipeline::{Outputs, Pipeline},
     process_table::ProcessTable,
     reader::RingReader,
@@ -41,7 +42,7 @@ struct Cli {
     /// Also write every event as a JSON line to this file.
     #[arg(long)]
     events_jsonl: Option<PathBuf>,
-    /// Kernel ring buffer size in bytes (a power-of-two multiple of the page size).
+    /// Kernel ring buffer size in bytes (a power-of-two multiple of the page size; default 8 MiB).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
@@ -62,8 +63,15 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads.
+    memory::limit_arenas();
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(start())
+}
+
+async fn start() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -157,6 +165,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Seed after attaching, so a process started in between is seen by one or the other.
     let table = ProcessTable::from_proc();
     tracing::info!(processes = table.len(), "process table seeded from /proc");
+    // Loading the programs and reading /proc allocated far more than the agent keeps.
+    memory::release_free_memory();
+    tokio::spawn(memory::release_periodically());
 
     let (record_tx, record_rx) = mpsc::channel(16 * 1024);
     let mut outputs = Outputs {

@@ -19,56 +19,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::stack::{certs_with, expect_in_file, release_binaries, Agent, Collector};
+use kestrel_tests::{
+    bench,
+    procstat::cpu_time,
+    stack::{certs_with, expect_in_file, release_binaries, Agent, Collector},
+};
 
 const AGENT: &str = "cpu-bench";
 /// Execs per second of the workload.
 const RATE: u32 = 100;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args
-        .iter()
-        .any(|a| !a.starts_with('-') && !"agent_outage_cpu".contains(a.as_str()))
-    {
-        return ExitCode::SUCCESS;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        println!(
-            "agent_outage_cpu: SKIPPED: needs root (the real eBPF agent loads kernel programs)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let phase = Duration::from_secs(
-        std::env::var("KESTREL_BENCH_PHASE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8),
-    );
-    match run(phase) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent_outage_cpu: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// CPU time (user + system) of `pid`.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+    let phase = Duration::from_secs(bench::env_or("KESTREL_BENCH_PHASE_SECS", 8));
+    bench::main("agent_outage_cpu", || run(phase))
 }
 
 /// Events the agent produced so far (lines of its JSON-lines output).
@@ -86,11 +49,15 @@ struct Phase {
 }
 
 fn measure(name: &'static str, agent: &Agent, length: Duration) -> Phase {
-    let (cpu0, events0, started) = (cpu(agent.pid()), produced(&agent.events), Instant::now());
+    let (cpu0, events0, started) = (
+        cpu_time(agent.pid()),
+        produced(&agent.events),
+        Instant::now(),
+    );
     std::thread::sleep(length);
     Phase {
         name,
-        cpu: cpu(agent.pid()) - cpu0,
+        cpu: cpu_time(agent.pid()) - cpu0,
         events: produced(&agent.events) - events0,
         wall: started.elapsed(),
     }
@@ -179,7 +146,7 @@ fn run(phase: Duration) -> anyhow::Result<()> {
     println!(
         "agent_outage_cpu: outage / connected CPU: {:.2} per second, {ratio:.2} per event; target <= 1: {}",
         per_s(outage) / per_s(connected),
-        if ratio <= 1.0 { "met" } else { "NOT met" }
+        bench::verdict(ratio <= 1.0)
     );
     Ok(())
 }

@@ -2,102 +2,35 @@
 //! signed webhook arriving at an HTTP receiver, through the real agent, the real collector and
 //! its outbox. Target: p99 at most 1 s on this machine.
 //!
-//! Needs root (the agent loads its eBPF programs); without root it says so and skips. Builds
-//! release binaries of the agent, the collector and xtask in `target/alert-latency-bench`
-//! (a separate target directory, so it never waits on the `cargo bench` lock), or takes them
-//! from `KESTREL_BENCH_BIN_DIR`. Iterations: `KESTREL_BENCH_ITERATIONS` (default 200).
+//! Needs root (the agent loads its eBPF programs); without root it says so and skips. Release
+//! binaries as [`release_binaries`] builds them. Iterations: `KESTREL_BENCH_ITERATIONS` (default 200).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kestrel_tests::receiver::HttpReceiver;
-use kestrel_tests::{poll, workspace_root, ChildGuard};
+use kestrel_tests::{
+    bench, poll,
+    receiver::HttpReceiver,
+    stack::{free_port, read, release_binaries},
+    workspace_root, ChildGuard,
+};
 
 const TARGET: Duration = Duration::from_secs(1);
 const AGENT: &str = "bench-agent";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn main() -> ExitCode {
-    // `cargo bench` passes `--bench`; a filter that does not name us means another bench runs.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args
-        .iter()
-        .any(|a| !a.starts_with('-') && !"alert_latency".contains(a.as_str()))
-    {
-        return ExitCode::SUCCESS;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        println!("alert_latency: SKIPPED: needs root (the real eBPF agent loads kernel programs)");
-        return ExitCode::SUCCESS;
-    }
-    let iterations: usize = std::env::var("KESTREL_BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    match run(iterations) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("alert_latency: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Builds the release binaries into their own target directory; returns its `release` dir.
-/// `KESTREL_BENCH_BIN_DIR` names a directory with prebuilt `kestrel-agent`,
-/// `kestrel-collector` and `xtask` instead.
-fn build_binaries() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("KESTREL_BENCH_BIN_DIR") {
-        println!("alert_latency: binaries from {}", Path::new(&dir).display());
-        return Ok(PathBuf::from(dir));
-    }
-    let root = workspace_root();
-    let target = root.join("target/alert-latency-bench");
-    println!(
-        "alert_latency: building release agent, collector and xtask in {}",
-        target.display()
-    );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--bins",
-            "-p",
-            "kestrel-agent",
-            "-p",
-            "kestrel-collector",
-            "-p",
-            "xtask",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed: {status}");
-    Ok(target.join("release"))
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let iterations = bench::env_or("KESTREL_BENCH_ITERATIONS", 200) as usize;
+    bench::main("alert_latency", || run(iterations))
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
-fn run(iterations: usize) -> anyhow::Result<bool> {
-    let bin = build_binaries()?;
+fn run(iterations: usize) -> anyhow::Result<()> {
+    let bin = release_binaries("bench-binaries")?;
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     let status = Command::new(bin.join("xtask"))
@@ -217,9 +150,9 @@ fn run(iterations: usize) -> anyhow::Result<bool> {
         "p99 kernel event -> webhook: {:.1} ms = {ratio:.3} x the {} ms target: {}",
         kernel.p99.as_secs_f64() * 1e3,
         TARGET.as_millis(),
-        if pass { "PASS" } else { "FAIL" }
+        bench::verdict(pass)
     );
-    Ok(pass)
+    Ok(())
 }
 
 struct Summary {

@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod bench;
+pub mod procstat;
 pub mod receiver;
 pub mod stack;
 

@@ -25,8 +25,12 @@ pub fn identity(name: &str) -> String {
 
 /// Builds release binaries of the agent, the collector and xtask into `target/<subdir>` (a
 /// target directory of their own, so a benchmark never waits on the lock of the `cargo bench`
-/// that runs it) and returns the directory holding them.
+/// that runs it) and returns the directory holding them. `KESTREL_BENCH_BIN_DIR` names a
+/// directory with prebuilt ones instead.
 pub fn release_binaries(subdir: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KESTREL_BENCH_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
     let root = workspace_root();
     let target = root.join("target").join(subdir);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -10,7 +10,7 @@ use kestrel_ebpf_abi::{ProbeConfig, KIND_SLOTS};
 
 /// Every record goes through this ring buffer. The agent may resize it at load time.
 #[map(name = "KESTREL_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Records lost because the ring buffer was full, per CPU, indexed by kind.
 #[map(name = "KESTREL_DROPS")]
