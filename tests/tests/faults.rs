@@ -18,7 +18,7 @@ use std::{
 
 use kestrel_agent::spool::inspect;
 use kestrel_tests::{
-    require_root_for_ebpf,
+    poll, require_root_for_ebpf,
     stack::{
         certs, diff_marks, event_kind, expect_in_file, identity, marker, run_marked, stored_marks,
         tail, wait_for_marks, Agent, Collector,
@@ -204,6 +204,26 @@ fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
         !connected.contains("unacked=0"),
         "the restarted agent had unacknowledged events to resend: {connected}"
     );
+    // The window in which the killed agent may have held events in memory is reported.
+    let crash = poll(Duration::from_secs(10), || {
+        collector
+            .gaps()
+            .into_iter()
+            .find(|g| g["reason"] == "agent_crashed")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no agent_crashed Gap; gaps {:?}; agent log:\n{}",
+            collector.gaps(),
+            tail(&agent.logs(), 40)
+        )
+    });
+    assert_eq!(crash["kind"], "all", "{crash}");
+    let (from, to) = (
+        crash["first_time_unix_ns"].as_u64().unwrap_or(0),
+        crash["last_time_unix_ns"].as_u64().unwrap_or(0),
+    );
+    assert!(0 < from && from <= to, "{crash}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod priority;
 mod reader;
 pub mod record;
+pub mod runs;
 pub mod segment;
 mod sender;
 pub mod state;
@@ -150,6 +151,8 @@ pub struct Spool {
     dir: PathBuf,
     config: SpoolConfig,
     epoch: u64,
+    /// When this run of the agent opened the spool, ns since the Unix epoch.
+    started_unix_ns: u64,
     index: Mutex<Index>,
     published: watch::Sender<Published>,
     ledger: Mutex<ShedLedger>,
@@ -208,8 +211,10 @@ impl Spool {
             })
             .collect();
         let mut next_seq = state.acked_seq + 1;
+        let mut last_spooled_unix_ns = None;
         if let Some(tail) = segments.back_mut() {
-            let tail_next = scan_tail(tail, state.epoch)?;
+            let (tail_next, last_time) = scan_tail(tail, state.epoch)?;
+            last_spooled_unix_ns = last_time;
             tail.end_seq = Some(tail_next.max(tail.first_seq));
             next_seq = next_seq.max(tail_next);
             if tail_next <= tail.first_seq {
@@ -245,6 +250,7 @@ impl Spool {
             dir: dir.to_owned(),
             config,
             epoch: state.epoch,
+            started_unix_ns: unix_now_ns(),
             index: Mutex::new(Index {
                 segments,
                 acked_seq: state.acked_seq,
@@ -258,6 +264,15 @@ impl Spool {
             queued: AtomicU64::new(0),
             _lock: lock,
         });
+        if let Some(gap) = runs::begin(dir, last_spooled_unix_ns, spool.started_unix_ns)? {
+            tracing::warn!(
+                reason = %gap.reason,
+                from_unix_ns = gap.first_time_unix_ns,
+                to_unix_ns = gap.last_time_unix_ns,
+                "no agent observed this host in the meantime; a Gap record reports the window"
+            );
+            spool.report_gap(gap);
+        }
         let writer = SpoolWriter::new(spool.clone(), next_seq);
         Ok((spool, writer))
     }
@@ -418,24 +433,26 @@ fn recover_state(found: &[segment::Found]) -> State {
         }
     }
     State {
-        epoch: new_epoch(),
+        // The current time: it differs from every earlier epoch.
+        epoch: unix_now_ns(),
         acked_seq: found.first().map_or(0, |f| f.first_seq.saturating_sub(1)),
     }
 }
 
-/// A fresh epoch: the current time in nanoseconds, so it differs from every earlier one.
-fn new_epoch() -> u64 {
+/// The current time in nanoseconds since the Unix epoch (at least 1).
+fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         .max(1)
 }
 
-/// Scans the last segment left by an earlier run and returns the sequence number after it.
+/// Scans the last segment left by an earlier run and returns the sequence number after it and
+/// the time of its last readable record.
 /// A torn record at its end (an interrupted write: it was never sent) is cut off. Damage that
 /// hides how many records follow makes the count an upper bound (each record needs at least a
 /// header), so no sequence number that may have been sent is ever reused.
-fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<u64, SpoolError> {
+fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<(u64, Option<u64>), SpoolError> {
     let path = tail.path.clone();
     let mut file = File::open(&path).map_err(io_err(&path))?;
     let upper_bound = |from_offset: u64, after_seq: u64| {
@@ -445,19 +462,23 @@ fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<u64, SpoolError> {
         Ok((found_epoch, _)) if found_epoch == epoch => {}
         Ok((found_epoch, _)) => {
             tracing::error!(segment = %path.display(), found_epoch, epoch, "spool segment from another epoch");
-            return Ok(upper_bound(0, tail.first_seq.saturating_sub(1)));
+            return Ok((upper_bound(0, tail.first_seq.saturating_sub(1)), None));
         }
         Err(reason) => {
             tracing::error!(segment = %path.display(), %reason, "spool segment header damaged");
-            return Ok(upper_bound(0, tail.first_seq.saturating_sub(1)));
+            return Ok((upper_bound(0, tail.first_seq.saturating_sub(1)), None));
         }
     }
     let mut cursor = RecordCursor::new(file).map_err(io_err(&path))?;
     let mut last = tail.first_seq.saturating_sub(1);
+    let mut last_time = None;
     loop {
         match cursor.next(tail.bytes).map_err(io_err(&path))? {
-            Next::Record { header, .. } | Next::BodyDamaged { header, .. } => last = header.seq,
-            Next::End => return Ok(last + 1),
+            Next::Record { header, .. } | Next::BodyDamaged { header, .. } => {
+                last = header.seq;
+                last_time = Some(header.time_unix_ns);
+            }
+            Next::End => return Ok((last + 1, last_time)),
             Next::Torn { offset }
             | Next::HeaderDamaged {
                 offset,
@@ -477,7 +498,7 @@ fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<u64, SpoolError> {
                 file.set_len(offset).map_err(io_err(&path))?;
                 file.sync_all().map_err(io_err(&path))?;
                 tail.bytes = offset;
-                return Ok(last + 1);
+                return Ok((last + 1, last_time));
             }
             Next::HeaderDamaged { offset, reason, .. } => {
                 let bound = upper_bound(offset, last);
@@ -488,7 +509,7 @@ fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<u64, SpoolError> {
                     next_seq = bound,
                     "spool segment damaged: the records after this offset are reported lost"
                 );
-                return Ok(bound);
+                return Ok((bound, last_time));
             }
         }
     }

@@ -43,15 +43,21 @@ pub fn load(dir: &Path) -> Result<Option<State>, SpoolError> {
 
 /// Replaces the state atomically and durably.
 pub fn store(dir: &Path, state: &State) -> Result<(), SpoolError> {
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let text = serde_json::to_string(state).expect("state serializes");
+    replace_file(dir, STATE_FILE, text.as_bytes())
+}
+
+/// Replaces file `name` in `dir` with `bytes`, atomically and durably: a crash leaves the old
+/// or the new contents, never a mix.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SpoolError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let io = |path: &PathBuf| {
         let path = path.clone();
         move |source| SpoolError::Io { path, source }
     };
-    let text = serde_json::to_string(state).expect("state serializes");
     let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(io(&path))?;

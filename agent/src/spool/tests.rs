@@ -126,7 +126,33 @@ fn restart_keeps_the_epoch_resumes_numbering_and_resends_what_was_not_acked() {
     writer.append(&[event("exec", 100)]).unwrap();
     let items = read_all(&spool);
     assert_eq!(pids(&items), (60..=100).collect::<Vec<_>>());
-    assert_eq!(items.last().unwrap().last_seq(), 101);
+    // Dropped without close: the first run crashed, and the window is reported first.
+    let crash: Vec<(&str, u64)> = gaps(&items)
+        .iter()
+        .map(|g| (g.reason.as_str(), g.count))
+        .collect();
+    assert_eq!(crash, [(runs::AGENT_CRASHED, 0)]);
+    assert_eq!(items.last().unwrap().last_seq(), 102);
+}
+
+#[test]
+fn a_clean_close_then_reopen_reports_the_time_no_agent_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer.append(&[event("exec", 1)]).unwrap();
+    writer.close().unwrap();
+    drop((spool, writer));
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer.append(&[event("exec", 2)]).unwrap();
+    let items = read_all(&spool);
+    let stopped = gaps(&items);
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(
+        (stopped[0].reason.as_str(), stopped[0].kind.as_str()),
+        (runs::AGENT_STOPPED, "all")
+    );
+    assert!(stopped[0].first_time_unix_ns <= stopped[0].last_time_unix_ns);
+    assert_eq!(pids(&items), [1, 2]);
 }
 
 #[test]
@@ -339,7 +365,12 @@ fn torn_record_at_the_end_is_cut_off_and_its_number_reused() {
     writer.append(&[event("exec", 3)]).unwrap();
     let items = read_all(&spool);
     assert_eq!(pids(&items), [1, 3]);
-    assert!(gaps(&items).is_empty());
+    let reasons: Vec<&str> = gaps(&items).iter().map(|g| g.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [runs::AGENT_CRASHED],
+        "only the crash window is reported"
+    );
 }
 
 #[test]

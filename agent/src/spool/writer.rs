@@ -10,6 +10,7 @@ use super::{
     io_err,
     priority::{kind_code, ShedReason},
     record::{self, RecordType, HEADER_LEN, MAX_BODY_LEN},
+    runs,
     segment::{self, FILE_HEADER_LEN},
     state, SegmentMeta, Spool, SpoolError,
 };
@@ -125,7 +126,17 @@ impl SpoolWriter {
     /// Writes every pending Gap record, makes everything durable and tells readers that nothing
     /// more will come.
     pub fn close(&mut self) -> Result<(), SpoolError> {
-        let result = self.flush_gaps(true).and_then(|()| self.commit());
+        let result = self
+            .flush_gaps(true)
+            .and_then(|()| self.commit())
+            // Only a run whose every record is durable ended cleanly.
+            .and_then(|()| {
+                runs::end(
+                    &self.spool.dir,
+                    self.spool.started_unix_ns,
+                    super::unix_now_ns(),
+                )
+            });
         self.spool.published.send_modify(|p| p.closed = true);
         result
     }
