@@ -63,9 +63,19 @@ impl Default for AgentConfig {
             ]
             .map(String::from)
             .to_vec(),
-            sensitive_names: ["id_rsa", "id_ecdsa", "id_ed25519", "id_dsa"]
-                .map(String::from)
-                .to_vec(),
+            // File names catch reads by a relative path too (`cd /etc; cat shadow`).
+            sensitive_names: [
+                "shadow",
+                "gshadow",
+                "sudoers",
+                "ssh_host_",
+                "id_rsa",
+                "id_ecdsa",
+                "id_ed25519",
+                "id_dsa",
+            ]
+            .map(String::from)
+            .to_vec(),
             muted_paths: Vec::new(),
             muted_executables: Vec::new(),
             containers: ContainerConfig::default(),

@@ -177,6 +177,12 @@ async fn sensitive_reads_are_reported_and_ordinary_reads_never_reach_user_space(
     let dir = scratch_dir();
     std::fs::read("/etc/hostname").unwrap();
     std::fs::read("/etc/shadow").unwrap();
+    // By a relative path: caught in the kernel by its file name, made absolute in user space.
+    let etc = std::fs::File::open("/etc").unwrap();
+    let shadow_name = CString::new("shadow").unwrap();
+    let fd = unsafe { libc::openat(etc.as_raw_fd(), shadow_name.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    unsafe { libc::close(fd) };
     let marker = dir.path().join("marker");
     std::fs::write(&marker, b"x").unwrap();
     let before_marker = k
@@ -206,6 +212,19 @@ async fn sensitive_reads_are_reported_and_ordinary_reads_never_reach_user_space(
         .unwrap();
     assert!(shadow.sensitive_read);
     assert_eq!(file_payload(&shadow).op, FileOp::FileReadSensitive as i32);
+    let relative = before_marker
+        .iter()
+        .find_map(|r| match r {
+            KernelRecord::Syscall(s) if s.path == "shadow" => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("relative shadow read missing: {files:?}"));
+    assert!(relative.sensitive_read);
+    let relative = file_payload(&relative);
+    assert_eq!(
+        (relative.op, relative.path.as_str()),
+        (FileOp::FileReadSensitive as i32, "/etc/shadow")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

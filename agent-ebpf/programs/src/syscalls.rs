@@ -224,24 +224,30 @@ fn copy_user_str(address: u64, record: &mut SyscallRecord, slot: usize) {
     }
 }
 
-/// The path in slot 0 when the caller passed an absolute one (relative paths are resolved in
-/// user space), with the offset of its last component.
+/// The path in slot 0, with the offset of its last component and whether it is absolute
+/// (relative paths are made absolute in user space).
 #[inline(always)]
-fn absolute_path(record: &SyscallRecord) -> Option<(*const u8, u32, u32)> {
+fn first_path(record: &SyscallRecord) -> Option<(*const u8, u32, u32, bool)> {
     let len = record.str_len[0];
-    if len == 0 || record.strings[0] != b'/' {
+    if len == 0 {
         return None;
     }
-    Some((record.strings.as_ptr(), len, basename_start(record, len)))
+    let absolute = record.strings[0] == b'/';
+    Some((
+        record.strings.as_ptr(),
+        len,
+        basename_start(record, len),
+        absolute,
+    ))
 }
 
-/// Offset just after the last `/` in slot 0 (looking back at most `NAME_SCAN` bytes; a longer
-/// file name is not matched by name).
+/// Offset just after the last `/` in slot 0, or 0 for a path that is one name (looking back
+/// at most `NAME_SCAN` bytes; a longer file name is not matched by name).
 #[inline(always)]
 fn basename_start(record: &SyscallRecord, len: u32) -> u32 {
     for back in 1..NAME_SCAN {
         if back > len {
-            break;
+            return 0;
         }
         let at = (len - back) as usize & (STR_SLOT - 1);
         if record.strings[at] == b'/' {
@@ -312,18 +318,19 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
         };
         let _ = unsafe { bpf_probe_read_user_str_bytes(a[2] as *const u8, fs_type) };
     }
-    if let Some((path, len, leaf)) = absolute_path(record) {
-        if is_muted(config, path, len) {
+    let Some((path, len, leaf, absolute)) = first_path(record) else {
+        return Ok(write_like);
+    };
+    // Muted prefixes are absolute; a relative path is only known in user space.
+    if absolute && is_muted(config, path, len) {
+        return Ok(false);
+    }
+    if !write_like {
+        // A relative read is caught by its file name (sensitive prefixes are absolute).
+        if !is_sensitive(config, path, len, leaf) {
             return Ok(false);
         }
-        if !write_like {
-            if !is_sensitive(config, path, len, leaf) {
-                return Ok(false);
-            }
-            record.flags |= SYS_SENSITIVE_READ;
-        }
-    } else if !write_like {
-        return Ok(false);
+        record.flags |= SYS_SENSITIVE_READ;
     }
     Ok(true)
 }
