@@ -88,6 +88,20 @@ impl CountCondition {
             .max()
             .unwrap_or(1)
     }
+
+    /// A count below which the condition cannot hold (at least 1).
+    pub(crate) fn min_count(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|&(op, n)| match op {
+                CountOp::Gt => n.saturating_add(1),
+                CountOp::Gte | CountOp::Eq => n,
+                CountOp::Lt | CountOp::Lte | CountOp::Neq => 1,
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
 }
 
 /// A correlation rule as written, before its references are resolved.
@@ -406,6 +420,8 @@ mod tests {
         assert!(range.holds(101) && range.holds(200));
         assert!(!range.holds(201));
         assert_eq!(range.saturation(), 201);
+        assert_eq!(range.min_count(), 101);
+        assert_eq!(CountCondition(vec![(CountOp::Lt, 3)]).min_count(), 1);
         assert!(CountCondition(vec![(CountOp::Neq, 3)]).holds(2));
     }
 

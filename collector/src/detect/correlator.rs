@@ -69,6 +69,8 @@ struct Group {
     last: u64,
     state: GroupState,
     evidence: VecDeque<Arc<Event>>,
+    /// Matches offered as evidence since the group was created (kept or not).
+    offered: u64,
 }
 
 #[derive(Debug)]
@@ -213,6 +215,7 @@ impl Correlator {
                         }
                     },
                     evidence: VecDeque::new(),
+                    offered: 0,
                 },
             );
         }
@@ -270,11 +273,19 @@ impl Correlator {
             }
         };
         if advanced && limits.max_evidence > 0 {
-            if group.evidence.len() >= limits.max_evidence {
-                group.evidence.pop_front();
+            group.offered += 1;
+            // The group cannot fire before `min_offers(correlation)` matches were offered, and
+            // then keeps only the last `max_evidence`: an earlier one would be dropped before
+            // anyone sees it, so it is not copied at all.
+            let survives =
+                group.offered.saturating_add(limits.max_evidence as u64) > min_offers(correlation);
+            if survives {
+                if group.evidence.len() >= limits.max_evidence {
+                    group.evidence.pop_front();
+                }
+                let event = shared.get_or_insert_with(|| Arc::new(event.clone()));
+                group.evidence.push_back(event.clone());
             }
-            let event = shared.get_or_insert_with(|| Arc::new(event.clone()));
-            group.evidence.push_back(event.clone());
         }
         if !fires {
             return None;
@@ -317,6 +328,15 @@ impl Correlator {
             })
             .sum();
         stats
+    }
+}
+
+/// A lower bound of the matches a group of `correlation` has seen (since it was created) when it
+/// fires: each match adds at most one timestamp, value or step.
+fn min_offers(correlation: &Correlation) -> u64 {
+    match correlation.kind {
+        CorrelationType::TemporalOrdered => correlation.inputs.len() as u64,
+        _ => correlation.condition.min_count(),
     }
 }
 
