@@ -428,20 +428,25 @@ impl FieldValues {
 
     /// Computes `fields` of `event` that this event has not computed yet.
     pub(crate) fn fill(&mut self, event: &Event, ctx: &EventContext<'_>, fields: &[Field]) {
-        let serial = self.serial;
+        // Most calls find every field already computed (each candidate rule fills its own):
+        // only this check is inline, so that the setup `compute` needs is not paid per call.
         for &field in fields {
-            let slot = &mut self.slots[field.index()];
-            if slot.serial == serial {
-                continue;
+            if self.slots[field.index()].serial != self.serial {
+                self.fill_one(field, event, ctx);
             }
-            slot.serial = serial;
-            slot.raw.clear();
-            slot.present = compute(field, event, ctx, &mut slot.raw);
-            slot.lower_is_raw = !needs_lowercasing(&slot.raw);
-            if !slot.lower_is_raw {
-                slot.lower.clear();
-                lowercase_into(&slot.raw, &mut slot.lower);
-            }
+        }
+    }
+
+    #[inline(never)]
+    fn fill_one(&mut self, field: Field, event: &Event, ctx: &EventContext<'_>) {
+        let slot = &mut self.slots[field.index()];
+        slot.serial = self.serial;
+        slot.raw.clear();
+        slot.present = compute(field, event, ctx, &mut slot.raw);
+        slot.lower_is_raw = !needs_lowercasing(&slot.raw);
+        if !slot.lower_is_raw {
+            slot.lower.clear();
+            lowercase_into(&slot.raw, &mut slot.lower);
         }
     }
 
@@ -523,13 +528,30 @@ pub(crate) fn lowercase(s: &str) -> String {
 }
 
 fn needs_lowercasing(s: &str) -> bool {
-    if s.is_ascii() {
-        // No early exit: values are short and this form vectorizes.
-        s.bytes()
-            .fold(false, |upper, b| upper | b.is_ascii_uppercase())
-    } else {
-        s.chars().any(|c| c.to_lowercase().ne(std::iter::once(c)))
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut high = 0;
+    let mut upper = 0;
+    // Eight bytes at a time: for ASCII bytes (high bit clear) adding 0x80 - b'A' sets the high
+    // bit exactly for bytes >= b'A', adding 0x80 - b'Z' - 1 for bytes > b'Z', without carries
+    // between bytes. Non-ASCII input is answered below character by character.
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        high |= x;
+        upper |= x.wrapping_add(ONES * u64::from(0x80 - b'A'))
+            & !x.wrapping_add(ONES * u64::from(0x80 - b'Z' - 1));
     }
+    let mut tail_upper = false;
+    for &b in chunks.remainder() {
+        high |= u64::from(b);
+        tail_upper |= b.is_ascii_uppercase();
+    }
+    if high & HIGH == 0 {
+        return tail_upper || upper & HIGH != 0;
+    }
+    s.chars().any(|c| c.to_lowercase().ne(std::iter::once(c)))
 }
 
 /// Writes the value of `field` into `out` (empty on entry); false when the event lacks it.
@@ -1430,6 +1452,18 @@ mod tests {
         assert!(needs_lowercasing("ÄBC"));
         assert!(!needs_lowercasing("äbc/ß"));
         assert!(!needs_lowercasing("/usr/bin/cat"));
+        assert!(!needs_lowercasing(
+            "/usr/bin/python3.11 -m pip list --outdated @[`{"
+        ));
+        assert!(needs_lowercasing(
+            "/usr/bin/python3.11 -m pip list --outdatedZ"
+        ));
+        assert!(needs_lowercasing(
+            "/usr/bin/python3.11 -m pip liSt --outdated"
+        ));
+        assert!(needs_lowercasing("/usr/bin/A"));
+        assert!(needs_lowercasing("/usr/bin/python3.11 ÄBC"));
+        assert!(!needs_lowercasing("/usr/bin/python3.11 äbc"));
         assert_eq!(lowercase("ÄBC/X"), "äbc/x");
     }
 }
