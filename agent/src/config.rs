@@ -2,7 +2,10 @@
 //! empty file (or none) gives a working agent; unknown fields are errors, and validation
 //! reports every problem at once.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use kestrel_ebpf_abi::{
     KIND_BPF, KIND_CREDENTIAL, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_IO_URING,
@@ -11,7 +14,7 @@ use kestrel_ebpf_abi::{
 };
 use serde::Deserialize;
 
-use crate::container::ContainerConfig;
+use crate::{container::ContainerConfig, spool::priority::Priorities};
 
 /// Every event kind by its configuration name.
 pub const KINDS: [(&str, u32); 13] = [
@@ -49,6 +52,24 @@ pub struct AgentConfig {
     pub muted_executables: Vec<PathBuf>,
     /// How container context is looked up (runtime sockets, cache sizes).
     pub containers: ContainerConfig,
+    /// Where events wait for the collector and what is shed first when that fills
+    /// (`--spool*` flags override).
+    pub spool: SpoolSettings,
+}
+
+/// The `[spool]` table: the spool options of `kestrel-agent` (see its `--spool*` flags, which
+/// win over these).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// Spool directory (`--spool`).
+    pub dir: Option<PathBuf>,
+    /// Most bytes the spool may hold (`--spool-max-bytes`, default 256 MiB).
+    pub max_bytes: Option<u64>,
+    /// Size of one segment file (`--spool-segment-bytes`, default 8 MiB).
+    pub segment_bytes: Option<u64>,
+    /// Shedding tier per event kind: `low`, `normal` or `high` (`--spool-priority`).
+    pub priority: BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {
@@ -79,6 +100,7 @@ impl Default for AgentConfig {
             muted_paths: Vec::new(),
             muted_executables: Vec::new(),
             containers: ContainerConfig::default(),
+            spool: SpoolSettings::default(),
         }
     }
 }
@@ -160,6 +182,20 @@ impl AgentConfig {
                 }
             }
         }
+        let spool = &self.spool;
+        for (field, value) in [
+            ("max_bytes", spool.max_bytes),
+            ("segment_bytes", spool.segment_bytes),
+        ] {
+            if value == Some(0) {
+                problems.push(format!("spool.{field}: must be positive"));
+            }
+        }
+        for (kind, tier) in &spool.priority {
+            if let Err(e) = Priorities::default().set(&format!("{kind}={tier}")) {
+                problems.push(format!("spool.priority: {e}"));
+            }
+        }
         problems
     }
 
@@ -191,14 +227,54 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            "kinds = [\"exec\", \"telepathy\"]\nmuted_paths = [\"relative\"]\n",
+            "kinds = [\"exec\", \"telepathy\"]\nmuted_paths = [\"relative\"]\n\
+             [spool]\nmax_bytes = 0\npriority = { file = \"urgent\" }\n",
         )
         .unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("telepathy") && err.contains("relative") && err.contains("agent.toml"),
-            "{err}"
+        for needle in [
+            "telepathy",
+            "relative",
+            "agent.toml",
+            "spool.max_bytes",
+            "urgent",
+        ] {
+            assert!(err.contains(needle), "{needle} missing: {err}");
+        }
+    }
+
+    #[test]
+    fn spool_settings_come_from_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "[spool]\ndir = \"/var/lib/kestrel/spool\"\nmax_bytes = 1048576\n\
+             segment_bytes = 65536\npriority = { file = \"high\", exec = \"low\" }\n",
+        )
+        .unwrap();
+        let file = AgentConfig::load(&path).unwrap().spool;
+        let flags = crate::shipper::DeliveryArgs {
+            spool: None,
+            spool_max_bytes: Some(2 << 20),
+            spool_segment_bytes: None,
+            spool_priority: vec!["exec=high".into()],
+            heartbeat_interval: std::time::Duration::from_secs(10),
+        };
+        let merged = flags.with_file(&file);
+        assert_eq!(
+            merged.spool.as_deref(),
+            Some(Path::new("/var/lib/kestrel/spool"))
         );
+        let spool = merged.spool_config().unwrap();
+        assert_eq!((spool.max_bytes, spool.segment_bytes), (2 << 20, 65536));
+        let tier = |kind| {
+            spool
+                .priorities
+                .tier(crate::spool::priority::kind_code(kind))
+        };
+        assert_eq!(tier("file"), "high".parse().unwrap());
+        assert_eq!(tier("exec"), "high".parse().unwrap(), "the flag wins");
     }
 
     #[test]

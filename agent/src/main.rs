@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or_default();
     let container_config = config.containers.clone();
+    let delivery_args = cli.delivery.with_file(&config.spool);
     let options = LoadOptions {
         ring_buffer_bytes: cli.ring_buffer_bytes,
         config,
@@ -183,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 capabilities: capabilities(&probes),
                 ..ShipperConfig::new(url, tls)
             };
-            let (delivery, events, gaps) = Delivery::start(&cli.delivery, config)?;
+            let (delivery, events, gaps) = Delivery::start(&delivery_args, config)?;
             outputs.shipper = Some(events);
             outputs.gaps = Some(gaps);
             Some(delivery)

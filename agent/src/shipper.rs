@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::{
+    config::SpoolSettings,
     spool::{
         run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
     },
@@ -413,7 +414,8 @@ impl Shipper {
     }
 }
 
-/// Spool and delivery options of `kestrel-agent` (used with `--collector`).
+/// Spool and delivery options of `kestrel-agent` (used with `--collector`). The spool options
+/// may also be set in the configuration file's `[spool]` table; a flag given here wins.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeliveryArgs {
     /// Spool directory: events wait here, on disk, until the collector acknowledges them
@@ -421,11 +423,12 @@ pub struct DeliveryArgs {
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
     /// Most bytes the spool may hold; beyond, events are shed by priority (and counted in Gaps).
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
-    pub spool_max_bytes: u64,
-    /// Size of one spool segment file.
-    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub spool_segment_bytes: u64,
+    /// Default 256 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub spool_max_bytes: Option<u64>,
+    /// Size of one spool segment file. Default 8 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub spool_segment_bytes: Option<u64>,
     /// Shedding priority of an event kind when the spool fills, KIND=low|normal|high
     /// (repeatable). Defaults: exec, credential, module high; file, network, ptrace, bpf, memfd,
     /// namespace normal; the rest low.
@@ -437,20 +440,46 @@ pub struct DeliveryArgs {
 }
 
 impl DeliveryArgs {
+    /// These options completed from the configuration file's `[spool]` table: a flag wins over
+    /// the file; priorities from both apply, the flags' last.
+    pub fn with_file(&self, file: &SpoolSettings) -> DeliveryArgs {
+        let mut priority: Vec<String> = file
+            .priority
+            .iter()
+            .map(|(kind, tier)| format!("{kind}={tier}"))
+            .collect();
+        priority.extend(self.spool_priority.iter().cloned());
+        DeliveryArgs {
+            spool: self.spool.clone().or_else(|| file.dir.clone()),
+            spool_max_bytes: self.spool_max_bytes.or(file.max_bytes),
+            spool_segment_bytes: self.spool_segment_bytes.or(file.segment_bytes),
+            spool_priority: priority,
+            heartbeat_interval: self.heartbeat_interval,
+        }
+    }
+
     /// The spool configuration these options describe.
     pub fn spool_config(&self) -> anyhow::Result<SpoolConfig> {
         let mut priorities = Priorities::default();
         for assignment in &self.spool_priority {
             priorities
                 .set(assignment)
-                .map_err(|e| anyhow::anyhow!("--spool-priority {e}"))?;
+                .map_err(|e| anyhow::anyhow!("spool priority {e}"))?;
         }
-        Ok(SpoolConfig {
-            max_bytes: self.spool_max_bytes,
-            segment_bytes: self.spool_segment_bytes,
+        let defaults = SpoolConfig::default();
+        let config = SpoolConfig {
+            max_bytes: self.spool_max_bytes.unwrap_or(defaults.max_bytes),
+            segment_bytes: self.spool_segment_bytes.unwrap_or(defaults.segment_bytes),
             priorities,
-            ..SpoolConfig::default()
-        })
+            ..defaults
+        };
+        anyhow::ensure!(
+            config.max_bytes > 0 && config.segment_bytes > 0,
+            "spool sizes must be positive (max {} bytes, segment {} bytes)",
+            config.max_bytes,
+            config.segment_bytes
+        );
+        Ok(config)
     }
 }
 
