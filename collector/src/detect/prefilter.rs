@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind};
 
 use super::fields::{Field, FieldValues};
 
@@ -64,7 +66,9 @@ pub(crate) struct Prefilter {
 #[derive(Debug)]
 struct FieldAutomaton {
     field: Field,
-    automaton: AhoCorasick,
+    automaton: DFA,
+    /// The unanchored start state of `automaton`.
+    start: StateID,
     /// Pattern id -> rules (indices in the group) that the text makes candidates.
     rules: Vec<Vec<u32>>,
 }
@@ -95,17 +99,20 @@ impl Prefilter {
             .map(|(field, texts)| {
                 let mut texts: Vec<(String, Vec<u32>)> = texts.into_iter().collect();
                 texts.sort();
-                let automaton = AhoCorasickBuilder::new()
+                // Values are short and searched once each: a full DFA, stepped by hand (see
+                // `candidates`), without the skip-ahead prefilter that costs more than it saves.
+                let automaton = DFA::builder()
                     .match_kind(MatchKind::Standard)
-                    // Values are short and searched once each: a full DFA is the fastest,
-                    // and its own skip-ahead prefilter costs more than it saves here.
-                    .kind(Some(AhoCorasickKind::DFA))
                     .prefilter(false)
                     .build(texts.iter().map(|(t, _)| t.as_bytes()))
                     .expect("prefilter automaton within default limits");
+                let start = automaton
+                    .start_state(Anchored::No)
+                    .expect("unanchored start state");
                 FieldAutomaton {
                     field,
                     automaton,
+                    start,
                     rules: texts.into_iter().map(|(_, r)| r).collect(),
                 }
             })
@@ -127,9 +134,30 @@ impl Prefilter {
             let Some(value) = values.get(f.field) else {
                 continue;
             };
-            for hit in f.automaton.find_overlapping_iter(value.lower.as_bytes()) {
-                for &rule in &f.rules[hit.pattern().as_usize()] {
-                    candidates[rule as usize / 64] |= 1 << (rule % 64);
+            // Every occurrence of every text (overlapping search); only the pattern ids are
+            // needed, not positions, so the DFA is stepped directly rather than through an
+            // iterator that reports each match as a search of its own.
+            let dfa = &f.automaton;
+            let mut sid = f.start;
+            let mut mark = |sid: StateID| {
+                for i in 0..dfa.match_len(sid) {
+                    for &rule in &f.rules[dfa.match_pattern(sid, i).as_usize()] {
+                        candidates[rule as usize / 64] |= 1 << (rule % 64);
+                    }
+                }
+            };
+            if dfa.is_match(sid) {
+                mark(sid);
+            }
+            for &b in value.lower.as_bytes() {
+                sid = dfa.next_state(Anchored::No, sid, b);
+                if dfa.is_special(sid) {
+                    if dfa.is_dead(sid) {
+                        break;
+                    }
+                    if dfa.is_match(sid) {
+                        mark(sid);
+                    }
                 }
             }
         }
