@@ -214,8 +214,16 @@ fn is_boundary(a: &Ancestor) -> bool {
     if a.pid <= 2 {
         return true;
     }
-    let name = a.exe.rsplit('/').next().unwrap_or_default();
-    BOUNDARY_PROGRAMS.contains(&name) || name.starts_with("containerd-shim")
+    let exe = a.exe.as_bytes();
+    let name = match memchr::memrchr(b'/', exe) {
+        Some(slash) => &exe[slash + 1..],
+        None => exe,
+    };
+    // Checked on every exec: compare lengths before bytes.
+    BOUNDARY_PROGRAMS
+        .iter()
+        .any(|p| p.len() == name.len() && p.as_bytes() == name)
+        || name.starts_with(b"containerd-shim")
 }
 
 #[cfg(test)]
