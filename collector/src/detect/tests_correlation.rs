@@ -121,6 +121,35 @@ correlation: { type: event_count, rules: [connect], group-by: [Image], timespan:
 }
 
 #[test]
+fn evidence_is_the_most_recent_matches_when_a_group_needs_more_than_it_keeps() {
+    let corr = "title: scan
+id: scan
+correlation:
+    type: value_count
+    rules: [connect]
+    group-by: [Image]
+    timespan: 1m
+    condition: { field: DestinationPort, gte: 12 }
+";
+    let mut d = Detector::new(set(&[("c.yml", CONNECT_RULE), ("s.yml", corr)]));
+    // A repeated port adds a match but no distinct value: 14 matches before the 12th port.
+    let ports = [1, 2, 2, 3, 4, 5, 5, 6, 7, 8, 9, 10, 11, 12];
+    let stream: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| connect(*p, &format!("{i}s"), "/usr/bin/nc"))
+        .collect();
+    let evs = events(&stream);
+    let mut fired = Vec::new();
+    for e in &evs {
+        fired.extend(d.evaluate(e));
+    }
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let max = CorrelationLimits::default().max_evidence;
+    assert_eq!(fired[0].events, evs[evs.len() - max..].to_vec());
+}
+
+#[test]
 fn value_count_counts_distinct_values_per_group() {
     let corr = "title: port scan
 id: scan
