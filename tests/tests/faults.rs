@@ -382,15 +382,24 @@ fn damaged_spool_record_is_reported_in_a_gap_and_later_segments_are_delivered() 
         .into_iter()
         .collect();
     assert!(segments.len() >= 3, "{} segments", segments.len());
-    let middle = segments[segments.len() / 2];
-    let (target, target_mark) = records
+    // The host's other processes write to the spool too: pick a marked exec in a segment that
+    // is not the last one holding marked execs, so later ones must still be delivered.
+    let marked: Vec<(&inspect::RecordInfo, u32)> = records
         .iter()
-        .filter(|r| r.segment == middle && r.kind == "exec")
-        .find_map(|r| {
+        .filter(|r| r.kind == "exec")
+        .filter_map(|r| {
             let argv = &r.event.as_ref()?.process.as_ref()?.argv;
             (argv.get(1) == Some(&mark)).then(|| (r, argv[2].parse::<u32>().unwrap()))
         })
-        .expect("a marked exec in the middle segment");
+        .collect();
+    let last_marked_segment = &marked.last().expect("marked execs in the spool").0.segment;
+    let candidates: Vec<&(&inspect::RecordInfo, u32)> = marked
+        .iter()
+        .filter(|(r, _)| &r.segment != last_marked_segment)
+        .collect();
+    let &&(target, target_mark) = candidates
+        .get(candidates.len() / 2)
+        .expect("marked execs span at least two segments");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
