@@ -15,7 +15,8 @@
 //! the serial part of the path: with a core to itself, it caps the rate.
 //!
 //! `KESTREL_INGEST_AGENTS` (default 4) agents send `KESTREL_INGEST_BATCHES` (default 100)
-//! batches of 512 events each.
+//! batches of 512 events each. `KESTREL_INGEST_COLLECTOR` names another collector binary to run
+//! (to compare builds side by side on a busy machine).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -212,7 +213,12 @@ fn start_collector(dir: &Path, ca: &TestCa) -> (std::process::Child, SocketAddr)
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kestrel-collector"))
+    // `KESTREL_INGEST_COLLECTOR` runs another build (a copy of an earlier one, side by side).
+    let binary = std::env::var_os("KESTREL_INGEST_COLLECTOR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_kestrel-collector")),
+        PathBuf::from,
+    );
+    let child = Command::new(binary)
         .arg("serve")
         .args(["--listen", &addr.to_string()])
         .arg("--cert")

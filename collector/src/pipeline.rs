@@ -164,23 +164,30 @@ impl Pipeline {
             })?;
         let identity = identity.as_str();
         // Serialized here, on the stream's task, so streams do this in parallel and the single
-        // writer only inserts and detects.
-        let events = events
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(mut event, seq)| {
-                event.host.clear();
-                event.host.push_str(identity);
-                event.seq = seq;
-                let json = store::event_json(&event)?;
-                Ok((event, json))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // writer only inserts and detects. The events stay where the decoder put them, and
+        // their JSON texts share one buffer: no per-event allocation or move.
+        let mut events = events;
+        let mut json = Vec::with_capacity(events.len() * writer::JSON_BYTES_HINT);
+        let mut json_ends = Vec::with_capacity(events.len());
+        for (event, seq) in events.iter_mut().zip(first_seq..) {
+            event.host.clear();
+            event.host.push_str(identity);
+            event.seq = seq;
+            store::append_event_json(&mut json, event)?;
+            json_ends.push(json.len());
+        }
+        // serde_json writes UTF-8 only: this cannot fail, and checks the batch once.
+        let json = String::from_utf8(json)
+            .map_err(|e| StoreError::Task(format!("event JSON is not UTF-8: {e}")))?;
         let (reply, outcome) = oneshot::channel();
         let request = writer::WriteRequest {
             identity: identity.to_owned(),
             epoch,
-            events,
+            events: writer::Batch {
+                events,
+                json,
+                json_ends,
+            },
             span: Span::current(),
             reply,
         };

@@ -180,6 +180,12 @@ pub fn event_json(event: &Event) -> Result<String, StoreError> {
     Ok(serde_json::to_string(event)?)
 }
 
+/// Appends `event` as the `json` column stores it ([`event_json`]) to `buf`, so a whole batch
+/// can share one buffer instead of an allocation (grown several times) per event.
+pub fn append_event_json(buf: &mut Vec<u8>, event: &Event) -> Result<(), StoreError> {
+    Ok(serde_json::to_writer(buf, event)?)
+}
+
 /// Handle on the store; cheap to clone, all clones share the single writer.
 #[derive(Clone)]
 pub struct Store {

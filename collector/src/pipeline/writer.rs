@@ -27,11 +27,39 @@ pub const MAX_GROUP_TIME: Duration = Duration::from_millis(50);
 /// Batches waiting for the writer, from all streams together.
 pub const QUEUE: usize = 64;
 
-/// One batch for the writer: events stamped with identity and sequence, each with its JSON.
+/// A batch's events serialize to about this many bytes each (the JSON buffer's first size).
+pub(super) const JSON_BYTES_HINT: usize = 1024;
+
+/// Events stamped with identity and sequence, and their JSON texts one after the other.
+pub(super) struct Batch {
+    pub events: Vec<Event>,
+    /// The JSON of every event, concatenated.
+    pub json: String,
+    /// Where each event's JSON ends in `json` (it starts where the one before ends).
+    pub json_ends: Vec<usize>,
+}
+
+impl Batch {
+    /// Number of events.
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Each event with its JSON text.
+    fn iter(&self) -> impl Iterator<Item = (&Event, &str)> {
+        let starts = std::iter::once(0).chain(self.json_ends.iter().copied());
+        self.events
+            .iter()
+            .zip(starts.zip(&self.json_ends))
+            .map(|(event, (start, &end))| (event, &self.json[start..end]))
+    }
+}
+
+/// One batch for the writer.
 pub(super) struct WriteRequest {
     pub identity: String,
     pub epoch: u64,
-    pub events: Vec<(Event, String)>,
+    pub events: Batch,
     /// The agent stream's span, so the writer's logs carry identity and epoch.
     pub span: Span,
     /// Sent once the transaction holding the batch is committed (or failed).
@@ -43,7 +71,7 @@ pub(super) struct Committed {
     /// Alerts created, or why the group was not stored.
     pub result: Result<usize, Arc<StoreError>>,
     /// The batch's events, handed back so the stream's task (not the writer) frees them.
-    pub events: Vec<(Event, String)>,
+    pub events: Batch,
 }
 
 /// Starts the writer thread; it ends when every sender of the returned queue is dropped.
@@ -80,7 +108,7 @@ struct Writer {
 /// A batch taken into the open group, waiting for the commit.
 struct Taken {
     reply: oneshot::Sender<Committed>,
-    events: Vec<(Event, String)>,
+    events: Batch,
     alerts: usize,
 }
 
@@ -142,11 +170,11 @@ impl Writer {
         w: &mut GroupWriter<'_>,
         identity: &str,
         epoch: u64,
-        events: &[(Event, String)],
+        events: &Batch,
     ) -> Result<usize, StoreError> {
         let now = now_unix_ns();
         let mut created = 0;
-        for (event, json) in events {
+        for (event, json) in events.iter() {
             if !w.insert_event(identity, epoch, event, json)? {
                 continue;
             }
