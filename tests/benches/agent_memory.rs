@@ -18,11 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{
-    bench,
-    procstat::resident_bytes,
-    stack::{certs_with, expect_in_file, release_binaries, Agent, Collector},
-};
+use kestrel_tests::{bench, procstat::resident_bytes, stack::Agent};
 
 const AGENT: &str = "memory-bench";
 const TARGET_BYTES: u64 = 64 << 20;
@@ -81,23 +77,11 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn run(processes: usize) -> anyhow::Result<()> {
-    println!("agent_memory: building release binaries");
-    let bins = Some(release_binaries("bench-binaries")?);
-    let dir = tempfile::tempdir()?;
-    let pki = dir.path().join("pki");
-    certs_with(&bins, &pki, AGENT);
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
-    collector.bin_dir = bins.clone();
-    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
-    agent.bin_dir = bins;
-    agent.extra = bench::agent_args();
-    collector.start();
-    agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    let bench::ReleaseStack {
+        dir: _dir,
+        collector: _collector,
+        mut agent,
+    } = bench::release_stack("agent_memory", AGENT)?;
     let settle = Duration::from_secs(3);
     let mut phases: Vec<(&str, (u64, u64))> = Vec::new();
     std::thread::sleep(settle);

@@ -19,11 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{
-    bench,
-    procstat::cpu_time,
-    stack::{certs_with, expect_in_file, release_binaries, Agent, Collector},
-};
+use kestrel_tests::{bench, procstat::cpu_time, stack::Agent};
 
 const AGENT: &str = "cpu-bench";
 /// Execs per second of the workload.
@@ -64,22 +60,11 @@ fn measure(name: &'static str, agent: &Agent, length: Duration) -> Phase {
 }
 
 fn run(phase: Duration) -> anyhow::Result<()> {
-    println!("agent_outage_cpu: building release binaries");
-    let bins = Some(release_binaries("bench-binaries")?);
-    let dir = tempfile::tempdir()?;
-    let pki = dir.path().join("pki");
-    certs_with(&bins, &pki, AGENT);
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
-    collector.bin_dir = bins.clone();
-    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
-    agent.bin_dir = bins;
-    collector.start();
-    agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    let bench::ReleaseStack {
+        dir: _dir,
+        mut collector,
+        agent,
+    } = bench::release_stack("agent_outage_cpu", AGENT)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let workload = {

@@ -29,7 +29,6 @@ use std::{
 use kestrel_tests::{
     bench,
     procstat::{cpu_time, resident_bytes},
-    stack::{certs_with, expect_in_file, release_binaries, Agent, Collector},
 };
 use serde_json::Value;
 
@@ -195,23 +194,11 @@ struct Step {
 }
 
 fn run(length: Duration, rates: &[u64]) -> anyhow::Result<()> {
-    println!("agent_throughput: building release binaries");
-    let bins = Some(release_binaries("bench-binaries")?);
-    let dir = tempfile::tempdir()?;
-    let pki = dir.path().join("pki");
-    certs_with(&bins, &pki, AGENT);
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
-    collector.bin_dir = bins.clone();
-    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
-    agent.bin_dir = bins;
-    agent.extra = bench::agent_args();
-    collector.start();
-    agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    let bench::ReleaseStack {
+        dir: _dir,
+        collector: _collector,
+        mut agent,
+    } = bench::release_stack("agent_throughput", AGENT)?;
     let targets = Targets::new()?;
     std::thread::sleep(Duration::from_secs(2));
     let mut offset = std::fs::metadata(&agent.events)?.len();

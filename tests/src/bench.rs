@@ -2,7 +2,9 @@
 //! `cargo xtask bench`): each runs the real release binaries and prints its figures with a
 //! verdict against its target.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
+
+use crate::stack::{certs_with, expect_in_file, release_binaries, Agent, Collector};
 
 /// Runs benchmark `name`: skipped when `cargo bench` was given a filter that does not name it,
 /// skipped with a message when not root (the agent loads eBPF programs). An error exits
@@ -55,4 +57,41 @@ pub fn agent_args() -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
+}
+
+/// A running release collector and agent `name` connected to it, in a temporary directory.
+pub struct ReleaseStack {
+    /// Holds the PKI, the store and the agent's spool and logs; removed when dropped.
+    pub dir: tempfile::TempDir,
+    /// The collector, started.
+    pub collector: Collector,
+    /// The agent, started and connected, with [`agent_args`] added.
+    pub agent: Agent,
+}
+
+/// Builds the release binaries (see [`release_binaries`]), writes a PKI, starts a collector
+/// and agent `name`, and waits until the agent is connected.
+pub fn release_stack(bench: &str, name: &str) -> anyhow::Result<ReleaseStack> {
+    println!("{bench}: building release binaries");
+    let bins = Some(release_binaries("bench-binaries")?);
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("pki");
+    certs_with(&bins, &pki, name);
+    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    collector.bin_dir = bins.clone();
+    let mut agent = Agent::new(dir.path(), &pki, name, collector.port, &[]);
+    agent.bin_dir = bins;
+    agent.extra = agent_args();
+    collector.start();
+    agent.start();
+    expect_in_file(
+        &agent.log(),
+        "connected to collector",
+        Duration::from_secs(20),
+    );
+    Ok(ReleaseStack {
+        dir,
+        collector,
+        agent,
+    })
 }
