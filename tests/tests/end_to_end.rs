@@ -2,128 +2,17 @@
 //! exec on this host, and the alert line it must produce.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use kestrel_tests::{
-    binary, expect_json_line, poll, require_root_for_ebpf, workspace_root, ChildGuard,
+    binary, expect_json_line, poll, require_root_for_ebpf,
+    stack::{certs, identity, read, Agent, Collector},
 };
 use serde_json::Value;
 
 const AGENT: &str = "e2e-agent";
-const AGENT_IDENTITY: &str = "spiffe://kestrel.local/node/e2e-agent";
-
-/// Writes a development PKI with `xtask certs`.
-fn certs(out: &Path, agents: &str) {
-    let status = Command::new(binary("xtask"))
-        .args(["certs", "--out"])
-        .arg(out)
-        .args(["--agents", agents])
-        .status()
-        .expect("run xtask certs");
-    assert!(status.success(), "xtask certs failed: {status}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
-    let path = dir.join(name);
-    let file = std::fs::File::create(&path).unwrap();
-    (path, Stdio::from(file))
-}
-
-/// A collector on a fresh port with the default rules, logging to `collector.log`.
-struct Collector {
-    port: u16,
-    alerts: PathBuf,
-    log: PathBuf,
-    data: PathBuf,
-    _child: ChildGuard,
-}
-
-fn start_collector(dir: &Path, pki: &Path) -> Collector {
-    let port = free_port();
-    let (log, stderr) = log_file(dir, "collector.log");
-    let alerts = dir.join("alerts.jsonl");
-    let data = dir.join("data");
-    let child = ChildGuard::spawn(
-        "collector",
-        Command::new(binary("kestrel-collector"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--cert")
-            .arg(pki.join("collector.pem"))
-            .arg("--key")
-            .arg(pki.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--rules")
-            .arg(workspace_root().join("collector/rules"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--alerts-jsonl")
-            .arg(&alerts)
-            .stderr(stderr),
-    );
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let listening = poll(Duration::from_secs(15), || {
-        TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()
-    });
-    assert!(
-        listening.is_some(),
-        "collector not listening; log:\n{}",
-        read(&log)
-    );
-    Collector {
-        port,
-        alerts,
-        log,
-        data,
-        _child: child,
-    }
-}
-
-fn start_agent(dir: &Path, pki: &Path, name: &str, port: u16) -> (ChildGuard, PathBuf, PathBuf) {
-    let (log, stderr) = log_file(dir, &format!("{name}.log"));
-    let events = dir.join(format!("{name}-events.jsonl"));
-    let mut child = ChildGuard::spawn(
-        name,
-        Command::new(binary("kestrel-agent"))
-            .args(["--collector", &format!("https://localhost:{port}")])
-            .arg("--ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--cert")
-            .arg(pki.join(format!("{name}.pem")))
-            .arg("--key")
-            .arg(pki.join(format!("{name}-key.pem")))
-            .arg("--events-jsonl")
-            .arg(&events)
-            .stderr(stderr),
-    );
-    let running = poll(Duration::from_secs(20), || {
-        read(&log).contains("agent running").then_some(())
-    });
-    child.assert_running();
-    assert!(
-        running.is_some(),
-        "{name} did not start; log:\n{}",
-        read(&log)
-    );
-    (child, log, events)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
 
 /// Runs `cat /etc/shadow` under `sh` (the trailing `true` keeps sh from exec'ing cat in place,
 /// so the chain is test -> sh -> cat). Returns the pid of sh.
@@ -152,8 +41,10 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     certs(&pki, AGENT);
-    let collector = start_collector(dir.path(), &pki);
-    let (_agent, agent_log, events) = start_agent(dir.path(), &pki, AGENT, collector.port);
+    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    collector.start();
+    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
+    agent.start();
 
     let started = Instant::now();
     let sh_pid = read_shadow_under_sh();
@@ -166,7 +57,8 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     eprintln!("exec to alert line: {:?}", started.elapsed());
 
     assert_eq!(
-        alert["host"], AGENT_IDENTITY,
+        alert["host"],
+        identity(AGENT),
         "identity from the client certificate SAN"
     );
     assert_eq!(
@@ -199,15 +91,20 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     );
 
     // The agent also wrote the exec to its own JSON-lines file.
-    let exec = expect_json_line(&events, Duration::from_secs(5), "the cat exec event", |e| {
-        e["process"]["argv"] == serde_json::json!(["cat", "/etc/shadow"])
-            && e["process"]["ppid"].as_u64() == Some(sh_pid as u64)
-    });
+    let exec = expect_json_line(
+        &agent.events,
+        Duration::from_secs(5),
+        "the cat exec event",
+        |e| {
+            e["process"]["argv"] == serde_json::json!(["cat", "/etc/shadow"])
+                && e["process"]["ppid"].as_u64() == Some(sh_pid as u64)
+        },
+    );
     assert!(exec["payload"]["exec"].is_object(), "{exec}");
     assert!(
-        !read(&agent_log).contains("ERROR"),
+        !agent.logs().contains("ERROR"),
         "agent log:\n{}",
-        read(&agent_log)
+        agent.logs()
     );
     assert!(collector.data.join("kestrel.db").exists());
 }
@@ -224,12 +121,15 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
     certs(&rogue_pki, "rogue");
     // The rogue agent trusts our collector's CA but presents a certificate from its own CA.
     std::fs::copy(pki.join("ca.pem"), rogue_pki.join("ca.pem")).unwrap();
-    let collector = start_collector(dir.path(), &pki);
-    let (_agent, _, _) = start_agent(dir.path(), &pki, AGENT, collector.port);
-    let (_rogue, rogue_log, _) = start_agent(dir.path(), &rogue_pki, "rogue", collector.port);
+    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    collector.start();
+    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
+    agent.start();
+    let mut rogue = Agent::new(dir.path(), &rogue_pki, "rogue", collector.port, &[]);
+    rogue.start();
 
     let refused = poll(Duration::from_secs(10), || {
-        let log = read(&collector.log);
+        let log = read(&collector.log());
         log.lines()
             .find(|l| l.contains("refused") && l.contains("127.0.0.1"))
             .map(str::to_owned)
@@ -237,14 +137,14 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
     let refused = refused.unwrap_or_else(|| {
         panic!(
             "no refusal logged; collector log:\n{}",
-            read(&collector.log)
+            read(&collector.log())
         )
     });
     assert!(
         refused.to_lowercase().contains("certificate"),
         "refusal names the reason: {refused}"
     );
-    assert!(poll(Duration::from_secs(10), || read(&rogue_log)
+    assert!(poll(Duration::from_secs(10), || read(&rogue.log())
         .contains("collector stream failed")
         .then_some(()))
     .is_some());
@@ -256,10 +156,10 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
         "the valid agent's alert",
         shadow_alert_for(sh_pid),
     );
-    assert_eq!(alert["host"], AGENT_IDENTITY);
+    assert_eq!(alert["host"], identity(AGENT));
     let alerts = kestrel_tests::read_json_lines(&collector.alerts);
     assert!(
-        alerts.iter().all(|a| a["host"] == AGENT_IDENTITY),
+        alerts.iter().all(|a| a["host"] == identity(AGENT)),
         "only the valid identity reaches the store"
     );
 }
