@@ -3,39 +3,23 @@
 //! collector's data directory.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
 use kestrel_tests::{
-    binary, expect_json_line, poll, receiver::HttpReceiver, require_root_for_ebpf, workspace_root,
-    ChildGuard,
+    binary, expect_json_line,
+    receiver::HttpReceiver,
+    require_root_for_ebpf,
+    stack::{certs, identity, Agent, Collector},
 };
 use sha2::Sha256;
 
 const AGENT: &str = "sinks-agent";
-const AGENT_IDENTITY: &str = "spiffe://kestrel.local/node/sinks-agent";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn log(dir: &Path, name: &str) -> Stdio {
-    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
-}
 
 fn collector_cli(args: &[&str], data: &Path) -> String {
     let output = Command::new(binary("kestrel-collector"))
@@ -60,13 +44,7 @@ fn exec_alert_reaches_a_signed_webhook_and_the_alerts_cli() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let status = Command::new(binary("xtask"))
-        .args(["certs", "--out"])
-        .arg(&pki)
-        .args(["--agents", AGENT])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    certs(&pki, AGENT);
 
     let receiver = HttpReceiver::start();
     let config = dir.path().join("collector.toml");
@@ -79,60 +57,12 @@ fn exec_alert_reaches_a_signed_webhook_and_the_alerts_cli() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let data = dir.path().join("data");
-    let alerts_jsonl = dir.path().join("alerts.jsonl");
-    let _collector = ChildGuard::spawn(
-        "collector",
-        Command::new(binary("kestrel-collector"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--cert")
-            .arg(pki.join("collector.pem"))
-            .arg("--key")
-            .arg(pki.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--rules")
-            .arg(workspace_root().join("collector/rules"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--alerts-jsonl")
-            .arg(&alerts_jsonl)
-            .arg("--config")
-            .arg(&config)
-            .stderr(log(dir.path(), "collector.log")),
-    );
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        poll(Duration::from_secs(15), || {
-            TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()
-        })
-        .is_some(),
-        "collector not listening; log:\n{}",
-        read(&dir.path().join("collector.log"))
-    );
-    let agent_log = dir.path().join("agent.log");
-    let _agent = ChildGuard::spawn(
-        "agent",
-        Command::new(binary("kestrel-agent"))
-            .args(["--collector", &format!("https://localhost:{port}")])
-            .arg("--ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--cert")
-            .arg(pki.join(format!("{AGENT}.pem")))
-            .arg("--key")
-            .arg(pki.join(format!("{AGENT}-key.pem")))
-            .stderr(log(dir.path(), "agent.log")),
-    );
-    assert!(
-        poll(Duration::from_secs(20), || read(&agent_log)
-            .contains("agent running")
-            .then_some(()))
-        .is_some(),
-        "agent did not start; log:\n{}",
-        read(&agent_log)
-    );
+    let config_arg = config.display().to_string();
+    let mut collector = Collector::new(dir.path(), &pki, &["--config", &config_arg]);
+    collector.start();
+    let (data, alerts_jsonl) = (collector.data.clone(), collector.alerts.clone());
+    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
+    agent.start();
 
     let sh = Command::new("/bin/sh")
         .args(["-c", "cat /etc/shadow > /dev/null; true"])
@@ -171,7 +101,7 @@ fn exec_alert_reaches_a_signed_webhook_and_the_alerts_cli() {
 
     let alert = request.json()["data"].clone();
     assert_eq!(alert["class_uid"], 2004);
-    assert_eq!(alert["host"], AGENT_IDENTITY);
+    assert_eq!(alert["host"], identity(AGENT));
     assert_eq!(alert["process"]["command_line"], "cat /etc/shadow");
     assert_eq!(alert["process"]["user"], "root");
     assert_eq!(alert["ancestors"][0]["exe"], "/bin/sh");
