@@ -2,9 +2,9 @@
 //! `cargo xtask bench`): each runs the real release binaries and prints its figures with a
 //! verdict against its target.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use crate::stack::{certs_with, expect_in_file, release_binaries, Agent, Collector};
+use crate::stack::{certs_with, release_binaries, Agent, Collector};
 
 /// Runs benchmark `name`: skipped when `cargo bench` was given a filter that does not name it,
 /// skipped with a message when not root (the agent loads eBPF programs). An error exits
@@ -84,11 +84,7 @@ pub fn release_stack(bench: &str, name: &str) -> anyhow::Result<ReleaseStack> {
     agent.extra = agent_args();
     collector.start();
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
     Ok(ReleaseStack {
         dir,
         collector,

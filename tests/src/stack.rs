@@ -335,6 +335,15 @@ impl Agent {
         self
     }
 
+    /// Waits until the latest start has connected to the collector.
+    pub fn expect_connected(&self) {
+        expect_in_file(
+            &self.log(),
+            "connected to collector",
+            Duration::from_secs(20),
+        );
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

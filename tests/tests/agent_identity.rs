@@ -39,11 +39,7 @@ fn agent_switches_to_a_renewed_certificate_without_restarting() {
     agent.cert = live.join("agent.pem");
     agent.key = live.join("agent-key.pem");
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
 
     let mark = marker("rotate");
     run_marked(&mark, 0..1, Duration::ZERO);

@@ -20,8 +20,8 @@ use kestrel_agent::spool::inspect;
 use kestrel_tests::{
     poll, require_root_for_ebpf,
     stack::{
-        certs, diff_marks, event_kind, expect_in_file, identity, marker, run_marked, stored_marks,
-        tail, wait_for_marks, Agent, Collector,
+        certs, diff_marks, event_kind, identity, marker, run_marked, stored_marks, tail,
+        wait_for_marks, Agent, Collector,
     },
 };
 use nix::sys::signal::Signal;
@@ -124,11 +124,7 @@ fn collector_killed_mid_stream_and_restarted_stores_each_event_once() {
     } = setup("fault-a", &[], &[], &[]);
     collector.start();
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
 
     const N: u32 = 300;
     let mark = marker("collector-kill");
@@ -164,11 +160,7 @@ fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
     } = setup("fault-b", &[], &[], &[]);
     collector.start();
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
 
     // The collector hangs: batches are sent but not acknowledged.
     collector.process().signal(Signal::SIGSTOP);
@@ -180,11 +172,7 @@ fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
     collector.process().signal(Signal::SIGCONT);
 
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
     const M: u32 = 50;
     run_marked(&mark, N..N + M, Duration::ZERO);
 
@@ -245,11 +233,7 @@ fn collector_down_for_a_minute_of_activity_loses_nothing() {
     } = setup("fault-c", &[], &[], &[]);
     collector.start();
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
 
     collector.kill();
     let mark = marker("outage");
@@ -572,11 +556,7 @@ fn hostile_clients_leave_the_collector_up_and_a_good_agent_delivering_within_two
     } = setup("fault-f", &["hostile", "slowpoke"], &[], &[]);
     collector.start();
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
     let pki = dir.path().join("pki");
     let port = collector.port;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kestrel_tests::{
     expect_json_line, require_root_for_ebpf,
-    stack::{certs, expect_in_file, identity, read, Agent, Collector},
+    stack::{certs, identity, read, Agent, Collector},
 };
 
 #[test]
@@ -20,11 +20,7 @@ fn killed_agent_raises_agent_silent_and_its_return_agent_recovered() {
     collector.start();
     let mut agent = Agent::new(dir.path(), &pki, "beating", collector.port, &[]);
     agent.start();
-    expect_in_file(
-        &agent.log(),
-        "connected to collector",
-        Duration::from_secs(20),
-    );
+    agent.expect_connected();
     // Heartbeats (every second) keep it from being silent.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
