@@ -17,7 +17,8 @@
 //! printing which rules fire on the mix); add `KESTREL_BENCH_SIGMAHQ_ONLY=1` to leave out
 //! Kestrel's own rules, or `KESTREL_BENCH_NO_EVIDENCE=1` to keep no correlation evidence;
 //! `KESTREL_BENCH_PASSES=N` runs exactly N passes over the mix instead (for instruction counts
-//! with `valgrind --tool=callgrind`, which are reproducible on a busy machine).
+//! with `valgrind --tool=callgrind`, which are reproducible on a busy machine) and prints the
+//! detections per rule over those passes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -665,10 +666,21 @@ fn main() {
             .ok()
             .and_then(|p| p.parse::<usize>().ok())
         {
-            // A fixed amount of work, for instruction counts (valgrind --tool=callgrind).
-            let hits: usize = (0..passes)
-                .map(|_| run_kestrel(&mut detector, &events))
-                .sum();
+            // A fixed amount of work, for instruction counts (valgrind --tool=callgrind). The
+            // per-rule counts of every pass are printed so that a change can be checked for
+            // identical results (later passes see the correlation and session state of earlier
+            // ones).
+            let mut per_rule = std::collections::BTreeMap::new();
+            let mut hits = 0;
+            for _ in 0..passes {
+                for e in &events {
+                    for d in detector.evaluate(e) {
+                        hits += 1;
+                        *per_rule.entry(d.rule.id).or_insert(0usize) += 1;
+                    }
+                }
+            }
+            println!("detections per rule over the passes: {per_rule:?}");
             println!("kestrel: {passes} passes of {MIX} events, {hits} detections");
             return;
         }
