@@ -63,6 +63,9 @@ enum Command {
     },
 }
 
+/// Decoded kernel records between the ring reader and the pipeline.
+const RECORD_QUEUE: usize = 4096;
+
 fn main() -> anyhow::Result<()> {
     // Before the runtime starts its threads.
     memory::limit_arenas();
@@ -158,6 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut probes = Probes::load(&options)
         .context("loading eBPF programs (run as root; see `kestrel-agent probe`)")?;
+    // Parsing the object and the kernel's BTF took tens of MiB that the agent does not keep.
+    memory::release_free_memory();
     let ring = probes.take_ring_buffer()?;
     let loss = LossMonitor::new(
         probes.take_drop_counters()?,
@@ -166,11 +171,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Seed after attaching, so a process started in between is seen by one or the other.
     let table = ProcessTable::from_proc();
     tracing::info!(processes = table.len(), "process table seeded from /proc");
-    // Loading the programs and reading /proc allocated far more than the agent keeps.
     memory::release_free_memory();
     tokio::spawn(memory::release_periodically());
 
-    let (record_tx, record_rx) = mpsc::channel(16 * 1024);
+    // Records wait in the kernel ring rather than here when the pipeline falls behind: the
+    // ring's memory is fixed, this queue's would grow with the records' argv and paths.
+    let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
     let mut outputs = Outputs {
         jsonl,
         ..Outputs::default()

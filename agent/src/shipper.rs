@@ -37,6 +37,10 @@ use crate::{
     tls::{TlsError, TlsFiles},
 };
 
+/// Events between the pipeline and the spool writer. Bounded in count so the agent's memory
+/// stays bounded in a burst; beyond it events are shed (`queue_full`) and counted.
+const SPOOL_QUEUE: usize = 8192;
+
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
@@ -513,7 +517,7 @@ impl Delivery {
             }
         };
         let (spool, writer) = Spool::open(&dir, args.spool_config()?)?;
-        let (sender, events) = SpoolSender::channel(spool.clone(), 64 * 1024);
+        let (sender, events) = SpoolSender::channel(spool.clone(), SPOOL_QUEUE);
         let stats = Arc::new(AgentStats::default());
         let (gap_tx, mut gap_rx) = mpsc::channel::<Gap>(1024);
         let gaps = {
