@@ -15,6 +15,7 @@ pub mod kernel_layout;
 pub mod loader;
 pub mod loss;
 pub mod memory;
+pub mod metrics;
 pub mod pipeline;
 pub mod process_table;
 pub mod reader;

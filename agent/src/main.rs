@@ -12,6 +12,7 @@ use kestrel_agent::{
     loader::{LoadOptions, Probes},
     loss::LossMonitor,
     memory,
+    metrics::{self, MetricsSource},
     pipeline::{Outputs, Pipeline},
     process_table::ProcessTable,
     reader::RingReader,
@@ -48,6 +49,10 @@ struct Cli {
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve the agent's figures (events sent, drops, shed, spool, memory, CPU) as Prometheus
+    /// text on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -197,6 +202,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(addr) = cli.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+        let source = MetricsSource {
+            delivery: delivery
+                .as_ref()
+                .map(|d| (d.stats().clone(), d.spool().clone())),
+        };
+        tracing::info!(%addr, "serving metrics on /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, source).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     let reader = tokio::spawn(RingReader::new(ring, record_tx)?.run());
     let pipeline = tokio::spawn(
         with_containers(

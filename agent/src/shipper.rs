@@ -113,11 +113,32 @@ impl TlsSource {
     }
 }
 
-/// Counters other stages report, sent in Heartbeats.
+/// Counters other stages report, sent in Heartbeats and served as metrics.
 #[derive(Debug, Default)]
 pub struct AgentStats {
     /// Records the kernel could not put in the ring buffer, in total.
     pub kernel_drops: AtomicU64,
+    /// Events sent to the collector (resends included), in total.
+    pub events_sent: AtomicU64,
+}
+
+impl AgentStats {
+    /// The agent's figures now, as a Heartbeat carries them.
+    pub fn snapshot(&self, spool: &Spool) -> Heartbeat {
+        let usage = ProcessUsage::now();
+        Heartbeat {
+            time_unix_ns: unix_ns(SystemTime::now()),
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
+            queue_depth: spool.queue_depth(),
+            rss_bytes: usage.rss_bytes,
+            spool_bytes: spool.used_bytes(),
+            spool_max_bytes: spool.config().max_bytes,
+            spool_unacked: spool.unacked(),
+            events_shed: spool.shed_total(),
+            cpu_ns: usage.cpu_ns,
+        }
+    }
 }
 
 /// How a connected session ended without error.
@@ -142,7 +163,6 @@ pub struct Shipper {
     reader: Option<SpoolReader>,
     published: watch::Receiver<Published>,
     tls: Option<(Stamp, ClientTlsConfig)>,
-    events_sent: u64,
 }
 
 impl Shipper {
@@ -155,7 +175,6 @@ impl Shipper {
             spool,
             stats,
             tls: None,
-            events_sent: 0,
         }
     }
 
@@ -357,7 +376,9 @@ impl Shipper {
                     Message::Gap(gap) => (gap.last_seq, 0),
                 };
                 in_flight.push_back(InFlight { last_seq, events });
-                self.events_sent += events as u64;
+                self.stats
+                    .events_sent
+                    .fetch_add(events as u64, Ordering::Relaxed);
                 let msg = match message {
                     Message::Batch(batch) => agent_message::Msg::Batch(batch),
                     Message::Gap(gap) => agent_message::Msg::Gap(gap),
@@ -400,20 +421,10 @@ impl Shipper {
     }
 
     fn heartbeat(&self) -> AgentMessage {
-        let usage = ProcessUsage::now();
         AgentMessage {
-            msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
-                time_unix_ns: unix_ns(SystemTime::now()),
-                events_sent: self.events_sent,
-                kernel_drops: self.stats.kernel_drops.load(Ordering::Relaxed),
-                queue_depth: self.spool.queue_depth(),
-                rss_bytes: usage.rss_bytes,
-                spool_bytes: self.spool.used_bytes(),
-                spool_max_bytes: self.spool.config().max_bytes,
-                spool_unacked: self.spool.unacked(),
-                events_shed: self.spool.shed_total(),
-                cpu_ns: usage.cpu_ns,
-            })),
+            msg: Some(agent_message::Msg::Heartbeat(
+                self.stats.snapshot(&self.spool),
+            )),
         }
     }
 }
@@ -490,6 +501,7 @@ impl DeliveryArgs {
 /// The path from the pipeline to the collector, running: the spool, its writer and the shipper.
 pub struct Delivery {
     spool: Arc<Spool>,
+    stats: Arc<AgentStats>,
     temporary: Option<PathBuf>,
     writer: JoinHandle<()>,
     shipper: JoinHandle<()>,
@@ -539,7 +551,8 @@ impl Delivery {
         };
         let delivery = Delivery {
             writer: tokio::spawn(run_writer(writer, events)),
-            shipper: tokio::spawn(Shipper::new(config, spool.clone(), stats).run()),
+            shipper: tokio::spawn(Shipper::new(config, spool.clone(), stats.clone()).run()),
+            stats,
             gaps,
             spool,
             temporary,
@@ -550,6 +563,11 @@ impl Delivery {
     /// The spool.
     pub fn spool(&self) -> &Arc<Spool> {
         &self.spool
+    }
+
+    /// The counters the heartbeats report.
+    pub fn stats(&self) -> &Arc<AgentStats> {
+        &self.stats
     }
 
     /// Call once the pipeline has stopped (its queues are dropped): lets the writer finish,

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Collector configuration file (TOML): alert dedup, rate limit, delivery and `[[sinks]]`.
     #[arg(long, value_name = "F")]
     pub config: Option<PathBuf>,
+    /// Serve what the store holds and still owes (events, alerts, losses, outbox) as
+    /// Prometheus text on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Agent admission (trust domain, deny-list) and liveness (silence) options.
     #[command(flatten)]
     pub agents: crate::agents::AgentArgs,

@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod ingest;
 pub mod listener;
+pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod rules_cli;

@@ -83,6 +83,8 @@ pub struct Collector {
     reloader: RuleReloader,
     /// Certificate and deny-list reloads, one stream per identity, silence alerts.
     agents: Agents,
+    /// `--metrics-listen`, bound, with the data directory it reports on.
+    metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
 }
 
 impl Collector {
@@ -107,6 +109,19 @@ impl Collector {
             .await
             .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        let metrics = match args.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: format!("--metrics-listen {addr}"),
+                        source,
+                    })?;
+                info!(%addr, "serving metrics on /metrics");
+                Some((listener, args.data.clone()))
+            }
+            None => None,
+        };
         info!(
             listen = %local_addr,
             data = %args.data.display(),
@@ -122,6 +137,7 @@ impl Collector {
             alerts,
             reloader,
             agents,
+            metrics,
         })
     }
 
@@ -144,6 +160,13 @@ impl Collector {
         let (conns, incoming) = mpsc::channel(CONN_QUEUE);
         tokio::spawn(self.listener.run(conns, stop.clone()));
         tokio::spawn(self.reloader.run(stop.clone()));
+        if let Some((listener, data)) = self.metrics {
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, data).await {
+                    warn!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
 
         let alerts = self.alerts.clone();
         self.agents.spawn(&stop);

@@ -108,6 +108,7 @@ fn serve_args(dir: &Path, ca: &TestCa, agents: AgentArgs) -> ServeArgs {
         data: dir.join("data"),
         alerts_jsonl: Some(dir.join("alerts.jsonl")),
         config: None,
+        metrics_listen: None,
         agents,
     }
 }

@@ -488,3 +488,29 @@ pub fn diff_marks(stored: &[u32], expected: &[u32]) -> String {
         expected.len()
     )
 }
+
+/// `GET path` from an HTTP/1.1 server at `addr`; returns the whole response (status line,
+/// headers, body).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the unlabelled Prometheus sample `name` in a metrics response.
+pub fn metric(response: &str, name: &str) -> Option<f64> {
+    response.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}

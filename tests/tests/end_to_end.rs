@@ -8,7 +8,7 @@ use std::{
 
 use kestrel_tests::{
     binary, expect_json_line, poll, require_root_for_ebpf,
-    stack::{certs, identity, read, Agent, Collector},
+    stack::{certs, free_port, http_get, identity, metric, read, Agent, Collector},
 };
 use serde_json::Value;
 
@@ -161,6 +161,89 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
     assert!(
         alerts.iter().all(|a| a["host"] == identity(AGENT)),
         "only the valid identity reaches the store"
+    );
+}
+
+#[test]
+fn agent_and_collector_serve_metrics_of_what_flowed() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, AGENT);
+    let collector_metrics = format!("127.0.0.1:{}", free_port());
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let mut collector = Collector::new(dir.path(), &pki, &["--metrics-listen", &collector_metrics]);
+    collector.start();
+    let mut agent = Agent::new(
+        dir.path(),
+        &pki,
+        AGENT,
+        collector.port,
+        &["--metrics-listen", &agent_metrics],
+    );
+    agent.start();
+    let sh_pid = read_shadow_under_sh();
+    expect_json_line(
+        &collector.alerts,
+        Duration::from_secs(10),
+        "the shadow-read alert",
+        shadow_alert_for(sh_pid),
+    );
+
+    let scraped = poll(Duration::from_secs(15), || {
+        let agent_side = http_get(&agent_metrics, "/metrics");
+        let collector_side = http_get(&collector_metrics, "/metrics");
+        let sent = metric(&agent_side, "kestrel_agent_events_sent_total")?;
+        let stored = metric(&collector_side, "kestrel_collector_events_stored")?;
+        (sent > 0.0 && stored > 0.0).then_some((agent_side, collector_side))
+    });
+    let (agent_side, collector_side) =
+        scraped.expect("both endpoints report the events that flowed");
+    assert!(agent_side.starts_with("HTTP/1.1 200"), "{agent_side}");
+    assert!(
+        metric(&agent_side, "kestrel_agent_resident_bytes").is_some_and(|rss| rss > 1e6),
+        "{agent_side}"
+    );
+    assert!(
+        metric(&collector_side, "kestrel_collector_alerts_stored").is_some_and(|n| n >= 1.0),
+        "{collector_side}"
+    );
+    assert_eq!(
+        metric(&collector_side, "kestrel_collector_agents_known"),
+        Some(1.0),
+        "{collector_side}"
+    );
+
+    // A metrics address that is taken is an error naming the flag.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(binary("kestrel-collector"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &taken_addr,
+        ])
+        .arg("--cert")
+        .arg(pki.join("collector.pem"))
+        .arg("--key")
+        .arg(pki.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--rules")
+        .arg(kestrel_tests::workspace_root().join("collector/rules"))
+        .arg("--data")
+        .arg(dir.path().join("data-2"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--metrics-listen") && stderr.contains(&taken_addr),
+        "stderr: {stderr}"
     );
 }
 

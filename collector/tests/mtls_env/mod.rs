@@ -64,6 +64,7 @@ impl Harness {
             data: dir.path().join("data"),
             alerts_jsonl: Some(dir.path().join("alerts.jsonl")),
             config: None,
+            metrics_listen: None,
             agents: Default::default(),
         };
         let collector = Collector::start(&args).await.unwrap();
