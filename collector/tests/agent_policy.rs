@@ -22,7 +22,7 @@ use kestrel_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -138,19 +138,7 @@ impl Harness {
     }
 
     async fn connect(&self, client: &Issued) -> Result<IngestClient<Channel>, Status> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
-            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(DEADLINE)
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
-        Ok(IngestClient::new(channel))
+        common::connect_ingest(self.addr, &self.ca, client).await
     }
 
     /// Connects and opens a stream with a Hello, or the refusal.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kestrel_proto::ingest_client::IngestClient;
 use kestrel_proto::Event;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use common::{shadow_exec_event, write, Issued, TestCa, SHADOW_RULE};
 use mtls_env::{batch, hello, open_stream, AgentStream, DEADLINE};
@@ -150,19 +150,10 @@ impl Serve {
     }
 
     async fn connect(&self, client: &Issued) -> IngestClient<Channel> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
-            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(DEADLINE)
-            .connect()
+        let addr = self.addr.parse().expect("a socket address");
+        common::connect_ingest(addr, &self.ca, client)
             .await
-            .unwrap();
-        IngestClient::new(channel)
+            .unwrap()
     }
 }
 

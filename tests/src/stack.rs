@@ -107,6 +107,31 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `kestrel-collector serve` listening on `listen`, with the collector certificate of the PKI
+/// in `pki`, the rules in `rules` and the store in `data`; add arguments and run it.
+pub fn serve_command(
+    bin_dir: &Option<PathBuf>,
+    listen: &str,
+    pki: &Path,
+    rules: &Path,
+    data: &Path,
+) -> Command {
+    let mut command = Command::new(bin(bin_dir, "kestrel-collector"));
+    command
+        .args(["serve", "--listen", listen])
+        .arg("--cert")
+        .arg(pki.join("collector.pem"))
+        .arg("--key")
+        .arg(pki.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--rules")
+        .arg(rules)
+        .arg("--data")
+        .arg(data);
+    command
+}
+
 /// A collector process on a fixed port and data directory; it can be killed and started again.
 pub struct Collector {
     /// Working directory (logs, alerts).
@@ -158,24 +183,18 @@ impl Collector {
         let log = std::fs::File::create(self.log()).unwrap();
         let child = ChildGuard::spawn(
             "collector",
-            Command::new(bin(&self.bin_dir, "kestrel-collector"))
-                .arg("serve")
-                .args(["--listen", &format!("{}:{}", self.ip, self.port)])
-                .arg("--cert")
-                .arg(self.pki.join("collector.pem"))
-                .arg("--key")
-                .arg(self.pki.join("collector-key.pem"))
-                .arg("--client-ca")
-                .arg(self.pki.join("ca.pem"))
-                .arg("--rules")
-                .arg(workspace_root().join("collector/rules"))
-                .arg("--data")
-                .arg(&self.data)
-                .arg("--alerts-jsonl")
-                .arg(&self.alerts)
-                .args(&self.extra)
-                .env("RUST_LOG", "info")
-                .stderr(Stdio::from(log)),
+            serve_command(
+                &self.bin_dir,
+                &format!("{}:{}", self.ip, self.port),
+                &self.pki,
+                &workspace_root().join("collector/rules"),
+                &self.data,
+            )
+            .arg("--alerts-jsonl")
+            .arg(&self.alerts)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::from(log)),
         );
         self.child = Some(child);
         let address: SocketAddr = format!("{}:{}", self.ip, self.port).parse().unwrap();

@@ -8,7 +8,7 @@ use std::{
 
 use kestrel_tests::{
     binary, expect_json_line, poll, require_root_for_ebpf,
-    stack::{certs, free_port, http_get, identity, metric, read, Agent, Collector},
+    stack::{certs, free_port, http_get, identity, metric, read, serve_command, Agent, Collector},
 };
 use serde_json::Value;
 
@@ -219,26 +219,16 @@ fn agent_and_collector_serve_metrics_of_what_flowed() {
     // A metrics address that is taken is an error naming the flag.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(binary("kestrel-collector"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            &taken_addr,
-        ])
-        .arg("--cert")
-        .arg(pki.join("collector.pem"))
-        .arg("--key")
-        .arg(pki.join("collector-key.pem"))
-        .arg("--client-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--rules")
-        .arg(kestrel_tests::workspace_root().join("collector/rules"))
-        .arg("--data")
-        .arg(dir.path().join("data-2"))
-        .output()
-        .unwrap();
+    let output = serve_command(
+        &None,
+        "127.0.0.1:0",
+        &pki,
+        &kestrel_tests::workspace_root().join("collector/rules"),
+        &dir.path().join("data-2"),
+    )
+    .args(["--metrics-listen", &taken_addr])
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -277,18 +267,7 @@ fn collector_with_a_missing_rules_directory_exits_naming_it() {
     let pki = dir.path().join("pki");
     certs(&pki, AGENT);
     let rules = dir.path().join("no-rules-here");
-    let output = Command::new(binary("kestrel-collector"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(pki.join("collector.pem"))
-        .arg("--key")
-        .arg(pki.join("collector-key.pem"))
-        .arg("--client-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--data")
-        .arg(dir.path().join("data"))
+    let output = serve_command(&None, "127.0.0.1:0", &pki, &rules, &dir.path().join("data"))
         .output()
         .unwrap();
     assert!(!output.status.success());

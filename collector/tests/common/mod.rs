@@ -187,3 +187,26 @@ pub fn harmless_exec_event() -> Event {
     process.exec_id = "exec-4243".into();
     event
 }
+
+/// Connects to the collector at `addr` with `client`'s certificate, trusting `ca` for the
+/// server (SAN localhost); a failure comes back as `Unavailable`.
+pub async fn connect_ingest(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+    client: &Issued,
+) -> Result<kestrel_proto::ingest_client::IngestClient<tonic::transport::Channel>, tonic::Status> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+        .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| tonic::Status::unavailable(format!("address {addr}: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| tonic::Status::unavailable(format!("TLS config: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+    Ok(kestrel_proto::ingest_client::IngestClient::new(channel))
+}

@@ -17,7 +17,7 @@ use kestrel_proto::{AgentMessage, CollectorMessage, Event, EventBatch, Hello};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::common::{write, Issued, TestCa, SHADOW_RULE};
@@ -111,19 +111,7 @@ impl Harness {
 
     /// Connects with `client`'s certificate, trusting the test CA for the server.
     pub async fn connect(&self, client: &Issued) -> Result<IngestClient<Channel>, Status> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
-            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(DEADLINE)
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
-        Ok(IngestClient::new(channel))
+        crate::common::connect_ingest(self.addr, &self.ca, client).await
     }
 
     /// Stops the collector and waits until it returned.
