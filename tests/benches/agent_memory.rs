@@ -81,7 +81,7 @@ fn run(processes: usize) -> anyhow::Result<()> {
         dir: _dir,
         collector: _collector,
         mut agent,
-    } = bench::release_stack("agent_memory", AGENT)?;
+    } = bench::release_stack("agent_memory", AGENT, &[])?;
     let settle = Duration::from_secs(3);
     let mut phases: Vec<(&str, (u64, u64))> = Vec::new();
     std::thread::sleep(settle);

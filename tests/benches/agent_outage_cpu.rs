@@ -64,7 +64,7 @@ fn run(phase: Duration) -> anyhow::Result<()> {
         dir: _dir,
         mut collector,
         agent,
-    } = bench::release_stack("agent_outage_cpu", AGENT)?;
+    } = bench::release_stack("agent_outage_cpu", AGENT, &[])?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let workload = {

@@ -53,6 +53,8 @@ struct Targets {
     sleeper: std::process::Child,
     scratch: tempfile::TempDir,
     socket: UdpSocket,
+    /// Where the datagrams go (kept open so they have somewhere to arrive).
+    _receiver: UdpSocket,
     port: u16,
 }
 
@@ -61,12 +63,11 @@ impl Targets {
         let sleeper = Command::new("/bin/sleep").arg("100000").spawn()?;
         let receiver = UdpSocket::bind("127.0.0.1:0")?;
         let port = receiver.local_addr()?.port();
-        // The receiver is kept open by leaking it: the sender's datagrams need somewhere to go.
-        std::mem::forget(receiver);
         Ok(Targets {
             sleeper,
             scratch: tempfile::tempdir()?,
             socket: UdpSocket::bind("127.0.0.1:0")?,
+            _receiver: receiver,
             port,
         })
     }
@@ -198,7 +199,7 @@ fn run(length: Duration, rates: &[u64]) -> anyhow::Result<()> {
         dir: _dir,
         collector: _collector,
         mut agent,
-    } = bench::release_stack("agent_throughput", AGENT)?;
+    } = bench::release_stack("agent_throughput", AGENT, &[])?;
     let targets = Targets::new()?;
     std::thread::sleep(Duration::from_secs(2));
     let mut offset = std::fs::metadata(&agent.events)?.len();

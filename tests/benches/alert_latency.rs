@@ -3,18 +3,13 @@
 //! its outbox. Target: p99 at most 1 s on this machine.
 //!
 //! Needs root (the agent loads its eBPF programs); without root it says so and skips. Release
-//! binaries as [`release_binaries`] builds them. Iterations: `KESTREL_BENCH_ITERATIONS` (default 200).
+//! binaries and the running stack as `bench::release_stack` makes them. Iterations:
+//! `KESTREL_BENCH_ITERATIONS` (default 200).
 
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kestrel_tests::{
-    bench, poll,
-    receiver::HttpReceiver,
-    stack::{free_port, read, release_binaries},
-    workspace_root, ChildGuard,
-};
+use kestrel_tests::{bench, receiver::HttpReceiver};
 
 const TARGET: Duration = Duration::from_secs(1);
 const AGENT: &str = "bench-agent";
@@ -30,19 +25,9 @@ fn unix_ns(t: SystemTime) -> u64 {
 }
 
 fn run(iterations: usize) -> anyhow::Result<()> {
-    let bin = release_binaries("bench-binaries")?;
-    let dir = tempfile::tempdir()?;
-    let pki = dir.path().join("pki");
-    let status = Command::new(bin.join("xtask"))
-        .args(["certs", "--out"])
-        .arg(&pki)
-        .args(["--agents", AGENT])
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "xtask certs failed");
-
     let receiver = HttpReceiver::start();
-    let config = dir.path().join("collector.toml");
+    let config_dir = tempfile::tempdir()?;
+    let config = config_dir.path().join("collector.toml");
     std::fs::write(
         &config,
         format!(
@@ -52,61 +37,8 @@ fn run(iterations: usize) -> anyhow::Result<()> {
             receiver.url
         ),
     )?;
-    let port = free_port();
-    let collector_log = dir.path().join("collector.log");
-    let _collector = ChildGuard::spawn(
-        "collector",
-        Command::new(bin.join("kestrel-collector"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--cert")
-            .arg(pki.join("collector.pem"))
-            .arg("--key")
-            .arg(pki.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--rules")
-            .arg(workspace_root().join("collector/rules"))
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::from(std::fs::File::create(&collector_log)?)),
-    );
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    anyhow::ensure!(
-        poll(Duration::from_secs(15), || TcpStream::connect_timeout(
-            &address,
-            Duration::from_millis(200)
-        )
-        .ok())
-        .is_some(),
-        "collector not listening; log:\n{}",
-        read(&collector_log)
-    );
-    let agent_log = dir.path().join("agent.log");
-    let _agent = ChildGuard::spawn(
-        "agent",
-        Command::new(bin.join("kestrel-agent"))
-            .args(["--collector", &format!("https://localhost:{port}")])
-            .arg("--ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--cert")
-            .arg(pki.join(format!("{AGENT}.pem")))
-            .arg("--key")
-            .arg(pki.join(format!("{AGENT}-key.pem")))
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::from(std::fs::File::create(&agent_log)?)),
-    );
-    anyhow::ensure!(
-        poll(Duration::from_secs(30), || read(&agent_log)
-            .contains("agent running")
-            .then_some(()))
-        .is_some(),
-        "agent did not start; log:\n{}",
-        read(&agent_log)
-    );
+    let config = config.display().to_string();
+    let _stack = bench::release_stack("alert_latency", AGENT, &["--config", &config])?;
 
     let warmup = 5;
     let mut from_kernel = Vec::new();

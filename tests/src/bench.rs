@@ -70,14 +70,19 @@ pub struct ReleaseStack {
 }
 
 /// Builds the release binaries (see [`release_binaries`]), writes a PKI, starts a collector
-/// and agent `name`, and waits until the agent is connected.
-pub fn release_stack(bench: &str, name: &str) -> anyhow::Result<ReleaseStack> {
+/// (with `collector_args` added to `serve`) and agent `name`, and waits until the agent is
+/// connected.
+pub fn release_stack(
+    bench: &str,
+    name: &str,
+    collector_args: &[&str],
+) -> anyhow::Result<ReleaseStack> {
     println!("{bench}: building release binaries");
     let bins = Some(release_binaries("bench-binaries")?);
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     certs_with(&bins, &pki, name);
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    let mut collector = Collector::new(dir.path(), &pki, collector_args);
     collector.bin_dir = bins.clone();
     let mut agent = Agent::new(dir.path(), &pki, name, collector.port, &[]);
     agent.bin_dir = bins;
