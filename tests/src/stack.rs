@@ -403,6 +403,21 @@ impl Agent {
         }
         kinds
     }
+
+    /// How many exec events the agent produced per executable, most first: what filled a spool
+    /// or a ring buffer when a test finds less room than it expected.
+    pub fn execs_by_image(&self) -> Vec<(String, u64)> {
+        let mut images: BTreeMap<String, u64> = BTreeMap::new();
+        for event in crate::read_json_lines(&self.events) {
+            if event_kind(&event).as_deref() == Some("exec") {
+                let exe = event["process"]["exe"].as_str().unwrap_or("?").to_owned();
+                *images.entry(exe).or_default() += 1;
+            }
+        }
+        let mut images: Vec<(String, u64)> = images.into_iter().collect();
+        images.sort_by(|a, b| b.1.cmp(&a.1));
+        images
+    }
 }
 
 /// The kind of an event JSON object (the key of its payload); `None` for other lines.
