@@ -415,7 +415,7 @@ impl Agent {
             }
         }
         let mut images: Vec<(String, u64)> = images.into_iter().collect();
-        images.sort_by(|a, b| b.1.cmp(&a.1));
+        images.sort_by_key(|image| std::cmp::Reverse(image.1));
         images
     }
 }
