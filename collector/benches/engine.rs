@@ -407,13 +407,14 @@ fn event(rng: &mut Rng, i: usize) -> Event {
     }
 }
 
-fn event_mix(n: usize, seed: u64) -> Vec<Event> {
+/// The mix as the collector's pipeline hands events to the detector: each behind an `Arc`.
+fn event_mix(n: usize, seed: u64) -> Vec<Arc<Event>> {
     let mut rng = Rng(seed);
-    (0..n).map(|i| event(&mut rng, i)).collect()
+    (0..n).map(|i| Arc::new(event(&mut rng, i))).collect()
 }
 
 /// The same events for rsigma: flat JSON of the same fields, and each logsource they belong to.
-fn rsigma_events(events: &[Event]) -> Vec<(serde_json::Value, Vec<LogSource>)> {
+fn rsigma_events(events: &[Arc<Event>]) -> Vec<(serde_json::Value, Vec<LogSource>)> {
     events
         .iter()
         .map(|e| {
@@ -470,7 +471,7 @@ fn engines() -> Engines {
     }
 }
 
-fn run_kestrel(detector: &mut Detector, events: &[Event]) -> usize {
+fn run_kestrel(detector: &mut Detector, events: &[Arc<Event>]) -> usize {
     events.iter().map(|e| detector.evaluate(e).len()).sum()
 }
 
@@ -578,13 +579,13 @@ fn correlation_memory(rules: &Arc<RuleSet>) {
     let mut peak = 0isize;
     let total = 1_000_000;
     for i in 0..total {
-        let mut e = events[i % MIX].clone();
+        let mut e = Event::clone(&events[i % MIX]);
         e.time_unix_ns = 1_700_000_000_000_000_000 + i as u64 * 100_000;
         // Distinct processes across the run: sessions and exec ids keep changing.
         if let Some(p) = e.process.as_mut() {
             p.exec_id = format!("{}-{}", p.exec_id, i / MIX);
         }
-        detector.evaluate(&e);
+        detector.evaluate(&Arc::new(e));
         if i % 50_000 == 0 {
             peak = peak.max(LIVE.load(Ordering::Relaxed) - before);
         }
@@ -658,7 +659,7 @@ fn main() {
         let mut fired = std::collections::BTreeMap::new();
         for e in &events {
             for d in detector.evaluate(e) {
-                *fired.entry(d.rule.id).or_insert(0) += 1;
+                *fired.entry(d.rule.id.clone()).or_insert(0) += 1;
             }
         }
         println!("detections in the mix: {fired:?}");
@@ -676,7 +677,7 @@ fn main() {
                 for e in &events {
                     for d in detector.evaluate(e) {
                         hits += 1;
-                        *per_rule.entry(d.rule.id).or_insert(0usize) += 1;
+                        *per_rule.entry(d.rule.id.clone()).or_insert(0usize) += 1;
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! follow OCSF 1.3; the Kestrel keys (`rule`, `host`, `process`, `ancestors`, `container`,
 //! `event`) are a flat view of the same facts for scripts and the JSON-lines sink, and stay stable.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kestrel_proto::event::Payload;
@@ -425,8 +426,8 @@ impl Alert {
     /// Builds the alert for `rule` matching `event` (whose `host` and `seq` the collector set).
     pub fn new(rule: &Rule, event: &Event, epoch: u64) -> Alert {
         let detection = Detection {
-            rule: rule.info(RuleKind::Detection),
-            events: vec![event.clone()],
+            rule: Arc::new(rule.info(RuleKind::Detection)),
+            events: vec![Arc::new(event.clone())],
             group: None,
         };
         Alert::from_detection(&detection, epoch)
@@ -446,7 +447,7 @@ impl Alert {
             .min()
             .unwrap_or(trigger.time_unix_ns);
         let last_ns = trigger.time_unix_ns.max(first_ns);
-        let evidences = detection.events.iter().map(evidence).collect();
+        let evidences = detection.events.iter().map(|e| evidence(e)).collect();
         let level = Level::parse(&rule.level).unwrap_or(Level::Medium);
         let fingerprint = fingerprint::of_detection(
             &rule.id,

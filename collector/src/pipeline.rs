@@ -176,6 +176,9 @@ impl Pipeline {
             store::append_event_json(&mut json, event)?;
             json_ends.push(json.len());
         }
+        // Behind an `Arc` here, on the stream's task, so the writer never copies an event into
+        // a detection.
+        let events = events.into_iter().map(Arc::new).collect();
         // serde_json writes UTF-8 only: this cannot fail, and checks the batch once.
         let json = String::from_utf8(json)
             .map_err(|e| StoreError::Task(format!("event JSON is not UTF-8: {e}")))?;

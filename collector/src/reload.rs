@@ -260,14 +260,14 @@ mod tests {
             })
         };
         let mut detector = crate::detect::Detector::with_shared(shared.clone());
-        let event = Event {
+        let event = Arc::new(Event {
             process: Some(Process {
                 exe: "/usr/bin/true".into(),
                 ..Default::default()
             }),
             payload: Some(Payload::Exec(ExecEvent::default())),
             ..Default::default()
-        };
+        });
         let mut per_rule = std::collections::HashMap::new();
         let events = 200_000;
         for _ in 0..events {

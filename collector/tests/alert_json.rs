@@ -125,8 +125,8 @@ fn correlation_alert_keeps_all_evidence_and_groups_by_its_key() {
     }
     events[0].time_unix_ns -= 5_000_000_000;
     let detection = Detection {
-        rule: shadow_rule().info(RuleKind::Correlation),
-        events,
+        rule: shadow_rule().info(RuleKind::Correlation).into(),
+        events: events.into_iter().map(std::sync::Arc::new).collect(),
         group: Some("User=alice".into()),
     };
     let alert = Alert::from_detection(&detection, 1);

@@ -140,31 +140,20 @@ impl Correlator {
     }
 
     /// Records that input `input` of correlation `index` matched `event` (fields in `values`)
-    /// at event time `time`; returns the firing when the condition now holds. `shared` holds
-    /// the event behind an `Arc` once some group keeps it as evidence (created on first use, so
-    /// events no group keeps are never copied).
+    /// at event time `time`; returns the firing when the condition now holds. A group that keeps
+    /// the event as evidence shares it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn update(
         &mut self,
         index: usize,
         correlation: &Correlation,
         input: usize,
-        event: &Event,
-        shared: &mut Option<Arc<Event>>,
+        event: &Arc<Event>,
         values: &FieldValues,
         time: u64,
     ) -> Option<Fired> {
         let mut key = std::mem::take(&mut self.key);
-        let fired = self.update_with_key(
-            index,
-            correlation,
-            input,
-            event,
-            shared,
-            values,
-            time,
-            &mut key,
-        );
+        let fired = self.update_with_key(index, correlation, input, event, values, time, &mut key);
         self.key = key;
         fired
     }
@@ -175,8 +164,7 @@ impl Correlator {
         index: usize,
         correlation: &Correlation,
         input: usize,
-        event: &Event,
-        shared: &mut Option<Arc<Event>>,
+        event: &Arc<Event>,
         values: &FieldValues,
         time: u64,
         key: &mut String,
@@ -283,7 +271,6 @@ impl Correlator {
                 if group.evidence.len() >= limits.max_evidence {
                     group.evidence.pop_front();
                 }
-                let event = shared.get_or_insert_with(|| Arc::new(event.clone()));
                 group.evidence.push_back(event.clone());
             }
         }

@@ -1,6 +1,7 @@
 //! What the detector reports: a rule (detection or correlation) that fired, with its evidence.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use kestrel_proto::Event;
 use serde::{Deserialize, Serialize};
@@ -48,11 +49,12 @@ pub struct RuleInfo {
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
-    /// The rule that fired.
-    pub rule: RuleInfo,
+    /// The rule that fired (shared by all its detections).
+    pub rule: Arc<RuleInfo>,
     /// Evidence: the triggering event for a detection rule; for a correlation rule the events
     /// that made it fire, oldest first (bounded, the last one is the event that completed it).
-    pub events: Vec<Event>,
+    /// Shared with the caller and with correlation state, never copied.
+    pub events: Vec<Arc<Event>>,
     /// For a correlation rule, its group key (`Field=value` pairs of its `group-by`, joined by
     /// `, `); `None` for detection rules.
     pub group: Option<String>,
@@ -61,6 +63,6 @@ pub struct Detection {
 impl Detection {
     /// The event that made the rule fire (the last piece of evidence).
     pub fn trigger(&self) -> Option<&Event> {
-        self.events.last()
+        self.events.last().map(|e| &**e)
     }
 }

@@ -9,7 +9,7 @@ use kestrel_proto::Event;
 
 use super::correlation::Source;
 use super::correlator::{self, CorrelationLimits, CorrelationStats, Correlator, Fired};
-use super::detection::{Detection, RuleKind};
+use super::detection::Detection;
 use super::fields::{EventContext, FieldValues};
 use super::sessions::{SessionStats, Sessions, DEFAULT_CAPACITY};
 use super::RuleSet;
@@ -171,8 +171,9 @@ impl Detector {
     }
 
     /// Evaluates one event: one [`Detection`] per detection rule that matches it (unless the
-    /// rule only feeds correlations), plus one per correlation rule it completes.
-    pub fn evaluate(&mut self, event: &Event) -> Vec<Detection> {
+    /// rule only feeds correlations), plus one per correlation rule it completes. The event is
+    /// shared, not copied, into the detections and the correlation evidence.
+    pub fn evaluate(&mut self, event: &Arc<Event>) -> Vec<Detection> {
         self.refresh();
         self.events += 1;
         let session = self.sessions.observe(event);
@@ -188,10 +189,9 @@ impl Detector {
         let mut detections = Vec::new();
         self.hits.clear();
         for &r in &matched {
-            let rule = &rules.rules()[r];
             if self.verbose || rules.rule_emits(r) {
                 detections.push(Detection {
-                    rule: rule.info(RuleKind::Detection),
+                    rule: rules.rule_info(r).clone(),
                     events: vec![event.clone()],
                     group: None,
                 });
@@ -213,11 +213,10 @@ impl Detector {
     fn correlate(
         &mut self,
         rules: &RuleSet,
-        event: &Event,
+        event: &Arc<Event>,
         ctx: &EventContext<'_>,
         detections: &mut Vec<Detection>,
     ) {
-        let mut shared: Option<Arc<Event>> = None;
         // Per correlation, later inputs first: one event matching two steps of an ordered
         // sequence must not complete both.
         let mut hits = std::mem::take(&mut self.hits);
@@ -249,15 +248,15 @@ impl Detector {
                 evidence,
             }) = self
                 .correlator
-                .update(c, correlation, input, event, &mut shared, values, time)
+                .update(c, correlation, input, event, values, time)
             else {
                 continue;
             };
             let links = &rules.correlation_links[index];
             if links.emits || self.verbose {
                 detections.push(Detection {
-                    rule: correlation.info.clone(),
-                    events: evidence.iter().map(|e| (**e).clone()).collect(),
+                    rule: Arc::new(correlation.info.clone()),
+                    events: evidence,
                     group: Some(group),
                 });
             }

@@ -226,7 +226,7 @@ fn run_case(rules: &Arc<RuleSet>, case: &Case) -> Result<(), String> {
     if case.events.is_empty() {
         return Err("no events".into());
     }
-    let events = case.proto_events()?;
+    let events: Vec<Arc<pb::Event>> = case.proto_events()?.into_iter().map(Arc::new).collect();
     let mut detector = Detector::new(rules.clone()).report_correlation_inputs(true);
     let fired_on: Vec<usize> = events
         .iter()

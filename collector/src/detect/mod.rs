@@ -75,6 +75,8 @@ pub struct RuleSet {
     rule_fields: Vec<Vec<Field>>,
     rule_links: Vec<Links>,
     correlation_links: Vec<Links>,
+    /// Per detection rule: what its detections report, made once and shared by each of them.
+    rule_infos: Vec<Arc<RuleInfo>>,
 }
 
 /// The rules of one category, with their prefilter.
@@ -223,6 +225,11 @@ impl RuleSet {
         for (i, rule) in self.rules.iter().enumerate() {
             members[rule.category.index()].push(i as u32);
         }
+        self.rule_infos = self
+            .rules
+            .iter()
+            .map(|rule| Arc::new(rule.info(RuleKind::Detection)))
+            .collect();
         self.rule_fields = (0..self.rules.len())
             .map(|r| {
                 let mut fields = Vec::new();
@@ -284,6 +291,11 @@ impl RuleSet {
     /// feeds correlation rules (Sigma's default, unless a correlation says `generate: true`).
     pub fn rule_emits(&self, index: usize) -> bool {
         self.rule_links.get(index).is_some_and(|l| l.emits)
+    }
+
+    /// What detections of detection rule `index` report (one shared copy per rule).
+    pub(crate) fn rule_info(&self, index: usize) -> &Arc<RuleInfo> {
+        &self.rule_infos[index]
     }
 
     /// Detection rules whose logsource and detection match this event (including rules that

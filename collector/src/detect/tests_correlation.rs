@@ -16,21 +16,26 @@ fn set(files: &[(&str, &str)]) -> Arc<RuleSet> {
 }
 
 /// Events from a YAML list of fixture events (one per `- `, as in fixture files).
-fn events(yaml: &str) -> Vec<Event> {
+fn events(yaml: &str) -> Vec<Arc<Event>> {
     let indented: String = yaml.lines().map(|l| format!("    {l}\n")).collect();
     let text = format!("- rule: x\n  name: x\n  expect: match\n  events:\n{indented}");
-    parse_cases(&text).unwrap()[0].proto_events().unwrap()
+    parse_cases(&text).unwrap()[0]
+        .proto_events()
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect()
 }
 
 /// For each event, the ids of the rules that fired on it.
-fn run(detector: &mut Detector, events: &[Event]) -> Vec<Vec<String>> {
+fn run(detector: &mut Detector, events: &[Arc<Event>]) -> Vec<Vec<String>> {
     events
         .iter()
         .map(|e| {
             detector
                 .evaluate(e)
                 .into_iter()
-                .map(|d| d.rule.id)
+                .map(|d| d.rule.id.clone())
                 .collect()
         })
         .collect()
@@ -117,7 +122,7 @@ correlation: { type: event_count, rules: [connect], group-by: [Image], timespan:
     assert_eq!(det.rule.kind, RuleKind::Correlation);
     assert_eq!(det.group.as_deref(), Some("Image=/usr/bin/nc"));
     assert_eq!(det.events.len(), 2);
-    assert_eq!(det.trigger(), Some(&evs[1]));
+    assert_eq!(det.trigger(), Some(&*evs[1]));
 }
 
 #[test]
@@ -332,7 +337,7 @@ fn steps_from_two_sessions_do_not_combine() {
         "/tmp/x",
     ));
     // Session 1 writes and chmods; session 2 executes the file.
-    let mixed: Vec<Event> = one[..4]
+    let mixed: Vec<Arc<Event>> = one[..4]
         .iter()
         .chain(&two[..2])
         .chain(&two[4..])

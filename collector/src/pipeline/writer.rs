@@ -32,7 +32,8 @@ pub(super) const JSON_BYTES_HINT: usize = 1024;
 
 /// Events stamped with identity and sequence, and their JSON texts one after the other.
 pub(super) struct Batch {
-    pub events: Vec<Event>,
+    /// Shared so that detections and correlation evidence hold them without copying.
+    pub events: Vec<Arc<Event>>,
     /// The JSON of every event, concatenated.
     pub json: String,
     /// Where each event's JSON ends in `json` (it starts where the one before ends).
@@ -46,7 +47,7 @@ impl Batch {
     }
 
     /// Each event with its JSON text.
-    fn iter(&self) -> impl Iterator<Item = (&Event, &str)> {
+    fn iter(&self) -> impl Iterator<Item = (&Arc<Event>, &str)> {
         let starts = std::iter::once(0).chain(self.json_ends.iter().copied());
         self.events
             .iter()
