@@ -62,4 +62,7 @@ pub struct ServeArgs {
     /// Agent admission (trust domain, deny-list) and liveness (silence) options.
     #[command(flatten)]
     pub agents: crate::agents::AgentArgs,
+    /// Event store options (retention window).
+    #[command(flatten)]
+    pub store: crate::retention::StoreArgs,
 }

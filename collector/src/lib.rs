@@ -19,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
+pub mod retention;
 pub mod rules_cli;
 pub mod serve;
 pub mod sessions;

@@ -85,6 +85,8 @@ pub struct Collector {
     agents: Agents,
     /// `--metrics-listen`, bound, with the data directory it reports on.
     metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
+    /// The store and how long its events are kept (`--event-retention`).
+    retention: (Store, Duration),
 }
 
 impl Collector {
@@ -128,6 +130,7 @@ impl Collector {
             rules = rules.len(),
             "collector ready"
         );
+        let retention = (store.clone(), args.store.event_retention);
         let pipeline = Arc::new(Pipeline::new(store, Arc::new(rules), Some(alerts.clone())));
         let reloader = RuleReloader::new(&args.rules, pipeline.shared_rules().clone());
         Ok(Collector {
@@ -138,6 +141,7 @@ impl Collector {
             reloader,
             agents,
             metrics,
+            retention,
         })
     }
 
@@ -160,6 +164,8 @@ impl Collector {
         let (conns, incoming) = mpsc::channel(CONN_QUEUE);
         tokio::spawn(self.listener.run(conns, stop.clone()));
         tokio::spawn(self.reloader.run(stop.clone()));
+        let (store, window) = self.retention;
+        tokio::spawn(crate::retention::run(store, window, stop.clone()));
         if let Some((listener, data)) = self.metrics {
             tokio::spawn(async move {
                 if let Err(e) = crate::metrics::serve(listener, data).await {

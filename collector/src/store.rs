@@ -303,6 +303,22 @@ impl Store {
         Ok(result)
     }
 
+    /// Deletes up to `max_rows` of the oldest events whose time is before `before_unix_ns` (the
+    /// retention window, see [`crate::retention`]); returns how many were deleted. Alerts keep
+    /// their own copy of their evidence and are not touched.
+    pub fn prune_events(&self, before_unix_ns: u64, max_rows: usize) -> Result<usize, StoreError> {
+        let deleted = self.lock().execute(
+            "DELETE FROM events WHERE (identity, epoch, seq) IN \
+             (SELECT identity, epoch, seq FROM events WHERE time_unix_ns < ?1 \
+              ORDER BY time_unix_ns LIMIT ?2)",
+            params![
+                sql(before_unix_ns),
+                i64::try_from(max_rows).unwrap_or(i64::MAX)
+            ],
+        )?;
+        Ok(deleted)
+    }
+
     /// Records a gap (events the agent lost) reported by `identity`. A sequenced gap
     /// (`first_seq` > 0) is stored once per (identity, epoch, first_seq): a resend is ignored.
     pub fn write_gap(

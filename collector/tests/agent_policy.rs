@@ -110,6 +110,7 @@ fn serve_args(dir: &Path, ca: &TestCa, agents: AgentArgs) -> ServeArgs {
         config: None,
         metrics_listen: None,
         agents,
+        store: Default::default(),
     }
 }
 

@@ -42,6 +42,15 @@ impl Harness {
 
     /// A collector whose rules directory holds `rules` (file name, YAML text).
     pub async fn start_with_rules(rules: &[(&str, &str)]) -> Harness {
+        Harness::start_with(rules, |_| {}).await
+    }
+
+    /// Like [`Harness::start_with_rules`], with `adjust` applied to the `serve` options (and
+    /// free to prepare the data directory they name) before the collector starts.
+    pub async fn start_with(
+        rules: &[(&str, &str)],
+        adjust: impl FnOnce(&mut ServeArgs),
+    ) -> Harness {
         // Collector logs show in a failing test's output (and with --nocapture).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -55,7 +64,7 @@ impl Harness {
         for (name, text) in rules {
             write(&rules_dir, name, text);
         }
-        let args = ServeArgs {
+        let mut args = ServeArgs {
             listen: "127.0.0.1:0".into(),
             cert: write(dir.path(), "collector.pem", &server_cert.cert_pem),
             key: write(dir.path(), "collector-key.pem", &server_cert.key_pem),
@@ -66,7 +75,9 @@ impl Harness {
             config: None,
             metrics_listen: None,
             agents: Default::default(),
+            store: Default::default(),
         };
+        adjust(&mut args);
         let collector = Collector::start(&args).await.unwrap();
         let addr = collector.local_addr();
         let (stop, stopped) = oneshot::channel();
