@@ -1,6 +1,8 @@
 //! `serve --metrics-listen ADDR`: what the collector has stored and still owes, as Prometheus
 //! text on `GET /metrics`. Read from the store on each scrape (a read-only connection), so the
-//! figures are the durable ones and the ingest path carries no counters.
+//! figures are the durable ones. The event count is the store's running count, kept in the
+//! transactions that insert and delete events: counting a large events table on every scrape
+//! would hold a read transaction long enough to stall WAL checkpoints.
 
 use std::{fmt::Write, path::PathBuf};
 
@@ -60,7 +62,10 @@ pub fn render(data: &std::path::Path) -> rusqlite::Result<String> {
         "kestrel_collector_events_stored",
         "gauge",
         "Events in the store.",
-        one("SELECT COUNT(*) FROM events")?,
+        vec![(
+            String::new(),
+            i64::try_from(crate::store::read_event_count(&db)?).unwrap_or(i64::MAX),
+        )],
     );
     family(
         "kestrel_collector_alerts_stored",

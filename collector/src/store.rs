@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kestrel_proto::{Event, Gap, Heartbeat, Hello};
-use rusqlite::{params, CachedStatement, Connection};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 
 use crate::alert::Alert;
 use crate::alerting::{self, Admission, Policy};
@@ -133,6 +133,8 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events \
 pub struct GroupWriter<'c> {
     conn: &'c Connection,
     insert_event: CachedStatement<'c>,
+    /// Events this group added (the running count in `counters` is raised by it at commit).
+    inserted: i64,
 }
 
 impl GroupWriter<'_> {
@@ -157,6 +159,7 @@ impl GroupWriter<'_> {
             process.map_or("", |p| p.exec_id.as_str()),
             json,
         ])?;
+        self.inserted += i64::from(inserted > 0);
         Ok(inserted > 0)
     }
 
@@ -223,6 +226,7 @@ impl Store {
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         migrate_gaps(&conn).map_err(open_err)?;
+        count_events(&conn).map_err(open_err)?;
         alerting::schema::create(&conn).map_err(open_err)?;
         let conn = Arc::new(Mutex::new(conn));
         crate::checkpoint::spawn(path, Arc::downgrade(&conn));
@@ -292,13 +296,15 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let result = {
+        let (result, inserted) = {
             let mut writer = GroupWriter {
                 conn: &tx,
                 insert_event: tx.prepare_cached(INSERT_EVENT)?,
+                inserted: 0,
             };
-            f(&mut writer)?
+            (f(&mut writer)?, writer.inserted)
         };
+        add_to_event_count(&tx, inserted)?;
         tx.commit()?;
         Ok(result)
     }
@@ -307,7 +313,9 @@ impl Store {
     /// retention window, see [`crate::retention`]); returns how many were deleted. Alerts keep
     /// their own copy of their evidence and are not touched.
     pub fn prune_events(&self, before_unix_ns: u64, max_rows: usize) -> Result<usize, StoreError> {
-        let deleted = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute(
             "DELETE FROM events WHERE (identity, epoch, seq) IN \
              (SELECT identity, epoch, seq FROM events WHERE time_unix_ns < ?1 \
               ORDER BY time_unix_ns LIMIT ?2)",
@@ -316,7 +324,15 @@ impl Store {
                 i64::try_from(max_rows).unwrap_or(i64::MAX)
             ],
         )?;
+        add_to_event_count(&tx, -i64::try_from(deleted).unwrap_or(i64::MAX))?;
+        tx.commit()?;
         Ok(deleted)
+    }
+
+    /// How many events the store holds: a running count kept with every insert and deletion,
+    /// so reading it costs nothing however large the store is (`COUNT(*)` scans an index).
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(read_event_count(&self.lock())?)
     }
 
     /// Records a gap (events the agent lost) reported by `identity`. A sequenced gap
@@ -408,6 +424,49 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Creates the running event count of a store made before it existed (one `COUNT(*)`, once).
+fn count_events(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) \
+         WITHOUT ROWID",
+    )?;
+    let known: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if known.is_none() {
+        conn.execute(
+            "INSERT INTO counters (name, value) SELECT 'events', COUNT(*) FROM events",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds `delta` to the running event count, inside the transaction that changed the events.
+fn add_to_event_count(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
+    if delta != 0 {
+        conn.execute(
+            "UPDATE counters SET value = value + ?1 WHERE name = 'events'",
+            [delta],
+        )?;
+    }
+    Ok(())
+}
+
+/// The running event count (see [`Store::event_count`]); `conn` may be read-only.
+pub fn read_event_count(conn: &Connection) -> rusqlite::Result<u64> {
+    let value: i64 = conn.query_row(
+        "SELECT value FROM counters WHERE name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(value).unwrap_or(0))
 }
 
 /// Brings a `gaps` table from before sequenced gaps up to date (reason and sequence columns),

@@ -233,3 +233,39 @@ fn reopening_the_store_keeps_what_was_committed() {
         .unwrap();
     assert_eq!(alerts[0].id, Some(2));
 }
+
+#[test]
+fn the_running_event_count_follows_inserts_duplicates_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let count_all = || -> i64 {
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(store.event_count().unwrap(), 0);
+    store
+        .write_batch("node-1", 1, &records("node-1", 1, 10))
+        .unwrap();
+    store
+        .write_batch("node-1", 1, &records("node-1", 1, 11))
+        .unwrap();
+    assert_eq!(count_all(), 3, "seq 11 was a duplicate");
+    assert_eq!(store.event_count().unwrap(), 3);
+    assert_eq!(store.prune_events(u64::MAX >> 1, 2).unwrap(), 2);
+    assert_eq!((store.event_count().unwrap(), count_all()), (1, 1));
+
+    // A store from before the running count: it is counted once when opened.
+    drop(store);
+    Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute_batch("DROP TABLE counters")
+        .unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.event_count().unwrap(), 1);
+    store
+        .write_batch("node-2", 1, &records("node-2", 1, 1))
+        .unwrap();
+    assert_eq!((store.event_count().unwrap(), count_all()), (3, 3));
+}
