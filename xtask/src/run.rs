@@ -24,8 +24,9 @@ const LISTEN: &str = "127.0.0.1:50051";
 const COLLECTOR_URL: &str = "https://localhost:50051";
 /// How long the collector may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a child may take to exit after SIGTERM before it gets SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a child may take to exit after SIGTERM before it gets SIGKILL: more than the 5 s
+/// the agent gives the collector to acknowledge what it still holds.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often children and the alerts file are polled.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -233,20 +234,20 @@ fn wait_for_port(addr: &SocketAddr, collector: &mut Named, stop: &AtomicBool) ->
     }
 }
 
-/// Sends SIGTERM to every child still running, waits, and SIGKILLs those left after
-/// [`STOP_TIMEOUT`].
+/// Stops the children one at a time, the last started first: the agent goes while the
+/// collector still runs, so it can hand over what it holds and have it acknowledged. Each gets
+/// SIGTERM, then SIGKILL if it is still running after [`STOP_TIMEOUT`].
 fn stop_all(children: &mut [Named]) {
-    for named in children.iter_mut() {
-        if let Ok(None) = named.child.try_wait() {
-            println!("run: sending SIGTERM to {}", named.name);
-            let pid = Pid::from_raw(named.child.id() as i32);
-            if let Err(err) = kill(pid, Signal::SIGTERM) {
-                println!("run: SIGTERM to {} failed: {err}", named.name);
-            }
+    for named in children.iter_mut().rev() {
+        if let Ok(Some(_)) = named.child.try_wait() {
+            continue;
         }
-    }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    for named in children.iter_mut() {
+        println!("run: sending SIGTERM to {}", named.name);
+        let pid = Pid::from_raw(named.child.id() as i32);
+        if let Err(err) = kill(pid, Signal::SIGTERM) {
+            println!("run: SIGTERM to {} failed: {err}", named.name);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match named.child.try_wait() {
                 Ok(Some(status)) => {
