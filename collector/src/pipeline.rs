@@ -164,8 +164,8 @@ impl Pipeline {
             })?;
         let identity = identity.as_str();
         // Serialized here, on the stream's task, so streams do this in parallel and the single
-        // writer only inserts and detects. The events stay where the decoder put them, and
-        // their JSON texts share one buffer: no per-event allocation or move.
+        // writer only inserts and detects. The events are stamped in place, and their JSON
+        // texts share one buffer (one allocation per batch, not one per event).
         let mut events = events;
         let mut json = Vec::with_capacity(events.len() * writer::JSON_BYTES_HINT);
         let mut json_ends = Vec::with_capacity(events.len());

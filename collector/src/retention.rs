@@ -69,11 +69,9 @@ pub async fn run(store: Store, window: Duration, stop: CancellationToken) {
 pub async fn prune(store: &Store, cutoff_unix_ns: u64) -> Result<usize, StoreError> {
     let mut total = 0;
     loop {
-        let step = store.clone();
-        let deleted =
-            tokio::task::spawn_blocking(move || step.prune_events(cutoff_unix_ns, STEP_ROWS))
-                .await
-                .map_err(|e| StoreError::Task(format!("pruning events: {e}")))??;
+        let deleted = store
+            .run(move |store| store.prune_events(cutoff_unix_ns, STEP_ROWS))
+            .await?;
         total += deleted;
         if deleted < STEP_ROWS {
             return Ok(total);

@@ -432,14 +432,7 @@ fn count_events(conn: &Connection) -> rusqlite::Result<()> {
         "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) \
          WITHOUT ROWID",
     )?;
-    let known: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM counters WHERE name = 'events'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if known.is_none() {
+    if read_event_count(conn).optional()?.is_none() {
         conn.execute(
             "INSERT INTO counters (name, value) SELECT 'events', COUNT(*) FROM events",
             [],

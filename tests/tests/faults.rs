@@ -335,7 +335,8 @@ fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
     // Exec is shed last: the fork that started each marked process (low priority) was shed
     // while the exec that followed it was kept. On a busy host other processes' execs may be
     // shed too once the spool is completely full; the accounting below covers them.
-    let marked_pids: BTreeSet<u64> = read_json_lines(&agent.events)
+    let produced_events = read_json_lines(&agent.events);
+    let marked_pids: BTreeSet<u64> = produced_events
         .iter()
         .filter(|e| event_kind(e).as_deref() == Some("exec"))
         .filter(|e| e["process"]["argv"][1] == mark.as_str())
@@ -356,7 +357,7 @@ fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
     };
     assert_eq!(
         (
-            forks_of_marks(&read_json_lines(&agent.events)),
+            forks_of_marks(&produced_events),
             forks_of_marks(&stored_events)
         ),
         (N as usize, 0),
