@@ -41,20 +41,32 @@ impl SpoolSender {
         (SpoolSender { queue, spool }, rx)
     }
 
-    /// Queues an event for the spool without waiting. When the queue is full the event is
-    /// counted as shed (`queue_full`, reported in a Gap).
+    /// Queues an event for the spool without waiting. The queue is shared by priority like the
+    /// spool itself: a kind is accepted only while the queue is below its tier's share (by
+    /// default low kinds up to 70 %, normal up to 90 %, exec, credential and module events up to
+    /// all of it), so when the writer falls behind in a burst, exec events are still queued
+    /// after forks and exits are shed. A refused event is counted as shed (`queue_full`,
+    /// reported in a Gap).
     pub fn try_send(&self, event: Event) -> Result<(), NotQueued> {
+        let kind = kind_code(event.kind_name());
+        let share = self
+            .spool
+            .config
+            .priorities
+            .limit(kind, self.queue.max_capacity() as u64);
+        if self.spool.queued.load(Ordering::Relaxed) >= share {
+            self.spool
+                .record_shed(ShedReason::QueueFull, kind, event.time_unix_ns);
+            return Err(NotQueued::Full);
+        }
         match self.queue.try_send(event) {
             Ok(()) => {
                 self.spool.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(event)) => {
-                self.spool.record_shed(
-                    ShedReason::QueueFull,
-                    kind_code(event.kind_name()),
-                    event.time_unix_ns,
-                );
+                self.spool
+                    .record_shed(ShedReason::QueueFull, kind, event.time_unix_ns);
                 Err(NotQueued::Full)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(NotQueued::Closed),

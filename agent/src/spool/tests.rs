@@ -267,6 +267,36 @@ fn queue_overflow_is_counted_and_reported_like_shedding() {
     assert_eq!(gaps[0].reason, "queue_full");
 }
 
+#[test]
+fn a_filling_queue_refuses_low_kinds_before_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let (sender, _rx) = SpoolSender::channel(spool.clone(), 10);
+    // Low kinds (fork, exit) may fill 70 % of the queue, exec all of it.
+    let accepted = |kind: &str, from: u32| {
+        (from..from + 10)
+            .filter(|i| sender.try_send(event(kind, *i)).is_ok())
+            .count()
+    };
+    assert_eq!(accepted("fork", 0), 7);
+    assert_eq!(accepted("exit", 10), 0);
+    assert_eq!(accepted("exec", 20), 3);
+    assert_eq!(sender.queue_depth(), 10);
+    writer.close().unwrap();
+    let shed: BTreeMap<String, u64> = gaps(&read_all(&spool))
+        .iter()
+        .map(|g| (g.kind.clone(), g.count))
+        .collect();
+    assert_eq!(
+        shed,
+        BTreeMap::from([
+            ("exec".to_owned(), 7),
+            ("exit".to_owned(), 10),
+            ("fork".to_owned(), 3)
+        ])
+    );
+}
+
 /// Writes 3 segments of events and returns (dir, the middle segment, offset of the record for
 /// `pid` in it, its sequence number).
 fn three_segments_with_target(
