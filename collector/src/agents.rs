@@ -13,7 +13,6 @@ use tonic::Status;
 use crate::alerting::AlertPipeline;
 use crate::denylist::{DenyList, DenyListError};
 use crate::heartbeat::AgentMonitor;
-use crate::identity::Identity;
 use crate::ingest::IngestService;
 use crate::listener::Admission;
 use crate::sessions::Sessions;
@@ -85,8 +84,12 @@ impl Agents {
             Some(path) => DenyList::load(path)?,
             None => DenyList::empty(),
         });
-        let monitor = Arc::new(AgentMonitor::new(args.agent_silent_after, alerts));
-        monitor.watch_known(known_agents(store)?);
+        let monitor = Arc::new(AgentMonitor::new(
+            args.agent_silent_after,
+            alerts,
+            Some(store.clone()),
+        ));
+        monitor.watch_known(store.agent_liveness()?);
         Ok(Agents {
             args: args.clone(),
             tls,
@@ -131,17 +134,4 @@ impl Agents {
         );
         tokio::spawn(self.monitor.clone().run(stop.clone()));
     }
-}
-
-/// Identities of every agent the store has seen.
-fn known_agents(store: &Store) -> Result<Vec<Identity>, StoreError> {
-    store.with_conn(|conn| {
-        let mut statement = conn.prepare("SELECT identity FROM agents")?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-        Ok(rows
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(Identity::new)
-            .collect())
-    })
 }

@@ -2,8 +2,12 @@
 //! `agent silent` when an agent sends nothing (no heartbeat, batch or gap) for a configured
 //! period, then `agent recovered` when it is heard from again.
 //!
-//! Agents known from the store count as heard from when the collector starts, so each gets the
-//! full period to reconnect after a collector restart. The alerts go through the alert pipeline
+//! Silence outlives a collector restart: when an agent falls silent or recovers, that is written
+//! to the store, and a starting collector picks up every known agent with its last-seen time and
+//! silence. An agent already silent is not alerted on again, and its return raises `agent
+//! recovered` for the whole silence; any other known agent gets the full period to reconnect
+//! (the collector's own downtime is not the agent's silence), and if it does not, the alert
+//! names when it was really last heard from. The alerts go through the alert pipeline
 //! ([`AlertPipeline::raise`]): stored, deduplicated and delivered like detections.
 
 use std::collections::HashMap;
@@ -11,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -18,6 +23,7 @@ use crate::alert::{rfc3339, Level, SystemAlert};
 use crate::alerting::AlertPipeline;
 use crate::identity::Identity;
 use crate::pipeline::now_unix_ns;
+use crate::store::{AgentLiveness, Store};
 
 /// Rule id of the alert raised when an agent falls silent.
 pub const AGENT_SILENT: &str = "kestrel.system.agent-silent";
@@ -26,16 +32,26 @@ pub const AGENT_RECOVERED: &str = "kestrel.system.agent-recovered";
 
 #[derive(Debug, Clone, Copy)]
 struct Heard {
+    /// When the silence period started counting (last heard, or the collector's start).
     at: Instant,
+    /// When it was last heard from, Unix ns.
     unix_ns: u64,
-    silent_since: Option<Instant>,
+    /// Since when it has been silent, Unix ns.
+    silent_since: Option<u64>,
 }
+
+/// A change of an agent's silence, to be written to the store.
+type SilenceChange = (Identity, Option<u64>);
 
 /// Tracks when each agent was last heard from.
 pub struct AgentMonitor {
     silent_after: Duration,
     agents: Mutex<HashMap<Identity, Heard>>,
     alerts: Option<AlertPipeline>,
+    store: Option<Store>,
+    changes: mpsc::UnboundedSender<SilenceChange>,
+    /// Taken by [`AgentMonitor::run`], which writes the changes in order.
+    pending: Mutex<Option<mpsc::UnboundedReceiver<SilenceChange>>>,
 }
 
 /// The alert for `identity` not heard from since `last_seen_unix_ns`.
@@ -86,42 +102,54 @@ pub fn recovered_alert(identity: &Identity, silent_for: Duration) -> SystemAlert
 
 impl AgentMonitor {
     /// A monitor raising alerts through `alerts` (logging only without it) when an agent is
-    /// silent for longer than `silent_after`.
-    pub fn new(silent_after: Duration, alerts: Option<AlertPipeline>) -> AgentMonitor {
+    /// silent for longer than `silent_after`, and keeping silences in `store` when given.
+    pub fn new(
+        silent_after: Duration,
+        alerts: Option<AlertPipeline>,
+        store: Option<Store>,
+    ) -> AgentMonitor {
+        let (changes, pending) = mpsc::unbounded_channel();
         AgentMonitor {
             silent_after,
             agents: Mutex::new(HashMap::new()),
             alerts,
+            store,
+            changes,
+            pending: Mutex::new(Some(pending)),
         }
     }
 
-    /// Starts watching agents already known (from the store) as if just heard from.
-    pub fn watch_known(&self, identities: impl IntoIterator<Item = Identity>) {
-        let now = Heard {
-            at: Instant::now(),
-            unix_ns: now_unix_ns(),
-            silent_since: None,
-        };
+    /// Starts watching agents already known (from the store): an agent silent before stays
+    /// silent without a new alert; any other gets the full period from now.
+    pub fn watch_known(&self, known: impl IntoIterator<Item = AgentLiveness>) {
+        let now = Instant::now();
         let mut agents = self.lock();
-        for identity in identities {
-            agents.entry(identity).or_insert(now);
+        for agent in known {
+            agents
+                .entry(Identity::new(agent.identity))
+                .or_insert(Heard {
+                    at: now,
+                    unix_ns: agent.last_seen_unix_ns,
+                    silent_since: agent.silent_since_unix_ns,
+                });
         }
     }
 
     /// Records that `identity` was heard from now; raises `agent recovered` if it was silent.
     pub fn heard(self: &Arc<Self>, identity: &Identity) {
-        let now = Instant::now();
+        let now_unix_ns = now_unix_ns();
         let previous = self.lock().insert(
             identity.clone(),
             Heard {
-                at: now,
-                unix_ns: now_unix_ns(),
+                at: Instant::now(),
+                unix_ns: now_unix_ns,
                 silent_since: None,
             },
         );
-        if let Some(since) = previous.and_then(|h| h.silent_since) {
-            let silent_for = now.duration_since(since) + self.silent_after;
+        if let Some(previous) = previous.filter(|h| h.silent_since.is_some()) {
+            let silent_for = Duration::from_nanos(now_unix_ns.saturating_sub(previous.unix_ns));
             info!(identity = %identity, silent_for_s = silent_for.as_secs(), "agent recovered");
+            let _ = self.changes.send((identity.clone(), None));
             self.raise(recovered_alert(identity, silent_for));
         }
     }
@@ -138,6 +166,7 @@ impl AgentMonitor {
     /// Marks agents silent for too long and raises `agent silent` for each (once per silence).
     pub fn check(self: &Arc<Self>) {
         let now = Instant::now();
+        let now_unix_ns = now_unix_ns();
         let newly_silent: Vec<(Identity, u64)> = self
             .lock()
             .iter_mut()
@@ -145,27 +174,55 @@ impl AgentMonitor {
                 h.silent_since.is_none() && now.duration_since(h.at) > self.silent_after
             })
             .map(|(id, h)| {
-                h.silent_since = Some(now);
+                h.silent_since = Some(now_unix_ns);
                 (id.clone(), h.unix_ns)
             })
             .collect();
         for (identity, last_seen) in newly_silent {
             warn!(identity = %identity, last_seen = %rfc3339(last_seen), "agent silent");
+            let _ = self.changes.send((identity.clone(), Some(now_unix_ns)));
             self.raise(silent_alert(&identity, last_seen, self.silent_after));
         }
     }
 
-    /// Checks every quarter of the silence period (at most every second) until `stop`.
+    /// Checks every quarter of the silence period (at most every second), and writes silences
+    /// to the store in the order they happened, until `stop`. Call once.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let period =
             (self.silent_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let taken = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut changes) = taken else {
+            error!("the agent silence monitor was started twice");
+            return;
+        };
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = tick.tick() => self.check(),
+                Some(change) = changes.recv() => self.persist(change).await,
             }
+        }
+        while let Ok(change) = changes.try_recv() {
+            self.persist(change).await;
+        }
+    }
+
+    async fn persist(&self, (identity, since): SilenceChange) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let name = identity.to_string();
+        if let Err(e) = store
+            .run(move |store| store.set_agent_silent(&name, since))
+            .await
+        {
+            error!(identity = %identity, error = %e, "cannot record the agent's silence in the store");
         }
     }
 
@@ -191,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn silence_is_flagged_once_and_cleared_when_heard_again() {
-        let monitor = Arc::new(AgentMonitor::new(Duration::from_millis(30), None));
+        let monitor = Arc::new(AgentMonitor::new(Duration::from_millis(30), None, None));
         let id = Identity::new("spiffe://kestrel.local/node/a");
         monitor.heard(&id);
         monitor.check();

@@ -68,10 +68,23 @@ CREATE TABLE IF NOT EXISTS agents (
     epoch               INTEGER NOT NULL,
     connected_unix_ns   INTEGER NOT NULL,
     last_seen_unix_ns   INTEGER NOT NULL,
-    last_heartbeat      TEXT
+    last_heartbeat      TEXT,
+    silent_since_unix_ns INTEGER
 );
 PRAGMA user_version = 1;
 ";
+
+/// An agent as silence detection sees it in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLiveness {
+    /// The agent's identity.
+    pub identity: String,
+    /// When it was last heard from (Hello or heartbeat), Unix ns.
+    pub last_seen_unix_ns: u64,
+    /// Since when (Unix ns) it has been silent, if `agent silent` was raised and it has not
+    /// been heard from since.
+    pub silent_since_unix_ns: Option<u64>,
+}
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +239,8 @@ impl Store {
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         migrate_gaps(&conn).map_err(open_err)?;
+        add_missing_columns(&conn, "agents", &[("silent_since_unix_ns", "INTEGER")])
+            .map_err(open_err)?;
         count_events(&conn).map_err(open_err)?;
         alerting::schema::create(&conn).map_err(open_err)?;
         let conn = Arc::new(Mutex::new(conn));
@@ -413,6 +428,33 @@ impl Store {
         Ok(())
     }
 
+    /// Every agent the store has seen, with what silence detection needs to carry on across a
+    /// collector restart.
+    pub fn agent_liveness(&self) -> Result<Vec<AgentLiveness>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT identity, last_seen_unix_ns, silent_since_unix_ns FROM agents ORDER BY identity",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(AgentLiveness {
+                identity: row.get(0)?,
+                last_seen_unix_ns: row.get::<_, i64>(1)? as u64,
+                silent_since_unix_ns: row.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that `identity` has been silent since `since` (Unix ns), or (`None`) that it
+    /// is not silent.
+    pub fn set_agent_silent(&self, identity: &str, since: Option<u64>) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE agents SET silent_since_unix_ns = ?2 WHERE identity = ?1",
+            params![identity, since.map(sql)],
+        )?;
+        Ok(())
+    }
+
     /// Runs a store operation on the blocking thread pool.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -462,24 +504,39 @@ pub fn read_event_count(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(u64::try_from(value).unwrap_or(0))
 }
 
-/// Brings a `gaps` table from before sequenced gaps up to date (reason and sequence columns),
-/// and makes a sequenced gap unique per (identity, epoch, first_seq).
-fn migrate_gaps(conn: &Connection) -> rusqlite::Result<()> {
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('gaps')")?
-        .query_map([], |r| r.get(0))?
+/// Adds to `table` (from a store made by an older collector) the `columns` (name, definition)
+/// it lacks.
+fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> rusqlite::Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([table], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for (column, definition) in [
-        ("reason", "TEXT NOT NULL DEFAULT ''"),
-        ("first_seq", "INTEGER NOT NULL DEFAULT 0"),
-        ("last_seq", "INTEGER NOT NULL DEFAULT 0"),
-    ] {
-        if !columns.iter().any(|c| c == column) {
+    for (column, definition) in columns {
+        if !present.iter().any(|c| c == column) {
             conn.execute_batch(&format!(
-                "ALTER TABLE gaps ADD COLUMN {column} {definition}"
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             ))?;
         }
     }
+    Ok(())
+}
+
+/// Brings a `gaps` table from before sequenced gaps up to date (reason and sequence columns),
+/// and makes a sequenced gap unique per (identity, epoch, first_seq).
+fn migrate_gaps(conn: &Connection) -> rusqlite::Result<()> {
+    add_missing_columns(
+        conn,
+        "gaps",
+        &[
+            ("reason", "TEXT NOT NULL DEFAULT ''"),
+            ("first_seq", "INTEGER NOT NULL DEFAULT 0"),
+            ("last_seq", "INTEGER NOT NULL DEFAULT 0"),
+        ],
+    )?;
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS gaps_seq ON gaps (identity, epoch, first_seq) \
          WHERE first_seq > 0",

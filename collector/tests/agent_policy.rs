@@ -521,3 +521,97 @@ async fn silent_agent_raises_an_alert_and_another_when_it_reports_again() {
     assert_eq!(stream.ack().await, 1);
     h.shutdown().await;
 }
+
+/// Each alert of `rule` for `host` stored in the collector's database, with its count.
+fn stored_alerts(dir: &Path, rule: &str, host: &str) -> Vec<(serde_json::Value, i64)> {
+    let db = rusqlite::Connection::open(dir.join("data").join(DB_FILE)).unwrap();
+    let mut statement = db.prepare("SELECT json, count FROM alerts").unwrap();
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap();
+    rows.map(|row| {
+        let (json, count) = row.unwrap();
+        (
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+            count,
+        )
+    })
+    .filter(|(a, _)| a["rule"]["id"] == rule && a["host"] == host)
+    .collect()
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test]
+async fn silence_outlives_a_collector_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(TestCa::new("ca"));
+    let agents = || AgentArgs {
+        agent_silent_after: Duration::from_millis(400),
+        ..AgentArgs::default()
+    };
+    let quiet = common::spiffe("quiet");
+    let gone = common::spiffe("gone");
+    let h = Harness::start(dir.path(), ca.clone(), agents()).await;
+    // "quiet" connects and falls silent while the collector runs.
+    let quiet_hello = unix_now_ns();
+    drop(h.open(&ca.agent("quiet"), 1).await.unwrap());
+    expect_alert(dir.path(), "kestrel.system.agent-silent", &quiet).await;
+    // "gone" is heard from just before the collector stops, and never again.
+    let gone_before = unix_now_ns();
+    let gone_stream = h.open(&ca.agent("gone"), 1).await.unwrap();
+    let gone_after = unix_now_ns();
+    h.shutdown().await;
+    drop(gone_stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let h = Harness::start(dir.path(), ca.clone(), agents()).await;
+    // "gone" gets the full period after the restart, then its alert names when it was really
+    // last heard from, not when the collector started.
+    expect_alert(dir.path(), "kestrel.system.agent-silent", &gone).await;
+    let (alert, _) = stored_alerts(dir.path(), "kestrel.system.agent-silent", &gone)
+        .pop()
+        .unwrap();
+    let last_seen = alert["evidences"][0]["data"]["last_seen_unix_ns"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (gone_before..=gone_after).contains(&last_seen),
+        "last seen {last_seen} is when its Hello arrived ({gone_before}..={gone_after}): {alert}"
+    );
+    // "quiet" was silent before the restart: no second alert for the same silence.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let silent_alerts: i64 = stored_alerts(dir.path(), "kestrel.system.agent-silent", &quiet)
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(silent_alerts, 1, "one agent-silent alert per silence");
+    // When it reports again, the recovery covers the whole silence, across the restart.
+    let reported = unix_now_ns();
+    let stream = h.open(&ca.agent("quiet"), 1).await.unwrap();
+    stream
+        .send(Msg::Heartbeat(Heartbeat {
+            time_unix_ns: 1,
+            ..Heartbeat::default()
+        }))
+        .await;
+    expect_alert(dir.path(), "kestrel.system.agent-recovered", &quiet).await;
+    let (alert, _) = stored_alerts(dir.path(), "kestrel.system.agent-recovered", &quiet)
+        .pop()
+        .unwrap();
+    let silent_for = alert["evidences"][0]["data"]["silent_for_s"]
+        .as_f64()
+        .unwrap();
+    // Less the handshakes' time (the silence is about 2 s).
+    let at_least = (reported - quiet_hello) as f64 / 1e9 - 0.2;
+    assert!(
+        silent_for >= at_least,
+        "silent for {silent_for} s, at least {at_least} s: {alert}"
+    );
+    h.shutdown().await;
+}
