@@ -101,6 +101,8 @@ pub struct Exec {
     pub exe_deleted: bool,
     /// The executed file is a memfd.
     pub exe_memfd: bool,
+    /// Controlling terminal as `/proc/PID/stat`'s `tty_nr` (0: none).
+    pub tty: u32,
 }
 
 /// A new process, decoded. `common` describes the parent.
@@ -178,6 +180,7 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         exe_inode: r.exe_inode,
         exe_deleted: r.exe_inode != 0 && r.exe_nlink == 0,
         exe_memfd: r.flags & EXEC_MEMFD != 0,
+        tty: r.tty,
     })
 }
 
@@ -347,7 +350,7 @@ mod tests {
             exe_dev: 0,
             exe_inode: 0,
             exe_nlink: 1,
-            reserved: 0,
+            tty: 0,
         };
         r.comm[..2].copy_from_slice(b"ls");
         r.filename[..filename.len()].copy_from_slice(filename.as_bytes());

@@ -38,6 +38,19 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
     let skc = |field| off("sock_common", field);
     let tracepoint =
         |category, name, field| tracepoint_field_offset(tracefs, category, name, field);
+    // A kernel built without terminals has no tty structs: events then name no terminal.
+    let terminal = (|| {
+        Ok::<_, LayoutError>((
+            task("signal")?,
+            off("signal_struct", "tty")?,
+            [off("tty_struct", "driver")?, off("tty_struct", "index")?],
+            [
+                off("tty_driver", "major")?,
+                off("tty_driver", "minor_start")?,
+            ],
+        ))
+    })()
+    .unwrap_or_default();
     Ok(ProbeConfig {
         task_real_parent: task("real_parent")?,
         task_tgid: task("tgid")?,
@@ -107,6 +120,10 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         muted_count: 0,
         muted_exe_count: 0,
         sensitive_name_count: 0,
+        task_signal: terminal.0,
+        signal_tty: terminal.1,
+        tty_driver_index: terminal.2,
+        driver_major_minor: terminal.3,
     })
 }
 
@@ -243,5 +260,8 @@ mod tests {
         let tgid = field_offset(&btf, "task_struct", "tgid").unwrap();
         assert_eq!(tgid, pid + 4, "tgid follows pid");
         assert!(field_offset(&btf, "task_struct", "no_such_field").is_err());
+        // The terminal's offsets (0 would mean "no terminals" to the programs).
+        assert!(field_offset(&btf, "task_struct", "signal").unwrap() > 0);
+        assert!(field_offset(&btf, "signal_struct", "tty").unwrap() > 0);
     }
 }

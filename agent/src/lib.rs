@@ -23,4 +23,5 @@ pub mod shipper;
 pub mod spool;
 pub mod syscall_events;
 pub mod tls;
+pub mod tty;
 pub mod users;

@@ -281,6 +281,7 @@ impl Pipeline {
             cgroup_id,
             container_id: String::new(),
             start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
+            tty: crate::tty::name(info.tty).unwrap_or_default(),
             ..Process::default()
         }
     }
@@ -313,6 +314,7 @@ fn unknown_process(tgid: u32, ppid: u32, comm: &str) -> ProcessInfo {
         cwd: String::new(),
         exec_id: String::new(),
         start_boot_ns: 0,
+        tty: 0,
     }
 }
 

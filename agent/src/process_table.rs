@@ -35,6 +35,8 @@ pub struct ProcessInfo {
     /// When this execution (or, for processes seeded from `/proc`, the process) started,
     /// nanoseconds since boot.
     pub start_boot_ns: u64,
+    /// Controlling terminal when the image started, as `/proc/PID/stat`'s `tty_nr` (0: none).
+    pub tty: u32,
 }
 
 /// Exec id for a process image started at `start_boot_ns`.
@@ -87,6 +89,7 @@ impl ProcessTable {
                         .unwrap_or_default(),
                     exec_id: exec_id(tgid, start_boot_ns),
                     start_boot_ns,
+                    tty: stat.tty_nr as u32,
                 },
             );
         }
@@ -123,6 +126,7 @@ impl ProcessTable {
             cwd,
             exec_id: exec_id(tgid, exec.common.boot_ns),
             start_boot_ns: exec.common.boot_ns,
+            tty: exec.tty,
         };
         self.processes.insert(tgid, info);
         &self.processes[&tgid]
@@ -143,6 +147,7 @@ impl ProcessTable {
             cwd: parent.map(|p| p.cwd.clone()).unwrap_or_default(),
             exec_id: exec_id(fork.child_tgid, fork.common.boot_ns),
             start_boot_ns: fork.common.boot_ns,
+            tty: parent.map_or(0, |p| p.tty),
         };
         self.processes.insert(fork.child_tgid, child);
         &self.processes[&fork.child_tgid]
@@ -204,6 +209,7 @@ mod tests {
             exe_inode: 0,
             exe_deleted: false,
             exe_memfd: false,
+            tty: 0,
         }
     }
 
@@ -220,13 +226,28 @@ mod tests {
         assert!(!me.argv.is_empty());
         assert_eq!(me.ppid, nix::unistd::getppid().as_raw() as u32);
         assert!(!table.ancestors(std::process::id()).is_empty());
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let tty_nr: u32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(4)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(me.tty, tty_nr);
     }
 
     #[test]
     fn each_exec_gets_a_new_exec_id_and_ancestors_follow_parents() {
         let mut table = ProcessTable::new();
+        let pts0 = 136 << 8;
         table.on_exec(
-            &exec(10, 1, &["/bin/bash"], 100),
+            &Exec {
+                tty: pts0,
+                ..exec(10, 1, &["/bin/bash"], 100)
+            },
             "/bin/bash".into(),
             "/".into(),
         );
@@ -245,6 +266,7 @@ mod tests {
         });
         let forked = table.get(11).unwrap().clone();
         assert_eq!(forked.exe, "/bin/bash");
+        assert_eq!(forked.tty, pts0, "a child keeps its parent's terminal");
         let first = table
             .on_exec(
                 &exec(11, 10, &["/bin/sh", "-c", "x"], 300),

@@ -346,6 +346,10 @@ pub struct AlertProcess {
     /// Process start time, RFC 3339 (empty when unknown).
     #[serde(default)]
     pub start_time: String,
+    /// Controlling terminal (`pts/3`): the process ran in an interactive session. Absent when
+    /// it had none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tty: String,
 }
 
 /// One ancestor of the process.
@@ -642,6 +646,7 @@ fn alert_process(event: &Event) -> AlertProcess {
         parent_exec_id: p.parent_exec_id,
         container_id: p.container_id,
         start_time: rfc3339_or_empty(p.start_time_unix_ns),
+        tty: p.tty,
     }
 }
 

@@ -177,6 +177,20 @@ fn process_tree_renders_oldest_ancestor_first_with_users_and_command_lines() {
 }
 
 #[test]
+fn a_process_on_a_terminal_says_so_in_the_record_and_the_tree() {
+    let mut event = common::shadow_exec_event();
+    event.process.as_mut().unwrap().tty = "pts/1".into();
+    let alert = Alert::new(&shadow_rule(), &event, 3);
+    assert_eq!(
+        serde_json::to_value(&alert).unwrap()["process"]["tty"],
+        "pts/1"
+    );
+    let tree = render::process_tree(&alert);
+    let own = tree.lines().last().unwrap();
+    assert!(own.contains("on pts/1") && own.ends_with('◀'), "{tree}");
+}
+
+#[test]
 fn jsonl_file_appends_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alerts.jsonl");

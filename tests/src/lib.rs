@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod bench;
 pub mod procstat;
+pub mod pty;
 pub mod receiver;
 pub mod stack;
 

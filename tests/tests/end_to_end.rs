@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kestrel_tests::pty::Pty;
 use kestrel_tests::{
     binary, expect_json_line, poll, require_root_for_ebpf,
     stack::{certs, free_port, http_get, identity, metric, read, serve_command, Agent, Collector},
@@ -15,12 +16,14 @@ use serde_json::Value;
 const AGENT: &str = "e2e-agent";
 
 /// Runs `cat /etc/shadow` under `sh` (the trailing `true` keeps sh from exec'ing cat in place,
-/// so the chain is test -> sh -> cat). Returns the pid of sh.
-fn read_shadow_under_sh() -> u32 {
-    let child = Command::new("/bin/sh")
-        .args(["-c", "cat /etc/shadow > /dev/null; true"])
-        .spawn()
-        .unwrap();
+/// so the chain is test -> sh -> cat), on `terminal` if given. Returns the pid of sh.
+fn read_shadow_under_sh(terminal: Option<&Pty>) -> u32 {
+    let mut command = Command::new("/bin/sh");
+    command.args(["-c", "cat /etc/shadow > /dev/null; true"]);
+    if let Some(pty) = terminal {
+        pty.make_controlling(&mut command);
+    }
+    let child = command.spawn().unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
     pid
@@ -46,8 +49,10 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
     agent.start();
 
+    // On a terminal, like someone at a shell prompt.
+    let pty = Pty::open();
     let started = Instant::now();
-    let sh_pid = read_shadow_under_sh();
+    let sh_pid = read_shadow_under_sh(Some(&pty));
     let alert = expect_json_line(
         &collector.alerts,
         Duration::from_secs(10),
@@ -74,6 +79,7 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     assert_eq!(process["command_line"], "cat /etc/shadow");
     assert_eq!(process["user"], "root");
     assert_eq!(process["ppid"].as_u64(), Some(sh_pid as u64));
+    assert_eq!(process["tty"], pty.name.as_str(), "the terminal it ran on");
     let ancestors = alert["ancestors"].as_array().expect("ancestors");
     assert_eq!(ancestors[0]["exe"], "/bin/sh");
     assert_eq!(
@@ -149,7 +155,7 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
         .then_some(()))
     .is_some());
 
-    let sh_pid = read_shadow_under_sh();
+    let sh_pid = read_shadow_under_sh(None);
     let alert = expect_json_line(
         &collector.alerts,
         Duration::from_secs(10),
@@ -184,7 +190,7 @@ fn agent_and_collector_serve_metrics_of_what_flowed() {
         &["--metrics-listen", &agent_metrics],
     );
     agent.start();
-    let sh_pid = read_shadow_under_sh();
+    let sh_pid = read_shadow_under_sh(None);
     expect_json_line(
         &collector.alerts,
         Duration::from_secs(10),

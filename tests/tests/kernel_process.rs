@@ -6,6 +6,7 @@ use std::{process::Command, time::Duration};
 
 use kernel_support::{everything, load, Kernel};
 use kestrel_agent::decode::KernelRecord;
+use kestrel_tests::pty::{without_terminal, Pty};
 
 /// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.
 fn start(agent_tgid: u32) -> Option<Kernel> {
@@ -160,4 +161,41 @@ async fn the_agents_own_process_is_not_reported() {
         from_me.is_empty(),
         "records from the agent's own process: {from_me:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_names_the_controlling_terminal() {
+    let Some(mut rx) = start(0) else {
+        return;
+    };
+    let pty = Pty::open();
+    assert!(pty.name.starts_with("pts/"), "{}", pty.name);
+    let marker = format!("tty-marker-{}", std::process::id());
+    // One child in a new session with the pty as its controlling terminal, one in a new
+    // session without any.
+    for terminal in [true, false] {
+        let mut child = Command::new("/bin/echo");
+        child.args([marker.as_str(), if terminal { "with" } else { "without" }]);
+        if terminal {
+            pty.make_controlling(&mut child);
+        } else {
+            without_terminal(&mut child);
+        }
+        assert!(child.output().expect("run echo").status.success());
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 2 {
+        let record = expect_record(
+            &mut rx,
+            "the two marked execs",
+            |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
+        )
+        .await;
+        let KernelRecord::Exec(exec) = record else {
+            unreachable!()
+        };
+        seen.insert(exec.argv[2].clone(), kestrel_agent::tty::name(exec.tty));
+    }
+    assert_eq!(seen["with"].as_deref(), Some(pty.name.as_str()), "{seen:?}");
+    assert_eq!(seen["without"], None, "{seen:?}");
 }

@@ -312,8 +312,8 @@ pub struct ExecRecord {
     pub exe_inode: u64,
     /// Link count of the executed file (0: deleted or never linked).
     pub exe_nlink: u32,
-    /// Padding to keep the record 8-byte aligned.
-    pub reserved: u32,
+    /// Controlling terminal, encoded like `tty_nr` in `/proc/PID/stat` (0: none).
+    pub tty: u32,
 }
 
 /// A new process was created (`sched_process_fork` with a new thread group).
@@ -446,6 +446,14 @@ pub struct ProbeConfig {
     pub muted_exe_count: u32,
     /// Number of entries in use in the sensitive file-name prefix map.
     pub sensitive_name_count: u32,
+    /// Byte offset of `task_struct.signal` (0: the kernel has no terminals; none is read).
+    pub task_signal: u32,
+    /// Byte offset of `signal_struct.tty`.
+    pub signal_tty: u32,
+    /// Byte offsets of `tty_struct.driver` and `tty_struct.index`.
+    pub tty_driver_index: [u32; 2],
+    /// Byte offsets of `tty_driver.major` and `tty_driver.minor_start`.
+    pub driver_major_minor: [u32; 2],
 }
 
 /// A path prefix for in-kernel matching (sensitive reads, muted paths).
@@ -486,7 +494,7 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 244);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 268);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]

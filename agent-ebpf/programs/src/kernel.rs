@@ -34,6 +34,31 @@ pub fn parent_tgid(config: &ProbeConfig, task: Ptr) -> Result<u32, i64> {
     read_at(parent, config.task_tgid)
 }
 
+/// The task's controlling terminal, encoded like `tty_nr` in `/proc/PID/stat`
+/// (`MKDEV(driver->major, driver->minor_start + index)` in the kernel's new encoding); 0 when it
+/// has none.
+#[inline(always)]
+pub fn controlling_tty(config: &ProbeConfig, task: Ptr) -> Result<u32, i64> {
+    if config.task_signal == 0 {
+        return Ok(0);
+    }
+    let signal: u64 = read_at(task, config.task_signal)?;
+    if signal == 0 {
+        return Ok(0);
+    }
+    let tty: u64 = read_at(signal, config.signal_tty)?;
+    if tty == 0 {
+        return Ok(0);
+    }
+    let driver: u64 = read_at(tty, config.tty_driver_index[0])?;
+    let index: i32 = read_at(tty, config.tty_driver_index[1])?;
+    let major: i32 = read_at(driver, config.driver_major_minor[0])?;
+    let minor_start: i32 = read_at(driver, config.driver_major_minor[1])?;
+    let major = major as u32 & 0xfff;
+    let minor = minor_start.wrapping_add(index) as u32 & 0xf_ffff;
+    Ok((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12))
+}
+
 /// The header for a record of `kind` and `size` bytes about the current task.
 #[inline(always)]
 pub fn header(kind: u32, size: usize, pid: u32, tgid: u32) -> RecordHeader {

@@ -18,8 +18,8 @@ use kestrel_ebpf_abi::{
 use crate::{
     filter::wanted,
     kernel::{
-        credentials, current_task, exe_file, file_identity, header, parent_tgid, read_at,
-        Ptr as TaskPtr,
+        controlling_tty, credentials, current_task, exe_file, file_identity, header, parent_tgid,
+        read_at, Ptr as TaskPtr,
     },
     maps::{config, count_drop, current_pid_tgid, EVENTS},
 };
@@ -74,7 +74,7 @@ fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
     record.exe_dev = 0;
     record.exe_inode = 0;
     record.exe_nlink = 1;
-    record.reserved = 0;
+    record.tty = controlling_tty(config, task).unwrap_or(0);
     if let Ok(file) = exe_file(config, task) {
         if file != 0 {
             if let Ok((dev, ino, nlink)) = file_identity(config, file) {

@@ -12,6 +12,8 @@ struct Node<'a> {
     command_line: &'a str,
     exe: &'a str,
     start_time: &'a str,
+    /// Controlling terminal; known for the alert's own process only.
+    tty: &'a str,
 }
 
 /// The process tree, oldest ancestor first, one line per process, indented like `tree(1)`;
@@ -30,6 +32,7 @@ pub fn process_tree(alert: &Alert) -> String {
             command_line: &a.command_line,
             exe: &a.exe,
             start_time: &a.start_time,
+            tty: "",
         })
         .collect();
     let p = &alert.process;
@@ -39,6 +42,7 @@ pub fn process_tree(alert: &Alert) -> String {
         command_line: &p.command_line,
         exe: &p.exe,
         start_time: &p.start_time,
+        tty: &p.tty,
     });
     let last = nodes.len() - 1;
     let mut out = String::new();
@@ -62,6 +66,9 @@ pub fn process_tree(alert: &Alert) -> String {
         }
         if !node.start_time.is_empty() {
             about.push(format!("started {}", node.start_time));
+        }
+        if !node.tty.is_empty() {
+            about.push(format!("on {}", node.tty));
         }
         if !about.is_empty() {
             line.push_str(&format!("  ({})", about.join(", ")));

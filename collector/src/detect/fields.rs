@@ -118,6 +118,8 @@ fields! {
     ProcessName: ["ProcessName", "Comm"], Text, ALL;
     /// `process.cwd`.
     CurrentDirectory: ["CurrentDirectory"], Text, ALL;
+    /// `process.tty`: the controlling terminal (`pts/3`); absent when there is none.
+    Terminal: ["Terminal"], Text, ALL;
     /// `process.tgid`.
     ProcessId: ["ProcessId"], Number, ALL;
     /// `process.ppid`.
@@ -567,6 +569,7 @@ fn compute(field: Field, event: &Event, ctx: &EventContext<'_>, out: &mut String
         F::GroupId => number(out, process.map(|p| p.gid)),
         F::ProcessName => text(out, process.map(|p| p.comm.as_str())),
         F::CurrentDirectory => text(out, process.map(|p| p.cwd.as_str())),
+        F::Terminal => non_empty(out, process.map(|p| p.tty.as_str())),
         F::ProcessId => number(out, process.map(|p| p.tgid)),
         F::ParentProcessId => number(out, process.map(|p| p.ppid)),
         F::ExecId => non_empty(out, process.map(|p| p.exec_id.as_str())),
@@ -1179,6 +1182,7 @@ mod tests {
                 cwd: "/home/alice".into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 exec_id: "e-1".into(),
+                tty: "pts/3".into(),
                 ..Default::default()
             }),
             payload: Some(Payload::Exec(ExecEvent {
@@ -1255,6 +1259,7 @@ mod tests {
         assert_eq!(raw(&v, Field::ParentProcessId).as_deref(), Some("7"));
         assert_eq!(raw(&v, Field::ParentUser).as_deref(), Some("root"));
         assert_eq!(raw(&v, Field::ExecId).as_deref(), Some("e-1"));
+        assert_eq!(raw(&v, Field::Terminal).as_deref(), Some("pts/3"));
         assert_eq!(v.get(Field::CommandLine).unwrap().lower, "cat /etc/shadow");
         assert_eq!(raw(&v, Field::TargetFilename), None);
         assert_eq!(raw(&v, Field::ContainerId), None);

@@ -292,6 +292,8 @@ struct FixtureProcess {
     parent_exec_id: String,
     #[serde(default)]
     container_id: String,
+    #[serde(default)]
+    tty: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -622,6 +624,7 @@ impl FixtureEvent {
             exec_id: p.exec_id.clone(),
             parent_exec_id: p.parent_exec_id.clone(),
             container_id: p.container_id.clone(),
+            tty: p.tty.clone(),
             start_time_unix_ns: *time,
             ..Default::default()
         };
