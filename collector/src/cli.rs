@@ -25,6 +25,8 @@ pub enum Command {
     Rules(crate::rules_cli::RulesArgs),
     /// Search the stored events of a data directory.
     Events(crate::events_cli::EventsArgs),
+    /// List the agents a data directory knows, silent ones first.
+    Agents(crate::agents_cli::AgentsArgs),
 }
 
 /// Options of `kestrel-collector serve`.

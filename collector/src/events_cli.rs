@@ -140,7 +140,9 @@ pub fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u6
         .map_or(0, |d| d.as_nanos() as u64))
 }
 
-fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
+/// Opens the store of data directory `dir` for a command-line tool (a running collector may
+/// share it); returns the connection and the database path.
+pub(crate) fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
     let path = dir.join(DB_FILE);
     if !path.exists() {
         return Err(EventsCliError::NoStore {

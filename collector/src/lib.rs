@@ -2,6 +2,7 @@
 //! (authenticate, store, detect, alert), so tests and benchmarks can drive each stage directly.
 
 pub mod agents;
+pub mod agents_cli;
 pub mod alert;
 pub mod alerting;
 pub mod alerts_cli;

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         Command::Alerts(args) => kestrel_collector::alerts_cli::run(args).map_err(Into::into),
         Command::Rules(args) => kestrel_collector::rules_cli::run(args).map_err(Into::into),
         Command::Events(args) => kestrel_collector::events_cli::run(args).map_err(Into::into),
+        Command::Agents(args) => kestrel_collector::agents_cli::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

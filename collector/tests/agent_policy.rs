@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{uri, write, Issued, TestCa, SHADOW_RULE};
 use kestrel_collector::agents::AgentArgs;
+use kestrel_collector::agents_cli::ListArgs;
 use kestrel_collector::cli::ServeArgs;
 use kestrel_collector::serve::{Collector, ServeError};
 use kestrel_collector::store::DB_FILE;
@@ -540,6 +541,18 @@ fn stored_alerts(dir: &Path, rule: &str, host: &str) -> Vec<(serde_json::Value, 
     .collect()
 }
 
+/// `agents list --json` of the collector in `dir`.
+fn agents_listed(dir: &Path) -> Vec<serde_json::Value> {
+    kestrel_collector::agents_cli::list(&ListArgs {
+        data: dir.join("data"),
+        json: true,
+    })
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
 fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -591,6 +604,25 @@ async fn silence_outlives_a_collector_restart() {
         .map(|(_, count)| count)
         .sum();
     assert_eq!(silent_alerts, 1, "one agent-silent alert per silence");
+    // `agents list` shows both silent.
+    let listed = agents_listed(dir.path());
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| (
+                a["identity"].as_str().unwrap(),
+                a["silent_since_unix_ns"].is_u64()
+            ))
+            .collect::<Vec<_>>(),
+        [(gone.as_str(), true), (quiet.as_str(), true)],
+        "{listed:?}"
+    );
+    let text = kestrel_collector::agents_cli::list(&ListArgs {
+        data: dir.path().join("data"),
+        json: false,
+    })
+    .unwrap();
+    assert_eq!(text.matches("SILENT since").count(), 2, "{text}");
     // When it reports again, the recovery covers the whole silence, across the restart.
     let reported = unix_now_ns();
     let stream = h.open(&ca.agent("quiet"), 1).await.unwrap();
@@ -613,5 +645,24 @@ async fn silence_outlives_a_collector_restart() {
         silent_for >= at_least,
         "silent for {silent_for} s, at least {at_least} s: {alert}"
     );
+    // Its recovery is kept too: `agents list` shows it reporting, silent agents first.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let listed = agents_listed(dir.path());
+        let states: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|a| {
+                (
+                    a["identity"].as_str().unwrap(),
+                    a["silent_since_unix_ns"].is_u64(),
+                )
+            })
+            .collect();
+        if states == [(gone.as_str(), true), (quiet.as_str(), false)] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     h.shutdown().await;
 }

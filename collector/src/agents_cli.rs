@@ -1,0 +1,117 @@
+//! `kestrel-collector agents list`: the fleet as the collector's store knows it — each agent's
+//! identity, host, version, when it was last heard from, whether it is silent, and its last
+//! heartbeat (spool backlog, events shed, kernel drops) — so an operator sees at a glance which
+//! sensors are down or losing data.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::alert::rfc3339;
+use crate::events_cli::{open, EventsCliError};
+
+/// `kestrel-collector agents`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AgentsCommand,
+}
+
+/// `agents` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentsCommand {
+    /// Every agent that ever connected, silent ones first, then by identity.
+    List(ListArgs),
+}
+
+/// Options of `agents list`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListArgs {
+    /// Data directory of the collector (holds `kestrel.db`).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// One JSON object per line, with the whole last heartbeat.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs an `agents` command, printing to stdout.
+pub fn run(args: AgentsArgs) -> Result<(), EventsCliError> {
+    let out = match &args.command {
+        AgentsCommand::List(list) => self::list(list)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// The agents of the store in `args.data`, as text or JSON lines.
+pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
+    let (conn, path) = open(&args.data)?;
+    let sql_err = |source| EventsCliError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let mut statement = conn
+        .prepare(
+            "SELECT identity, hostname, agent_version, kernel_release, epoch, connected_unix_ns, \
+             last_seen_unix_ns, silent_since_unix_ns, last_heartbeat FROM agents \
+             ORDER BY silent_since_unix_ns IS NULL, identity",
+        )
+        .map_err(sql_err)?;
+    let rows = statement
+        .query_map([], |r| {
+            let heartbeat: Option<String> = r.get(8)?;
+            Ok(json!({
+                "identity": r.get::<_, String>(0)?,
+                "hostname": r.get::<_, String>(1)?,
+                "agent_version": r.get::<_, String>(2)?,
+                "kernel_release": r.get::<_, String>(3)?,
+                "epoch": r.get::<_, i64>(4)? as u64,
+                "connected_unix_ns": r.get::<_, i64>(5)? as u64,
+                "last_seen_unix_ns": r.get::<_, i64>(6)? as u64,
+                "silent_since_unix_ns": r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+                "last_heartbeat": heartbeat
+                    .and_then(|h| serde_json::from_str::<Value>(&h).ok())
+                    .unwrap_or(Value::Null),
+            }))
+        })
+        .map_err(sql_err)?;
+    let mut out = String::new();
+    if !args.json {
+        out.push_str(
+            "IDENTITY  HOSTNAME  VERSION  LAST SEEN  STATE  SPOOL UNACKED  SHED  KERNEL DROPS\n",
+        );
+    }
+    for row in rows {
+        let agent = row.map_err(sql_err)?;
+        if args.json {
+            let _ = writeln!(out, "{agent}");
+            continue;
+        }
+        let state = match agent["silent_since_unix_ns"].as_u64() {
+            Some(since) => format!("SILENT since {}", rfc3339(since)),
+            None => "reporting".to_owned(),
+        };
+        let beat = &agent["last_heartbeat"];
+        let stat = |name: &str| {
+            beat.get(name)
+                .and_then(Value::as_u64)
+                .map_or_else(|| "-".to_owned(), |n| n.to_string())
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {}  {}  {state}  {}  {}  {}",
+            agent["identity"].as_str().unwrap_or(""),
+            agent["hostname"].as_str().unwrap_or(""),
+            agent["agent_version"].as_str().unwrap_or(""),
+            rfc3339(agent["last_seen_unix_ns"].as_u64().unwrap_or(0)),
+            stat("spool_unacked"),
+            stat("events_shed"),
+            stat("kernel_drops"),
+        );
+    }
+    Ok(out)
+}
