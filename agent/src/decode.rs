@@ -3,9 +3,9 @@
 
 use kestrel_ebpf_abi::{
     ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX, COMM_LEN,
-    EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, FILENAME_MAX,
-    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS, STR_SLOT, SYSCALL_FIXED_SIZE,
-    SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
+    EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD,
+    EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS,
+    STR_SLOT, SYSCALL_FIXED_SIZE, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
 };
 
 /// A record that cannot be decoded. The reader logs it, counts it and goes on.
@@ -101,6 +101,8 @@ pub struct Exec {
     pub exe_deleted: bool,
     /// The executed file is a memfd.
     pub exe_memfd: bool,
+    /// The executed file is in an overlay file system's writable upper layer.
+    pub exe_upper_layer: bool,
     /// Controlling terminal as `/proc/PID/stat`'s `tty_nr` (0: none).
     pub tty: u32,
 }
@@ -180,6 +182,7 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         exe_inode: r.exe_inode,
         exe_deleted: r.exe_inode != 0 && r.exe_nlink == 0,
         exe_memfd: r.flags & EXEC_MEMFD != 0,
+        exe_upper_layer: r.flags & EXEC_UPPER_LAYER != 0,
         tty: r.tty,
     })
 }

@@ -51,6 +51,15 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         ))
     })()
     .unwrap_or_default();
+    // Overlay may be compiled out, or a module without BTF here: then no exec is flagged as
+    // coming from a container's writable layer.
+    let overlay = (|| {
+        Ok::<_, LayoutError>([
+            off("ovl_inode", "vfs_inode")?,
+            off("ovl_inode", "__upperdentry")?,
+        ])
+    })()
+    .unwrap_or_default();
     Ok(ProbeConfig {
         task_real_parent: task("real_parent")?,
         task_tgid: task("tgid")?,
@@ -124,6 +133,8 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         signal_tty: terminal.1,
         tty_driver_index: terminal.2,
         driver_major_minor: terminal.3,
+        sb_magic: off("super_block", "s_magic")?,
+        ovl_inode_upper: overlay,
     })
 }
 

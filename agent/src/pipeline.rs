@@ -205,6 +205,7 @@ impl Pipeline {
                 exe_inode: exec.exe_inode,
                 exe_deleted: exec.exe_deleted,
                 exe_memfd: exec.exe_memfd,
+                exe_upper_layer: exec.exe_upper_layer,
             })),
         )
     }

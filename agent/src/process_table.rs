@@ -209,6 +209,7 @@ mod tests {
             exe_inode: 0,
             exe_deleted: false,
             exe_memfd: false,
+            exe_upper_layer: false,
             tty: 0,
         }
     }

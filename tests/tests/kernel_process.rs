@@ -199,3 +199,82 @@ async fn exec_names_the_controlling_terminal() {
     assert_eq!(seen["with"].as_deref(), Some(pty.name.as_str()), "{seen:?}");
     assert_eq!(seen["without"], None, "{seen:?}");
 }
+
+/// An overlay mount (a container's root, in miniature), unmounted on drop.
+struct Overlay {
+    dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    /// Lower layer holding `image-true` (a copy of /bin/true), mounted at `merged`.
+    fn mount() -> Overlay {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        std::fs::copy("/bin/true", dir.path().join("lower/image-true")).unwrap();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let options = format!(
+            "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+            dir.path().display()
+        );
+        let target = c(&dir.path().join("merged").display().to_string());
+        let mounted = unsafe {
+            libc::mount(
+                c("overlay").as_ptr(),
+                target.as_ptr(),
+                c("overlay").as_ptr(),
+                0,
+                c(&options).as_ptr().cast(),
+            )
+        };
+        assert_eq!(mounted, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        Overlay { dir }
+    }
+
+    fn merged(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("merged").join(name)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.merged("").display().to_string()).unwrap();
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_of_a_file_written_into_an_overlay_is_flagged_as_upper_layer() {
+    let Some(mut rx) = start(0) else {
+        return;
+    };
+    let overlay = Overlay::mount();
+    // Dropped into the running "container": it lands in the writable upper layer.
+    std::fs::copy("/bin/true", overlay.merged("dropped-true")).unwrap();
+    let marker = format!("overlay-marker-{}", std::process::id());
+    for name in ["image-true", "dropped-true"] {
+        let status = Command::new(overlay.merged(name))
+            .arg(&marker)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 2 {
+        let record = expect_record(&mut rx, "the two execs in the overlay", |r| {
+            matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker))
+        })
+        .await;
+        let KernelRecord::Exec(exec) = record else {
+            unreachable!()
+        };
+        let name = exec.filename.rsplit('/').next().unwrap().to_owned();
+        seen.insert(name, exec.exe_upper_layer);
+    }
+    assert_eq!(
+        seen,
+        [("dropped-true".to_owned(), true), ("image-true".to_owned(), false)].into(),
+        "only the file written after the mount is in the upper layer"
+    );
+}

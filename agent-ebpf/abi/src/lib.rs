@@ -250,6 +250,10 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
 pub const EXEC_ARGV_UNREADABLE: u32 = 1 << 2;
 /// `ExecRecord::flags`: the executed file is a memfd (its name starts with `memfd:`).
 pub const EXEC_MEMFD: u32 = 1 << 3;
+/// `ExecRecord::flags`: the executed file is on an overlay file system (a container's root)
+/// and has a copy in the writable upper layer: it was written, or changed, after the
+/// container started, so it is not (as it was) part of the image.
+pub const EXEC_UPPER_LAYER: u32 = 1 << 4;
 
 /// Name of the global [`ProbeConfig`] in the eBPF object, set by the agent at load time.
 pub const CONFIG_GLOBAL: &str = "KESTREL_CONFIG";
@@ -454,6 +458,11 @@ pub struct ProbeConfig {
     pub tty_driver_index: [u32; 2],
     /// Byte offsets of `tty_driver.major` and `tty_driver.minor_start`.
     pub driver_major_minor: [u32; 2],
+    /// Byte offset of `super_block.s_magic`.
+    pub sb_magic: u32,
+    /// Byte offsets of `ovl_inode.vfs_inode` and `ovl_inode.__upperdentry` (both 0: the
+    /// kernel has no overlay file system; the flag is never set).
+    pub ovl_inode_upper: [u32; 2],
 }
 
 /// A path prefix for in-kernel matching (sensitive reads, muted paths).
@@ -494,7 +503,7 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 268);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 280);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -121,6 +121,28 @@ pub fn exe_file(config: &ProbeConfig, task: Ptr) -> Result<Ptr, i64> {
     read_at(mm, config.mm_exe_file)
 }
 
+/// `s_magic` of an overlay file system.
+const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+
+/// The file is on an overlay file system and has an upper (writable layer) copy.
+#[inline(always)]
+pub fn in_upper_layer(config: &ProbeConfig, file: Ptr) -> Result<bool, i64> {
+    let [vfs_inode, upper] = config.ovl_inode_upper;
+    if upper == 0 {
+        return Ok(false);
+    }
+    let inode: u64 = read_at(file, config.file_inode)?;
+    let sb: u64 = read_at(inode, config.inode_sb)?;
+    let magic: u64 = read_at(sb, config.sb_magic)?;
+    if magic != OVERLAYFS_SUPER_MAGIC {
+        return Ok(false);
+    }
+    // The overlay inode embeds the VFS inode: step back to the start of `struct ovl_inode`.
+    let ovl_inode = inode - vfs_inode as u64;
+    let upper_dentry: u64 = read_at(ovl_inode, upper)?;
+    Ok(upper_dentry != 0)
+}
+
 /// (device, inode, link count) of a `struct file *`.
 #[inline(always)]
 pub fn file_identity(config: &ProbeConfig, file: Ptr) -> Result<(u64, u64, u32), i64> {

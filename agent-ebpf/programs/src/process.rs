@@ -11,15 +11,15 @@ use aya_ebpf::{
 };
 use kestrel_ebpf_abi::{
     ExecRecord, ExitRecord, ForkRecord, ProbeConfig, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, FILENAME_MAX, KIND_EXEC, KIND_EXIT,
+    EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT,
     KIND_FORK,
 };
 
 use crate::{
     filter::wanted,
     kernel::{
-        controlling_tty, credentials, current_task, exe_file, file_identity, header, parent_tgid,
-        read_at, Ptr as TaskPtr,
+        controlling_tty, credentials, current_task, exe_file, file_identity, header,
+        in_upper_layer, parent_tgid, read_at, Ptr as TaskPtr,
     },
     maps::{config, count_drop, current_pid_tgid, EVENTS},
 };
@@ -84,6 +84,9 @@ fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
             }
             if is_memfd(config, file) {
                 record.flags |= EXEC_MEMFD;
+            }
+            if in_upper_layer(config, file).unwrap_or(false) {
+                record.flags |= EXEC_UPPER_LAYER;
             }
         }
     }

@@ -166,6 +166,9 @@ fields! {
     ImageDeleted: ["ImageDeleted"], Bool, EXEC;
     /// `exec.exe_memfd`: the executed file is a memfd (fileless execution).
     ImageMemfd: ["ImageMemfd"], Bool, EXEC;
+    /// `exec.exe_upper_layer`: the executed file is in a container's writable layer (written or
+    /// changed since the container started: not part of its image).
+    ImageUpperLayer: ["ImageUpperLayer"], Bool, EXEC;
     /// `exec.cap_effective` as capability names (`cap_sys_admin cap_net_raw …`).
     Capabilities: ["Capabilities"], Text, EXEC;
 
@@ -598,6 +601,7 @@ fn compute(field: Field, event: &Event, ctx: &EventContext<'_>, out: &mut String
         F::GrandparentCommandLine => ancestor(event, 1).is_some_and(|a| join_into(out, &a.argv)),
         F::ImageDeleted => boolean(out, exec(event).map(|e| e.exe_deleted)),
         F::ImageMemfd => boolean(out, exec(event).map(|e| e.exe_memfd)),
+        F::ImageUpperLayer => boolean(out, exec(event).map(|e| e.exe_upper_layer)),
         F::Capabilities => exec(event).is_some_and(|e| {
             capability_names(out, e.cap_effective);
             true

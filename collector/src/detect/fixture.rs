@@ -340,6 +340,8 @@ struct FixtureExec {
     exe_deleted: bool,
     #[serde(default)]
     exe_memfd: bool,
+    #[serde(default)]
+    exe_upper_layer: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -663,6 +665,7 @@ impl FixtureEvent {
                 cap_effective: e.cap_effective,
                 exe_deleted: e.exe_deleted,
                 exe_memfd: e.exe_memfd,
+                exe_upper_layer: e.exe_upper_layer,
                 ..Default::default()
             }));
         }
