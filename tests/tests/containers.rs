@@ -28,7 +28,7 @@ use kestrel_agent::{
         runtime::{ApiKind, Endpoint},
         Container, ContainerConfig, ContainerResolver, Enrichment,
     },
-    decode::KernelRecord,
+    decode::{Exec, KernelRecord},
     loader::{LoadOptions, Probes},
     reader::RingReader,
 };
@@ -356,35 +356,9 @@ async fn an_exec_inside_a_container_is_reported_by_the_kernel_with_the_container
     // resolver must find the cgroup by id.
     podman.run(&["exec", &container.id, "/bin/echo", &marker]);
 
-    // Every host process's records arrive too: keep only the last few for the failure message.
-    let mut seen = std::collections::VecDeque::new();
-    let mut others = 0usize;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let exec = loop {
-        let record = if tokio::time::Instant::now() < deadline {
-            tokio::time::timeout_at(deadline, rx.recv()).await
-        } else {
-            Ok(None)
-        };
-        match record {
-            // `podman exec` itself (on the host) carries the marker too: match the exec'd
-            // command's exact argument vector.
-            Ok(Some(KernelRecord::Exec(exec))) if exec.argv == ["/bin/echo", marker.as_str()] => {
-                break exec
-            }
-            Ok(Some(other)) => {
-                others += 1;
-                if seen.len() == 10 {
-                    seen.pop_front();
-                }
-                seen.push_back(format!("{other:?}"));
-            }
-            _ => panic!(
-                "no exec record with {marker} within 10 s; {others} other records, the last:\n{}",
-                Vec::from(seen).join("\n")
-            ),
-        }
-    };
+    // `podman exec` itself (on the host) carries the marker too: match the exec'd command's
+    // exact argument vector.
+    let exec = expect_exec(&mut rx, &["/bin/echo", marker.as_str()]).await;
     assert_eq!(
         exec.common.cgroup_id,
         cgroup_id_of(container.pid),
@@ -401,6 +375,50 @@ async fn an_exec_inside_a_container_is_reported_by_the_kernel_with_the_container
     .await;
     assert_eq!(enrichment, Enrichment::Complete, "{container_context:?}");
     assert_is_test_container(container_context, &container.id, &name);
+
+    // Container drift: the image's program is not in the writable layer; a copy dropped into
+    // the running container is.
+    assert!(!exec.exe_upper_layer, "{exec:?}");
+    podman.run(&[
+        "exec",
+        &container.id,
+        "/bin/busybox",
+        "cp",
+        "/bin/busybox",
+        "/busybox-dropped",
+    ]);
+    podman.run(&["exec", &container.id, "/busybox-dropped", "echo", &marker]);
+    let dropped = expect_exec(&mut rx, &["/busybox-dropped", "echo", marker.as_str()]).await;
+    assert!(dropped.exe_upper_layer, "{dropped:?}");
+}
+
+/// Waits up to 10 s for the exec record whose argument vector is `argv`.
+async fn expect_exec(rx: &mut mpsc::Receiver<KernelRecord>, argv: &[&str]) -> Exec {
+    // Every host process's records arrive too: keep only the last few for the failure message.
+    let mut seen = std::collections::VecDeque::new();
+    let mut others = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let record = if tokio::time::Instant::now() < deadline {
+            tokio::time::timeout_at(deadline, rx.recv()).await
+        } else {
+            Ok(None)
+        };
+        match record {
+            Ok(Some(KernelRecord::Exec(exec))) if exec.argv == argv => return exec,
+            Ok(Some(other)) => {
+                others += 1;
+                if seen.len() == 10 {
+                    seen.pop_front();
+                }
+                seen.push_back(format!("{other:?}"));
+            }
+            _ => panic!(
+                "no exec record of {argv:?} within 10 s; {others} other records, the last:\n{}",
+                Vec::from(seen).join("\n")
+            ),
+        }
+    }
 }
 
 /// A containerd of this test's own: configuration, state and socket in a temporary directory.
