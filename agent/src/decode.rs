@@ -74,6 +74,8 @@ pub struct Syscall {
     pub second_path_truncated: bool,
     /// A read-only open reported because its path is sensitive.
     pub sensitive_read: bool,
+    /// The bytes received, for a DNS answer (`recvfrom`, `recvmsg`); empty otherwise.
+    pub received: Vec<u8>,
 }
 
 /// A successful exec, decoded.
@@ -216,6 +218,16 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
         }
         Ok(String::from_utf8_lossy(&r.strings[start..start + used]).into_owned())
     };
+    let received = if matches!(
+        r.syscall,
+        kestrel_ebpf_abi::sys::RECVFROM | kestrel_ebpf_abi::sys::RECVMSG
+    ) {
+        let used = checked_len(kind, "str_len[0]", r.str_len[0], STR_SLOT - 1)?;
+        let arrived = len.saturating_sub(SYSCALL_FIXED_SIZE).min(used);
+        r.strings[..arrived].to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(Syscall {
         common: common(&r.header),
         kind,
@@ -229,6 +241,7 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
         second_path: slot("str_len[1]", 1, STR_SLOT, STR_SLOT - 1)?,
         second_path_truncated: r.flags & SYS_STR1_TRUNCATED != 0,
         sensitive_read: r.flags & SYS_SENSITIVE_READ != 0,
+        received,
     })
 }
 

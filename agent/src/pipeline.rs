@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use kestrel_proto::{
-    event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap, Process,
+    event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap,
+    NetworkEvent, Process,
 };
 use tokio::sync::mpsc;
 
@@ -12,6 +13,7 @@ use crate::{
     clock::BootClock,
     container::ContainerResolver,
     decode::{Exec, Exit, Fork, KernelRecord, Syscall},
+    dns::Resolved,
     jsonl::JsonlWriter,
     loss::LossMonitor,
     process_table::{ProcessInfo, ProcessTable},
@@ -41,6 +43,8 @@ pub struct Pipeline {
     outputs: Outputs,
     loss: Option<LossMonitor>,
     containers: Option<ContainerResolver>,
+    /// Names of addresses, from the DNS answers seen.
+    resolved: Resolved,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -55,6 +59,7 @@ impl Pipeline {
             outputs,
             loss: None,
             containers: None,
+            resolved: Resolved::default(),
             shipper_overflow: 0,
         }
     }
@@ -154,6 +159,18 @@ impl Pipeline {
         }
     }
 
+    /// Learns the addresses of a DNS answer; names the remote address of a connection from the
+    /// answers seen before it.
+    fn name_remote_host(&mut self, network: &mut NetworkEvent) {
+        if let Some(answer) = &network.dns {
+            self.resolved.learn(answer);
+        } else if !network.remote_ip.is_empty() {
+            if let Some(name) = self.resolved.name_of(&network.remote_ip) {
+                network.remote_hostname = name.to_owned();
+            }
+        }
+    }
+
     fn syscall_event(&mut self, syscall: &Syscall) -> Event {
         let tgid = syscall.common.tgid;
         let info = self
@@ -161,7 +178,10 @@ impl Pipeline {
             .get(tgid)
             .cloned()
             .unwrap_or_else(|| unknown_process(tgid, 0, ""));
-        let payload = syscall_events::payload(syscall, &info.cwd);
+        let mut payload = syscall_events::payload(syscall, &info.cwd);
+        if let Some(Payload::Network(network)) = &mut payload {
+            self.name_remote_host(network);
+        }
         let mut process = self.process(&info, syscall.common.pid, syscall.common.cgroup_id);
         process.euid = syscall.euid;
         process.parent_exec_id = self

@@ -95,6 +95,8 @@ pub fn syscall_name(id: u32) -> &'static str {
         "unshare",
         "io_uring_setup",
         "io_uring_submit",
+        "recvfrom",
+        "recvmsg",
     ];
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
@@ -411,6 +413,22 @@ fn network(s: &Syscall) -> NetworkEvent {
             NetworkOp::NetworkAccept
         }
         sys::LISTEN => NetworkOp::NetworkListen,
+        sys::RECVFROM | sys::RECVMSG => {
+            // The sender the call returned, else the peer of a connected socket.
+            match passed {
+                Some((family, ip, port)) => {
+                    event.family = family;
+                    event.remote_ip = ip.to_string();
+                    event.remote_port = port as u32;
+                }
+                None => {
+                    event.remote_ip = socket_remote.map(|ip| ip.to_string()).unwrap_or_default();
+                    event.remote_port = s.aux[8] as u32;
+                }
+            }
+            event.dns = crate::dns::parse(&s.received, s.path_truncated);
+            NetworkOp::NetworkDnsAnswer
+        }
         _ => {
             event.family = AF_PACKET;
             event.protocol = u16::from_be(s.args[2] as u16) as u32;

@@ -58,15 +58,10 @@ fn every_sigmahq_linux_file_event_rule_compiles() {
 }
 
 #[test]
-fn sigmahq_network_connection_rules_needing_host_names_are_rejected() {
+fn every_sigmahq_linux_network_connection_rule_compiles() {
+    // Three of them need DestinationHostname: named from the DNS answers the agent sees.
     let (ok, rejected) = load("rules/linux/network_connection");
-    assert_eq!((ok, rejected.len()), (2, 3));
-    for (file, kind) in &rejected {
-        assert!(
-            matches!(kind, RuleErrorKind::FieldNotAvailable { field, .. } if field == "DestinationHostname"),
-            "{file}: {kind}"
-        );
-    }
+    assert_eq!((ok, rejected.len()), (5, 0), "{rejected:?}");
 }
 
 #[test]
@@ -95,5 +90,78 @@ fn old_aggregation_syntax_is_rejected_pointing_to_correlation_rules() {
             reason.contains("aggregation") || reason.contains("logsource"),
             "{file}: {reason}"
         );
+    }
+}
+
+#[test]
+fn sigmahq_host_name_rules_fire_on_connections_named_by_dns_answers() {
+    use std::sync::Arc;
+
+    use kestrel_collector::detect::fixture;
+    let (set, errors) = RuleSet::load_dir(&sigma_dir("rules/linux/network_connection")).unwrap();
+    assert!(errors.is_empty());
+    let connect = |host: &str| {
+        format!(
+            "    - process: {{ exe: /usr/bin/curl }}\n      network: {{ op: connect, remote_ip: 3.20.1.5, \
+             remote_port: 443, remote_hostname: {host} }}\n"
+        )
+    };
+    let case = |rule: &str, name: &str, expect: &str, host: &str| {
+        format!(
+            "- rule: {rule}\n  name: {name}\n  expect: {expect}\n  events:\n{}",
+            connect(host)
+        )
+    };
+    let text = [
+        case(
+            "19bf6fdb-7721-4f3d-867f-53467f6a5db6",
+            "ngrok",
+            "match",
+            "tunnel.eu.ngrok.com",
+        ),
+        case(
+            "19bf6fdb-7721-4f3d-867f-53467f6a5db6",
+            "other",
+            "no_match",
+            "example.com",
+        ),
+        case(
+            "c4568f5d-131f-4e78-83d4-45b2da0ec4f1",
+            "localtonet",
+            "match",
+            "x.localto.net",
+        ),
+        case(
+            "c4568f5d-131f-4e78-83d4-45b2da0ec4f1",
+            "lookalike",
+            "no_match",
+            "localto.net.example",
+        ),
+        case(
+            "a46c93b7-55ed-4d27-a41b-c259456c4746",
+            "pool",
+            "match",
+            "pool.supportxmr.com",
+        ),
+        case(
+            "a46c93b7-55ed-4d27-a41b-c259456c4746",
+            "unnamed",
+            "no_match",
+            "''",
+        ),
+    ]
+    .concat();
+    let cases = fixture::parse_cases(&text).unwrap();
+    let report = fixture::run(&Arc::new(set), &[(PathBuf::from("dns.yml"), cases)]);
+    // The other two rules of the directory have no case here.
+    let host_name_rules: Vec<_> = report
+        .rules
+        .iter()
+        .filter(|r| r.positives + r.negatives > 0)
+        .collect();
+    assert_eq!(host_name_rules.len(), 3, "{report:#?}");
+    for rule in host_name_rules {
+        assert!(rule.failures.is_empty(), "{rule:#?}");
+        assert_eq!(rule.passed, 2, "{rule:#?}");
     }
 }

@@ -709,3 +709,122 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
         .iter()
         .all(|g| g.reason == "kernel" && g.last_time_unix_ns == 1));
 }
+
+/// A DNS response (hand-built, independent of the agent's parser): `name` has the address
+/// `address`.
+fn dns_response(id: u16, name: &str, address: [u8; 4]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&id.to_be_bytes());
+    // Flags: a response, recursion desired and available, no error; one question, one answer.
+    bytes.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.extend_from_slice(&[0, 0, 1, 0, 1]); // end of name, type A, class IN
+                                               // The answer: a pointer to the question's name, type A, class IN, TTL 60, 4 bytes.
+    bytes.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    bytes.extend_from_slice(&address);
+    bytes
+}
+
+/// Brings the loopback interface of this thread's network namespace up.
+fn loopback_up() {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        request.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &request),
+            0,
+            "lo up: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_answers_are_captured_and_name_the_hosts_connected_to_later() {
+    let Some(mut k) = load(only_this_process(AgentConfig::default())) else {
+        return;
+    };
+    let name = format!("c2-{}.kestrel-test.example", std::process::id());
+    let address = [127, 0, 0, 2];
+    let (from_recvfrom, from_recvmsg) = (
+        dns_response(1, &name, address),
+        dns_response(2, &name, address),
+    );
+    let answers = (from_recvfrom.clone(), from_recvmsg.clone());
+    // In a network namespace of this thread's own, port 53 is ours: a resolver answers twice,
+    // the client receives once with recvfrom and once with recvmsg, then connects to the
+    // address it was given.
+    std::thread::spawn(move || {
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        loopback_up();
+        let resolver = UdpSocket::bind("127.0.0.1:53").unwrap();
+        let listener = TcpListener::bind("127.0.0.2:8443").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect("127.0.0.1:53").unwrap();
+        let mut buffer = [0u8; 512];
+        for answer in [&answers.0, &answers.1] {
+            client.send(b"query").unwrap();
+            let (_, asker) = resolver.recv_from(&mut buffer).unwrap();
+            resolver.send_to(answer, asker).unwrap();
+        }
+        let received = client.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..received], &answers.0[..]);
+        let mut iov = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_iov = &mut iov;
+        message.msg_iovlen = 1;
+        let received = unsafe { libc::recvmsg(client.as_raw_fd(), &mut message, 0) };
+        assert_eq!(&buffer[..received as usize], &answers.1[..]);
+        let _connection = TcpStream::connect("127.0.0.2:8443").unwrap();
+        drop(listener);
+    })
+    .join()
+    .unwrap();
+
+    // The resolver's own receive (of a query, from a client port) is not reported: the first
+    // receive the kernel reports is the client's answer.
+    let first = k.expect_syscall("a receive", sys::RECVFROM, |_| true).await;
+    assert_eq!(first.received, from_recvfrom, "the answer's bytes, exactly");
+    let by_recvmsg = k.expect_syscall("recvmsg", sys::RECVMSG, |_| true).await;
+    assert_eq!(by_recvmsg.received, from_recvmsg);
+    let connect = k
+        .expect_syscall("the connect", sys::CONNECT, |s| {
+            network_payload(s).remote_ip == "127.0.0.2"
+        })
+        .await;
+
+    // Through the pipeline: the answers are events of their own, and they name the address
+    // connected to afterwards.
+    let mut pipeline = Pipeline::new(ProcessTable::new(), Outputs::default());
+    for record in [first, by_recvmsg] {
+        let event = pipeline.event_for(KernelRecord::Syscall(Box::new(record)));
+        let Some(Payload::Network(answer)) = event.payload else {
+            panic!("not a network event: {event:?}");
+        };
+        assert_eq!(answer.op, NetworkOp::NetworkDnsAnswer as i32);
+        assert_eq!(
+            (answer.remote_ip.as_str(), answer.remote_port),
+            ("127.0.0.1", 53)
+        );
+        let dns = answer.dns.expect("the answer parsed");
+        assert_eq!((dns.query.as_str(), dns.rcode), (name.as_str(), 0));
+        assert_eq!(dns.answers, ["127.0.0.2"]);
+    }
+    let event = pipeline.event_for(KernelRecord::Syscall(Box::new(connect)));
+    let Some(Payload::Network(connection)) = event.payload else {
+        panic!("not a network event: {event:?}");
+    };
+    assert_eq!(connection.remote_hostname, name);
+}

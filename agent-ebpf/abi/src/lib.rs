@@ -160,8 +160,12 @@ pub mod sys {
     pub const IO_URING_SETUP: u32 = 58;
     /// The `io_uring:io_uring_submit_req` tracepoint: one operation submitted through a ring.
     pub const IO_URING_SUBMIT: u32 = 59;
+    /// `recvfrom(fd, buf, len, flags, addr, addrlen)` (reported for DNS answers only).
+    pub const RECVFROM: u32 = 60;
+    /// `recvmsg(fd, msg, flags)` (reported for DNS answers only).
+    pub const RECVMSG: u32 = 61;
     /// One past the largest id.
-    pub const COUNT: u32 = 60;
+    pub const COUNT: u32 = 62;
 
     /// The record kind a syscall id reports as.
     pub const fn kind_of(id: u32) -> u32 {
@@ -171,7 +175,7 @@ pub mod sys {
             SETUID..=CAPSET => KIND_CREDENTIAL,
             PTRACE | PROCESS_VM_WRITEV => KIND_PTRACE,
             KILL..=TGKILL => KIND_SIGNAL,
-            CONNECT..=SOCKET => KIND_NETWORK,
+            CONNECT..=SOCKET | RECVFROM | RECVMSG => KIND_NETWORK,
             INIT_MODULE | FINIT_MODULE => KIND_MODULE,
             BPF => KIND_BPF,
             MEMFD_CREATE => KIND_MEMFD,
@@ -201,7 +205,9 @@ pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
 ///   `aux[8..12]` and `aux[12..15]` the same after the call.
 /// - network: `aux[0]` family, `aux[1]` protocol, `aux[2]` socket type, `aux[3..5]` local
 ///   address (16 bytes, IPv4 in the first 4), `aux[5]` local port, `aux[6..8]` remote address,
-///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes).
+///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes; for
+///   a receive, the sender's address the call returned). A DNS answer received (`recvfrom`,
+///   `recvmsg` from port 53) has its first bytes in string slot 0.
 /// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode.
 /// - bpf: `aux[0]` program type, `aux[1..3]` program name (16 bytes).
 /// - io_uring: `aux[0]` opcode, `aux[1]` entries, `aux[2]` flags.

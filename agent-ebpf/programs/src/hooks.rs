@@ -88,6 +88,8 @@ syscall_hooks! {
     sys::SETNS => sys_enter_setns, sys_exit_setns;
     sys::UNSHARE => sys_enter_unshare, sys_exit_unshare;
     sys::IO_URING_SETUP => sys_enter_io_uring_setup, sys_exit_io_uring_setup;
+    sys::RECVFROM => sys_enter_recvfrom, sys_exit_recvfrom;
+    sys::RECVMSG => sys_enter_recvmsg, sys_exit_recvmsg;
 }
 
 /// io_uring opcodes reported (file, socket and process-relevant operations).

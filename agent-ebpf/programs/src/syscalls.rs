@@ -36,6 +36,7 @@ const O_TRUNC: u64 = 0o1000;
 const AF_PACKET: u64 = 17;
 const BPF_PROG_LOAD: u64 = 5;
 const SOCK_DGRAM: u64 = 2;
+const DNS_PORT: u64 = 53;
 /// How far back a file name is looked for (names of sensitive keys are short).
 const NAME_SCAN: u32 = 64;
 
@@ -67,7 +68,7 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     for (i, arg) in args.iter_mut().enumerate() {
         *arg = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
     }
-    if !worth_following(id, &args, tgid) {
+    if !worth_following(&config, id, &args, tgid) {
         return 0;
     }
     let mut pending = Pending {
@@ -83,14 +84,31 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
 
 /// Calls whose arguments already say they are not interesting.
 #[inline(always)]
-fn worth_following(id: u32, args: &[u64; 6], tgid: u32) -> bool {
+fn worth_following(config: &ProbeConfig, id: u32, args: &[u64; 6], tgid: u32) -> bool {
     match id {
         sys::SOCKET => args[0] == AF_PACKET,
         sys::SENDTO => args[4] != 0,
         sys::BPF => args[0] == BPF_PROG_LOAD,
         sys::KILL | sys::TGKILL => args[0] as u32 != tgid,
+        // Only a datagram socket brings a DNS answer; most receives are on streams.
+        sys::RECVFROM | sys::RECVMSG => is_datagram_socket(config, args[0]),
         _ => true,
     }
+}
+
+/// The descriptor is a `SOCK_DGRAM` socket.
+#[inline(always)]
+fn is_datagram_socket(config: &ProbeConfig, fd: u64) -> bool {
+    let Ok(file) = fd_file(config, current_task(), fd) else {
+        return false;
+    };
+    let Ok(socket) = read_at::<u64>(file, config.file_private) else {
+        return false;
+    };
+    let Ok(sk) = read_at::<u64>(socket, config.socket_sk) else {
+        return false;
+    };
+    matches!(read_at::<u16>(sk, config.sk_type), Ok(t) if t as u64 == SOCK_DGRAM)
 }
 
 /// `sys_exit_*` for syscall `id`.
@@ -354,6 +372,7 @@ fn network(
             }
             (result as u64, 0, 0)
         }
+        sys::RECVFROM | sys::RECVMSG if result <= 0 => return Ok(false),
         _ => (a[0], 0, 0),
     };
     if address != 0 && address_len > 0 {
@@ -373,7 +392,61 @@ fn network(
     if id == sys::SENDTO && record.aux[2] != SOCK_DGRAM {
         return Ok(false);
     }
+    if id == sys::RECVFROM || id == sys::RECVMSG {
+        return Ok(dns_answer(id, result, record));
+    }
     Ok(true)
+}
+
+/// For a datagram received: keeps it (its first bytes in string slot 0, the sender in
+/// `aux[9..13]`) when it came from port 53, a DNS answer.
+#[inline(always)]
+fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
+    let a = record.args;
+    // Where the data went (the first buffer), its size, and where the sender was written.
+    let (buffer, capacity, sender) = if id == sys::RECVFROM {
+        (a[1], a[2], a[4])
+    } else {
+        // struct msghdr: msg_name at 0, msg_iov at 16; struct iovec: base at 0, len at 8.
+        let name: u64 = unsafe { bpf_probe_read_user(a[1] as *const u64) }.unwrap_or(0);
+        let iov: u64 = unsafe { bpf_probe_read_user((a[1] + 16) as *const u64) }.unwrap_or(0);
+        let first: [u64; 2] = if iov == 0 {
+            [0; 2]
+        } else {
+            unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.unwrap_or([0; 2])
+        };
+        (first[0], first[1], name)
+    };
+    let mut port = record.aux[8];
+    if sender != 0 {
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(9) as *mut u8, 32)
+        };
+        if unsafe { bpf_probe_read_user_buf(sender as *const u8, &mut dst[..28]) }.is_ok() {
+            let from = u16::from_be_bytes([dst[2], dst[3]]) as u64;
+            if from != 0 {
+                port = from;
+            }
+        }
+    }
+    if port != DNS_PORT || buffer == 0 {
+        return false;
+    }
+    let mut len = result as u64;
+    if len > capacity {
+        len = capacity;
+    }
+    if len > (STR_SLOT - 1) as u64 {
+        len = (STR_SLOT - 1) as u64;
+        record.flags |= SYS_STR0_TRUNCATED;
+    }
+    let len = len as usize & (STR_SLOT - 1);
+    let dst = &mut record.strings[..STR_SLOT];
+    if unsafe { bpf_probe_read_user_buf(buffer as *const u8, &mut dst[..len]) }.is_err() {
+        return false;
+    }
+    record.str_len[0] = len as u32;
+    true
 }
 
 /// Family, protocol, type and both endpoints of the socket behind `file`.

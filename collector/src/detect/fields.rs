@@ -79,6 +79,7 @@ const NET: CategorySet = Category::NetworkConnection
     .bit()
     .or(Category::NetworkListen.bit())
     .or(Category::PacketSocket.bit());
+const DNS: CategorySet = Category::DnsQuery.bit();
 const CRED: CategorySet = Category::CredentialChange.bit();
 const PTRACE: CategorySet = Category::ProcessAccess.bit();
 const SIGNAL: CategorySet = Category::ProcessSignal.bit();
@@ -225,6 +226,17 @@ fields! {
     DestinationIsIpv6: ["DestinationIsIpv6"], Bool, NET;
     /// `network.op` as a word: connect, accept, listen, bind, send, packet_socket.
     NetworkOperation: ["NetworkOperation"], Text, NET;
+    /// `network.remote_hostname`: the name the remote address was resolved from, by a DNS
+    /// answer the agent saw on this host; absent when none was seen.
+    DestinationHostname: ["DestinationHostname"], Text, NET;
+
+    // dns_query.
+    /// `network.dns.query`: the name asked for.
+    QueryName: ["QueryName"], Text, DNS;
+    /// `network.dns.answers` joined by `;` (addresses and CNAME targets).
+    QueryResults: ["QueryResults"], Text, DNS;
+    /// `network.dns.rcode`: 0 when the name resolved, 3 when it does not exist.
+    QueryStatus: ["QueryStatus"], Number, DNS;
 
     // credential_change.
     /// Real uid before the change.
@@ -306,10 +318,6 @@ pub(crate) const NOT_PRODUCED: &[(&str, &str)] = &[
         "events carry no login session id (group by SessionExecId instead)",
     ),
     ("TerminalSessionId", "events carry no terminal session id"),
-    (
-        "DestinationHostname",
-        "remote addresses are not resolved to host names",
-    ),
     (
         "SourceHostname",
         "local addresses are not resolved to host names",
@@ -638,7 +646,11 @@ fn compute(field: Field, event: &Event, ctx: &EventContext<'_>, out: &mut String
         | F::Protocol
         | F::SourceIsIpv6
         | F::DestinationIsIpv6
-        | F::NetworkOperation => match &event.payload {
+        | F::NetworkOperation
+        | F::DestinationHostname
+        | F::QueryName
+        | F::QueryResults
+        | F::QueryStatus => match &event.payload {
             Some(Payload::Network(net)) => network_field(field, net, out),
             _ => false,
         },
@@ -837,6 +849,7 @@ pub(crate) fn network_op_name(op: NetworkOp) -> &'static str {
         NetworkOp::NetworkBind => "bind",
         NetworkOp::NetworkSend => "send",
         NetworkOp::NetworkPacketSocket => "packet_socket",
+        NetworkOp::NetworkDnsAnswer => "dns_answer",
     }
 }
 
@@ -904,6 +917,13 @@ fn network_field(field: Field, net: &NetworkEvent, out: &mut String) -> bool {
             !net.remote_ip.is_empty() && boolean(out, Some(net.remote_ip.contains(':')))
         }
         F::NetworkOperation => text(out, Some(network_op_name(op))),
+        F::DestinationHostname => non_empty(out, Some(net.remote_hostname.as_str())),
+        F::QueryName => non_empty(out, net.dns.as_ref().map(|d| d.query.as_str())),
+        F::QueryResults => net.dns.as_ref().is_some_and(|d| {
+            out.push_str(&d.answers.join(";"));
+            true
+        }),
+        F::QueryStatus => number(out, net.dns.as_ref().map(|d| d.rcode)),
         _ => false,
     }
 }
@@ -1359,6 +1379,57 @@ mod tests {
         assert_eq!(raw(&v, Field::SourceIsIpv6).as_deref(), Some("false"));
         assert_eq!(raw(&v, Field::NetworkOperation).as_deref(), Some("connect"));
         assert_eq!(raw(&v, Field::Image), None, "no process context");
+        assert_eq!(raw(&v, Field::DestinationHostname), None, "not resolved");
+    }
+
+    #[test]
+    fn dns_answers_and_resolved_destinations_have_their_fields() {
+        let answer = Event {
+            payload: Some(Payload::Network(NetworkEvent {
+                op: NetworkOp::NetworkDnsAnswer as i32,
+                remote_ip: "127.0.0.53".into(),
+                remote_port: 53,
+                dns: Some(kestrel_proto::DnsAnswer {
+                    query: "tunnel.us.ngrok.com".into(),
+                    query_type: 1,
+                    rcode: 0,
+                    answers: vec!["edge.ngrok.example".into(), "3.20.1.5".into()],
+                    truncated: false,
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let v = values(&answer);
+        assert_eq!(
+            raw(&v, Field::QueryName).as_deref(),
+            Some("tunnel.us.ngrok.com")
+        );
+        assert_eq!(
+            raw(&v, Field::QueryResults).as_deref(),
+            Some("edge.ngrok.example;3.20.1.5")
+        );
+        assert_eq!(raw(&v, Field::QueryStatus).as_deref(), Some("0"));
+        assert_eq!(
+            raw(&v, Field::NetworkOperation).as_deref(),
+            Some("dns_answer")
+        );
+        let connect = Event {
+            payload: Some(Payload::Network(NetworkEvent {
+                op: NetworkOp::NetworkConnect as i32,
+                remote_ip: "3.20.1.5".into(),
+                remote_port: 443,
+                remote_hostname: "tunnel.us.ngrok.com".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let v = values(&connect);
+        assert_eq!(
+            raw(&v, Field::DestinationHostname).as_deref(),
+            Some("tunnel.us.ngrok.com")
+        );
+        assert_eq!(raw(&v, Field::QueryName), None);
     }
 
     #[test]

@@ -417,6 +417,25 @@ struct FixtureNetwork {
     #[serde(default)]
     result: i64,
     initiated: Option<bool>,
+    #[serde(default)]
+    remote_hostname: String,
+    dns: Option<FixtureDns>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixtureDns {
+    query: String,
+    #[serde(default = "a_record")]
+    query_type: u32,
+    #[serde(default)]
+    rcode: u32,
+    #[serde(default)]
+    answers: Vec<String>,
+}
+
+fn a_record() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -575,6 +594,7 @@ fn network_op(word: &str) -> Result<pb::NetworkOp, String> {
         "bind" => N::NetworkBind,
         "send" => N::NetworkSend,
         "packet_socket" => N::NetworkPacketSocket,
+        "dns_answer" => N::NetworkDnsAnswer,
         other => return Err(format!("unknown network op '{other}'")),
     })
 }
@@ -733,6 +753,14 @@ impl FixtureEvent {
                     op,
                     pb::NetworkOp::NetworkConnect | pb::NetworkOp::NetworkSend
                 )),
+                remote_hostname: n.remote_hostname.clone(),
+                dns: n.dns.as_ref().map(|d| pb::DnsAnswer {
+                    query: d.query.clone(),
+                    query_type: d.query_type,
+                    rcode: d.rcode,
+                    answers: d.answers.clone(),
+                    truncated: false,
+                }),
             }));
         }
         if let Some(c) = &self.credential {

@@ -55,10 +55,13 @@ pub enum Category {
     NamespaceChange,
     /// `io_uring` (Kestrel): io_uring setup or submitted operations.
     IoUring,
+    /// `dns_query` (the Windows category's meaning): a DNS answer a process received, with the
+    /// name asked for and the addresses it resolved to.
+    DnsQuery,
 }
 
 /// Every category, in the order of their bit positions.
-pub const CATEGORIES: [Category; 21] = [
+pub const CATEGORIES: [Category; 22] = [
     Category::ProcessCreation,
     Category::ProcessFork,
     Category::ProcessTermination,
@@ -80,6 +83,7 @@ pub const CATEGORIES: [Category; 21] = [
     Category::MemfdCreate,
     Category::NamespaceChange,
     Category::IoUring,
+    Category::DnsQuery,
 ];
 
 /// Number of categories.
@@ -110,6 +114,7 @@ impl Category {
             Category::MemfdCreate => "memfd_create",
             Category::NamespaceChange => "namespace_change",
             Category::IoUring => "io_uring",
+            Category::DnsQuery => "dns_query",
         }
     }
 
@@ -188,6 +193,7 @@ pub fn categories_of(event: &Event) -> CategorySet {
                 }
                 NetworkOp::NetworkListen | NetworkOp::NetworkBind => C::NetworkListen.bit(),
                 NetworkOp::NetworkPacketSocket => C::PacketSocket.bit(),
+                NetworkOp::NetworkDnsAnswer => C::DnsQuery.bit(),
                 NetworkOp::Unspecified => CategorySet::EMPTY,
             }
         }
@@ -265,6 +271,11 @@ mod tests {
         assert!(categories_of(&net(NetworkOp::NetworkListen)).contains(Category::NetworkListen));
         assert!(
             categories_of(&net(NetworkOp::NetworkPacketSocket)).contains(Category::PacketSocket)
+        );
+        assert_eq!(
+            categories_of(&net(NetworkOp::NetworkDnsAnswer)),
+            Category::DnsQuery.bit(),
+            "a DNS answer is not a network connection"
         );
         assert!(categories_of(&Event::default()).is_empty());
     }
