@@ -228,7 +228,12 @@ impl Overlay {
                 c(&options).as_ptr().cast(),
             )
         };
-        assert_eq!(mounted, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            mounted,
+            0,
+            "mount overlay: {}",
+            std::io::Error::last_os_error()
+        );
         Overlay { dir }
     }
 
@@ -262,9 +267,11 @@ async fn exec_of_a_file_written_into_an_overlay_is_flagged_as_upper_layer() {
     }
     let mut seen = std::collections::BTreeMap::new();
     while seen.len() < 2 {
-        let record = expect_record(&mut rx, "the two execs in the overlay", |r| {
-            matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker))
-        })
+        let record = expect_record(
+            &mut rx,
+            "the two execs in the overlay",
+            |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
+        )
         .await;
         let KernelRecord::Exec(exec) = record else {
             unreachable!()
@@ -274,7 +281,11 @@ async fn exec_of_a_file_written_into_an_overlay_is_flagged_as_upper_layer() {
     }
     assert_eq!(
         seen,
-        [("dropped-true".to_owned(), true), ("image-true".to_owned(), false)].into(),
+        [
+            ("dropped-true".to_owned(), true),
+            ("image-true".to_owned(), false)
+        ]
+        .into(),
         "only the file written after the mount is in the upper layer"
     );
 }
