@@ -54,15 +54,19 @@ const PROCESS_HOOKS: &[(&str, Attach)] = &[
     ),
 ];
 
-/// Every hook: (program name, attach point).
-fn hooks() -> Vec<(String, Attach)> {
+/// Every hook `config` asks for: (program name, attach point).
+fn hooks(config: &AgentConfig) -> Vec<(String, Attach)> {
     let mut hooks: Vec<(String, Attach)> = PROCESS_HOOKS
         .iter()
         .map(|(name, attach)| (name.to_string(), *attach))
         .collect();
     // Syscalls are followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the
     // programs have the same names as their tracepoints.
-    for name in (1..sys::COUNT).filter_map(syscall_events::tracepoint_name) {
+    let receives = [sys::RECVFROM, sys::RECVMSG];
+    for id in (1..sys::COUNT).filter(|id| config.dns_answers || !receives.contains(id)) {
+        let Some(name) = syscall_events::tracepoint_name(id) else {
+            continue;
+        };
         for phase in ["enter", "exit"] {
             hooks.push((format!("sys_{phase}_{name}"), Attach::Syscall));
         }
@@ -160,7 +164,10 @@ impl Probes {
         let only: Option<Vec<String>> = std::env::var("KESTREL_ONLY_HOOKS")
             .ok()
             .map(|v| v.split(',').map(String::from).collect());
-        let hooks: Vec<HookReport> = hooks()
+        if !options.config.dns_answers {
+            tracing::info!("DNS answers are not captured (dns_answers = false)");
+        }
+        let hooks: Vec<HookReport> = hooks(&options.config)
             .into_iter()
             .filter(|(name, _)| only.as_ref().is_none_or(|only| only.contains(name)))
             .map(|(name, attach)| {
@@ -303,4 +310,29 @@ fn attach_hook(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<(), anyhow
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_answers_off_leaves_the_receive_hooks_unattached() {
+        let names = |config: &AgentConfig| -> Vec<String> {
+            hooks(config).into_iter().map(|(name, _)| name).collect()
+        };
+        let all = names(&AgentConfig::default());
+        for hook in ["sys_enter_recvfrom", "sys_exit_recvmsg", "sys_enter_sendto"] {
+            assert!(all.iter().any(|h| h == hook), "{hook}");
+        }
+        let without = names(&AgentConfig {
+            dns_answers: false,
+            ..AgentConfig::default()
+        });
+        assert!(!without.iter().any(|h| h.contains("recv")), "{without:?}");
+        assert_eq!(without.len(), all.len() - 4);
+        assert!(without.iter().any(|h| h == "sys_enter_sendto"));
+        let parsed: AgentConfig = toml::from_str("dns_answers = false").unwrap();
+        assert!(!parsed.dns_answers);
+    }
 }

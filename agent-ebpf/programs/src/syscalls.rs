@@ -65,10 +65,16 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
         return 0;
     }
     let mut args = [0u64; 6];
-    for (i, arg) in args.iter_mut().enumerate() {
+    args[0] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET) }.unwrap_or(0);
+    // Receives are the most frequent calls hooked, and nearly all are on streams: decide on
+    // the descriptor before reading anything else.
+    if (id == sys::RECVFROM || id == sys::RECVMSG) && !is_datagram_socket(&config, args[0]) {
+        return 0;
+    }
+    for (i, arg) in args.iter_mut().enumerate().skip(1) {
         *arg = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
     }
-    if !worth_following(&config, id, &args, tgid) {
+    if !worth_following(id, &args, tgid) {
         return 0;
     }
     let mut pending = Pending {
@@ -84,14 +90,12 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
 
 /// Calls whose arguments already say they are not interesting.
 #[inline(always)]
-fn worth_following(config: &ProbeConfig, id: u32, args: &[u64; 6], tgid: u32) -> bool {
+fn worth_following(id: u32, args: &[u64; 6], tgid: u32) -> bool {
     match id {
         sys::SOCKET => args[0] == AF_PACKET,
         sys::SENDTO => args[4] != 0,
         sys::BPF => args[0] == BPF_PROG_LOAD,
         sys::KILL | sys::TGKILL => args[0] as u32 != tgid,
-        // Only a datagram socket brings a DNS answer; most receives are on streams.
-        sys::RECVFROM | sys::RECVMSG => is_datagram_socket(config, args[0]),
         _ => true,
     }
 }
@@ -120,8 +124,43 @@ pub fn exit(ctx: &TracePointContext, id: u32) -> u32 {
     };
     let _ = PENDING.remove(&key);
     let result: i64 = unsafe { ctx.read_at(ARGS_OFFSET) }.unwrap_or(0);
+    if (id == sys::RECVFROM || id == sys::RECVMSG)
+        && (result <= 0 || !from_dns_port(&config(), id, &pending.args))
+    {
+        return 0;
+    }
     let _ = emit(id, &pending.args, &pending.old_credentials, result);
     0
+}
+
+/// A datagram just received came from port 53: by the sender address the call returned, else
+/// by the peer of the (connected) socket. Cheap, so that other datagrams cost little.
+#[inline(always)]
+fn from_dns_port(config: &ProbeConfig, id: u32, args: &[u64; 6]) -> bool {
+    let sender = if id == sys::RECVFROM {
+        args[4]
+    } else {
+        unsafe { bpf_probe_read_user(args[1] as *const u64) }.unwrap_or(0)
+    };
+    if sender != 0 {
+        // sockaddr_in and sockaddr_in6 both start with the family, then the port.
+        if let Ok(head) = unsafe { bpf_probe_read_user(sender as *const [u8; 4]) } {
+            let port = u16::from_be_bytes([head[2], head[3]]) as u64;
+            if port != 0 {
+                return port == DNS_PORT;
+            }
+        }
+    }
+    let Ok(file) = fd_file(config, current_task(), args[0]) else {
+        return false;
+    };
+    let Ok(socket) = read_at::<u64>(file, config.file_private) else {
+        return false;
+    };
+    let Ok(sk) = read_at::<u64>(socket, config.socket_sk) else {
+        return false;
+    };
+    matches!(read_at::<u16>(sk, config.skc[2]), Ok(port) if u16::from_be(port) as u64 == DNS_PORT)
 }
 
 /// Builds, filters and sends the record for a finished call.
