@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::alert::rfc3339;
-use crate::events_cli::{open, EventsCliError};
+use crate::events_cli::{query_json, EventsCliError};
 
 /// `kestrel-collector agents`.
 #[derive(Debug, Clone, Args)]
@@ -49,20 +49,13 @@ pub fn run(args: AgentsArgs) -> Result<(), EventsCliError> {
 
 /// The agents of the store in `args.data`, as text or JSON lines.
 pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
-    let (conn, path) = open(&args.data)?;
-    let sql_err = |source| EventsCliError::Sqlite {
-        path: path.clone(),
-        source,
-    };
-    let mut statement = conn
-        .prepare(
-            "SELECT identity, hostname, agent_version, kernel_release, epoch, connected_unix_ns, \
-             last_seen_unix_ns, silent_since_unix_ns, last_heartbeat FROM agents \
-             ORDER BY silent_since_unix_ns IS NULL, identity",
-        )
-        .map_err(sql_err)?;
-    let rows = statement
-        .query_map([], |r| {
+    let rows = query_json(
+        &args.data,
+        "SELECT identity, hostname, agent_version, kernel_release, epoch, connected_unix_ns, \
+         last_seen_unix_ns, silent_since_unix_ns, last_heartbeat FROM agents \
+         ORDER BY silent_since_unix_ns IS NULL, identity",
+        [],
+        |r| {
             let heartbeat: Option<String> = r.get(8)?;
             Ok(json!({
                 "identity": r.get::<_, String>(0)?,
@@ -77,16 +70,15 @@ pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
                     .and_then(|h| serde_json::from_str::<Value>(&h).ok())
                     .unwrap_or(Value::Null),
             }))
-        })
-        .map_err(sql_err)?;
+        },
+    )?;
     let mut out = String::new();
     if !args.json {
         out.push_str(
             "IDENTITY  HOSTNAME  VERSION  LAST SEEN  STATE  SPOOL UNACKED  SHED  KERNEL DROPS\n",
         );
     }
-    for row in rows {
-        let agent = row.map_err(sql_err)?;
+    for agent in rows {
         if args.json {
             let _ = writeln!(out, "{agent}");
             continue;

@@ -142,7 +142,7 @@ pub fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u6
 
 /// Opens the store of data directory `dir` for a command-line tool (a running collector may
 /// share it); returns the connection and the database path.
-pub(crate) fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
+fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
     let path = dir.join(DB_FILE);
     if !path.exists() {
         return Err(EventsCliError::NoStore {
@@ -274,23 +274,34 @@ fn line(event: &Value) -> String {
     )
 }
 
-/// Runs `events gaps` and returns what it prints.
-pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
-    let (conn, path) = open(&args.data)?;
+/// Runs `sql` (with `params`) on the store of data directory `dir` and turns each row into a
+/// JSON object with `row`: what the listing commands print, as text or JSON lines.
+pub(crate) fn query_json(
+    dir: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Value>,
+) -> Result<Vec<Value>, EventsCliError> {
+    let (conn, path) = open(dir)?;
     let sql_err = |source| EventsCliError::Sqlite {
         path: path.clone(),
         source,
     };
-    let mut statement = conn
-        .prepare(
-            "SELECT identity, epoch, reason, kind, cpu, count, first_seq, last_seq, \
-             first_time_unix_ns, last_time_unix_ns FROM gaps WHERE identity GLOB ?1 \
-             ORDER BY received_unix_ns, id",
-        )
-        .map_err(sql_err)?;
+    let mut statement = conn.prepare(sql).map_err(sql_err)?;
+    let rows = statement.query_map(params, row).map_err(sql_err)?;
+    rows.collect::<Result<_, _>>().map_err(sql_err)
+}
+
+/// Runs `events gaps` and returns what it prints.
+pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
     let host = args.host.clone().unwrap_or_else(|| "*".into());
-    let rows = statement
-        .query_map([host], |r| {
+    let rows = query_json(
+        &args.data,
+        "SELECT identity, epoch, reason, kind, cpu, count, first_seq, last_seq, \
+         first_time_unix_ns, last_time_unix_ns FROM gaps WHERE identity GLOB ?1 \
+         ORDER BY received_unix_ns, id",
+        [host],
+        |r| {
             Ok(serde_json::json!({
                 "host": r.get::<_, String>(0)?,
                 "epoch": r.get::<_, i64>(1)? as u64,
@@ -303,14 +314,13 @@ pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
                 "first_time_unix_ns": r.get::<_, i64>(8)? as u64,
                 "last_time_unix_ns": r.get::<_, i64>(9)? as u64,
             }))
-        })
-        .map_err(sql_err)?;
+        },
+    )?;
     let mut out = String::new();
     if !args.json {
         out.push_str("HOST  REASON  KIND  COUNT  SEQ  FROM  TO\n");
     }
-    for row in rows {
-        let gap = row.map_err(sql_err)?;
+    for gap in rows {
         if args.json {
             let _ = writeln!(out, "{gap}");
         } else {

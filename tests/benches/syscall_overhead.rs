@@ -16,7 +16,7 @@
 use std::{
     io::{Read, Write},
     net::UdpSocket,
-    os::unix::net::UnixStream,
+    os::{fd::AsRawFd, unix::net::UnixStream},
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -30,50 +30,43 @@ fn main() -> ExitCode {
     bench::main("syscall_overhead", || run(ops))
 }
 
+/// Average time of `op` over `ops` runs.
+fn time_per_op(ops: u64, mut op: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for _ in 0..ops {
+        op()?;
+    }
+    Ok(started.elapsed() / ops as u32)
+}
+
 /// Time per send-and-receive of one byte, for each workload.
 fn measure(ops: u64) -> anyhow::Result<[Duration; 3]> {
-    let udp = {
-        let a = UdpSocket::bind("127.0.0.1:0")?;
-        let b = UdpSocket::bind("127.0.0.1:0")?;
-        a.connect(b.local_addr()?)?;
-        b.connect(a.local_addr()?)?;
-        let mut byte = [0u8; 1];
-        let started = Instant::now();
-        for _ in 0..ops {
-            a.send(b"x")?;
-            b.recv(&mut byte)?;
-        }
-        started.elapsed() / ops as u32
-    };
-    let unix = {
-        let (mut a, b) = UnixStream::pair()?;
-        let mut byte = [0u8; 1];
-        let started = Instant::now();
-        for _ in 0..ops {
-            a.write_all(b"x")?;
-            // `recv` (recvfrom) rather than read(2), so the hook sees it.
-            let got = unsafe {
-                libc::recv(
-                    std::os::fd::AsRawFd::as_raw_fd(&b),
-                    byte.as_mut_ptr().cast(),
-                    1,
-                    0,
-                )
-            };
-            anyhow::ensure!(got == 1, "recv: {}", std::io::Error::last_os_error());
-        }
-        started.elapsed() / ops as u32
-    };
-    let pipe = {
-        let (mut reader, mut writer) = std::io::pipe()?;
-        let mut byte = [0u8; 1];
-        let started = Instant::now();
-        for _ in 0..ops {
-            writer.write_all(b"x")?;
-            reader.read_exact(&mut byte)?;
-        }
-        started.elapsed() / ops as u32
-    };
+    let mut byte = [0u8; 1];
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0")?,
+        UdpSocket::bind("127.0.0.1:0")?,
+    );
+    a.connect(b.local_addr()?)?;
+    b.connect(a.local_addr()?)?;
+    let udp = time_per_op(ops, || {
+        a.send(b"x")?;
+        b.recv(&mut byte)?;
+        Ok(())
+    })?;
+    let (mut a, b) = UnixStream::pair()?;
+    let unix = time_per_op(ops, || {
+        a.write_all(b"x")?;
+        // `recv` (recvfrom) rather than read(2), so the hook sees it.
+        let got = unsafe { libc::recv(b.as_raw_fd(), byte.as_mut_ptr().cast(), 1, 0) };
+        anyhow::ensure!(got == 1, "recv: {}", std::io::Error::last_os_error());
+        Ok(())
+    })?;
+    let (mut reader, mut writer) = std::io::pipe()?;
+    let pipe = time_per_op(ops, || {
+        writer.write_all(b"x")?;
+        reader.read_exact(&mut byte)?;
+        Ok(())
+    })?;
     Ok([udp, unix, pipe])
 }
 
