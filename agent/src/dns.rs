@@ -88,9 +88,13 @@ impl Resolved {
         }
     }
 
-    /// The name `ip` was last resolved from, if an answer gave it.
+    /// The name `ip` was last resolved from, if an answer gave it. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.1.2.3`, what a dual-stack socket reports) is looked up as the IPv4 address.
     pub fn name_of(&mut self, ip: &str) -> Option<&str> {
-        let ip: IpAddr = ip.parse().ok()?;
+        let ip = match ip.parse().ok()? {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
         self.names.get(&ip).map(String::as_str)
     }
 }
@@ -165,6 +169,11 @@ mod tests {
         resolved.learn(&parse(&response("c2.example.com"), false).unwrap());
         assert_eq!(resolved.name_of("10.1.2.3"), Some("c2.example.com"));
         assert_eq!(resolved.name_of("10.1.2.4"), Some("c2.example.com"));
+        assert_eq!(
+            resolved.name_of("::ffff:10.1.2.4"),
+            Some("c2.example.com"),
+            "a dual-stack socket's view of the same address"
+        );
         assert_eq!(resolved.name_of("10.9.9.9"), None);
         assert_eq!(resolved.name_of("not an address"), None);
         resolved.learn(&DnsAnswer {
