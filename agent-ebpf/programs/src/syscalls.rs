@@ -100,16 +100,19 @@ fn worth_following(id: u32, args: &[u64; 6], tgid: u32) -> bool {
     }
 }
 
+/// The `struct sock *` behind descriptor `fd` of `task` (meaningful only when `fd` is a
+/// socket; the callers check what they read from it).
+#[inline(always)]
+fn fd_sock(config: &ProbeConfig, task: Ptr, fd: u64) -> Result<Ptr, i64> {
+    let file = fd_file(config, task, fd)?;
+    let socket: u64 = read_at(file, config.file_private)?;
+    read_at(socket, config.socket_sk)
+}
+
 /// The descriptor is a `SOCK_DGRAM` socket.
 #[inline(always)]
 fn is_datagram_socket(config: &ProbeConfig, fd: u64) -> bool {
-    let Ok(file) = fd_file(config, current_task(), fd) else {
-        return false;
-    };
-    let Ok(socket) = read_at::<u64>(file, config.file_private) else {
-        return false;
-    };
-    let Ok(sk) = read_at::<u64>(socket, config.socket_sk) else {
+    let Ok(sk) = fd_sock(config, current_task(), fd) else {
         return false;
     };
     matches!(read_at::<u16>(sk, config.sk_type), Ok(t) if t as u64 == SOCK_DGRAM)
@@ -151,13 +154,7 @@ fn from_dns_port(config: &ProbeConfig, id: u32, args: &[u64; 6]) -> bool {
             }
         }
     }
-    let Ok(file) = fd_file(config, current_task(), args[0]) else {
-        return false;
-    };
-    let Ok(socket) = read_at::<u64>(file, config.file_private) else {
-        return false;
-    };
-    let Ok(sk) = read_at::<u64>(socket, config.socket_sk) else {
+    let Ok(sk) = fd_sock(config, current_task(), args[0]) else {
         return false;
     };
     matches!(read_at::<u16>(sk, config.skc[2]), Ok(port) if u16::from_be(port) as u64 == DNS_PORT)
@@ -411,7 +408,6 @@ fn network(
             }
             (result as u64, 0, 0)
         }
-        sys::RECVFROM | sys::RECVMSG if result <= 0 => return Ok(false),
         _ => (a[0], 0, 0),
     };
     if address != 0 && address_len > 0 {
@@ -425,8 +421,8 @@ fn network(
         };
         let _ = unsafe { bpf_probe_read_user_buf(address as *const u8, &mut dst[..len & 63]) };
     }
-    if let Ok(file) = fd_file(config, task, fd) {
-        let _ = socket_facts(config, file, record);
+    if let Ok(sk) = fd_sock(config, task, fd) {
+        let _ = socket_facts(config, sk, record);
     }
     if id == sys::SENDTO && record.aux[2] != SOCK_DGRAM {
         return Ok(false);
@@ -437,8 +433,8 @@ fn network(
     Ok(true)
 }
 
-/// For a datagram received: keeps it (its first bytes in string slot 0, the sender in
-/// `aux[9..13]`) when it came from port 53, a DNS answer.
+/// For a DNS answer received (`result` > 0 bytes from port 53, as `exit` checked with
+/// [`from_dns_port`]): its first bytes into string slot 0, the sender into `aux[9..13]`.
 #[inline(always)]
 fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
     let a = record.args;
@@ -456,19 +452,13 @@ fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
         };
         (first[0], first[1], name)
     };
-    let mut port = record.aux[8];
     if sender != 0 {
         let dst = unsafe {
             core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(9) as *mut u8, 32)
         };
-        if unsafe { bpf_probe_read_user_buf(sender as *const u8, &mut dst[..28]) }.is_ok() {
-            let from = u16::from_be_bytes([dst[2], dst[3]]) as u64;
-            if from != 0 {
-                port = from;
-            }
-        }
+        let _ = unsafe { bpf_probe_read_user_buf(sender as *const u8, &mut dst[..28]) };
     }
-    if port != DNS_PORT || buffer == 0 {
+    if buffer == 0 {
         return false;
     }
     let mut len = result as u64;
@@ -488,11 +478,9 @@ fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
     true
 }
 
-/// Family, protocol, type and both endpoints of the socket behind `file`.
+/// Family, protocol, type and both endpoints of socket `sk`.
 #[inline(always)]
-fn socket_facts(config: &ProbeConfig, file: Ptr, record: &mut SyscallRecord) -> Result<(), i64> {
-    let socket: u64 = read_at(file, config.file_private)?;
-    let sk: u64 = read_at(socket, config.socket_sk)?;
+fn socket_facts(config: &ProbeConfig, sk: Ptr, record: &mut SyscallRecord) -> Result<(), i64> {
     let family: u16 = read_at(sk, config.skc[4])?;
     record.aux[0] = family as u64;
     record.aux[1] = read_at::<u16>(sk, config.sk_protocol)? as u64;
