@@ -203,12 +203,8 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
     let len = bytes.len().min(full.len());
     full[..len].copy_from_slice(&bytes[..len]);
     let r: SyscallRecord = read(&full, kind)?;
-    let slot = |field: &'static str,
-                index: usize,
-                start: usize,
-                max: usize|
-     -> Result<String, DecodeError> {
-        let used = checked_len(kind, field, r.str_len[index], max)?;
+    let slot = |field: &'static str, index: usize, start: usize| -> Result<&[u8], DecodeError> {
+        let used = checked_len(kind, field, r.str_len[index], STR_SLOT - 1)?;
         if used > 0 && start + used > len.saturating_sub(SYSCALL_FIXED_SIZE) {
             return Err(DecodeError::Truncated {
                 kind,
@@ -216,15 +212,15 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
                 need: SYSCALL_FIXED_SIZE + start + used,
             });
         }
-        Ok(String::from_utf8_lossy(&r.strings[start..start + used]).into_owned())
+        Ok(&r.strings[start..start + used])
     };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let first = slot("str_len[0]", 0, 0)?;
     let received = if matches!(
         r.syscall,
         kestrel_ebpf_abi::sys::RECVFROM | kestrel_ebpf_abi::sys::RECVMSG
     ) {
-        let used = checked_len(kind, "str_len[0]", r.str_len[0], STR_SLOT - 1)?;
-        let arrived = len.saturating_sub(SYSCALL_FIXED_SIZE).min(used);
-        r.strings[..arrived].to_vec()
+        first.to_vec()
     } else {
         Vec::new()
     };
@@ -236,9 +232,9 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
         args: r.args,
         aux: r.aux,
         euid: r.euid,
-        path: slot("str_len[0]", 0, 0, STR_SLOT - 1)?,
+        path: text(first),
         path_truncated: r.flags & SYS_STR0_TRUNCATED != 0,
-        second_path: slot("str_len[1]", 1, STR_SLOT, STR_SLOT - 1)?,
+        second_path: text(slot("str_len[1]", 1, STR_SLOT)?),
         second_path_truncated: r.flags & SYS_STR1_TRUNCATED != 0,
         sensitive_read: r.flags & SYS_SENSITIVE_READ != 0,
         received,

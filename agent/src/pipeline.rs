@@ -45,6 +45,8 @@ pub struct Pipeline {
     containers: Option<ContainerResolver>,
     /// Names of addresses, from the DNS answers seen.
     resolved: Resolved,
+    /// Names of terminals.
+    terminals: crate::tty::Names,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -60,6 +62,7 @@ impl Pipeline {
             loss: None,
             containers: None,
             resolved: Resolved::default(),
+            terminals: crate::tty::Names::default(),
             shipper_overflow: 0,
         }
     }
@@ -302,7 +305,7 @@ impl Pipeline {
             cgroup_id,
             container_id: String::new(),
             start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
-            tty: crate::tty::name(info.tty).unwrap_or_default(),
+            tty: self.terminals.get(info.tty).unwrap_or_default().to_owned(),
             ..Process::default()
         }
     }

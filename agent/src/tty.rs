@@ -1,6 +1,34 @@
 //! Names of controlling terminals. The kernel gives a terminal as a device number encoded like
 //! `tty_nr` in `/proc/PID/stat`; rules and people want `pts/3` or `tty1`, as `ps` shows them.
 
+use std::collections::HashMap;
+
+/// Terminal names remembered at most (Linux allows 4,096 pseudo-terminals by default).
+const NAMES_CAPACITY: usize = 4096;
+
+/// Terminal names by `tty_nr`, each worked out once: every event names its process's terminal,
+/// and a name may take a sysfs read.
+#[derive(Debug, Default)]
+pub struct Names {
+    known: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    /// [`name`] of `tty_nr`, from memory after the first time.
+    pub fn get(&mut self, tty_nr: u32) -> Option<&str> {
+        if tty_nr == 0 {
+            return None;
+        }
+        if self.known.len() >= NAMES_CAPACITY && !self.known.contains_key(&tty_nr) {
+            self.known.clear();
+        }
+        self.known
+            .entry(tty_nr)
+            .or_insert_with(|| name(tty_nr))
+            .as_deref()
+    }
+}
+
 /// Major and minor device numbers of a `tty_nr` (the kernel's `new_encode_dev`).
 pub fn device(tty_nr: u32) -> (u32, u32) {
     let major = (tty_nr >> 8) & 0xfff;
@@ -52,6 +80,10 @@ mod tests {
         assert_eq!(name(encode(137, 2)).as_deref(), Some("pts/258"));
         assert_eq!(name(encode(4, 1)).as_deref(), Some("tty1"));
         assert_eq!(name(encode(4, 64)).as_deref(), Some("ttyS0"));
+        let mut names = Names::default();
+        assert_eq!(names.get(encode(136, 3)), Some("pts/3"));
+        assert_eq!(names.get(encode(136, 3)), Some("pts/3"));
+        assert_eq!(names.get(0), None);
         assert_eq!(name(encode(5, 1)).as_deref(), Some("console"));
         assert_eq!(device(encode(136, 300)), (136, 300));
     }
