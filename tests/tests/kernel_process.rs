@@ -5,7 +5,7 @@ mod kernel_support;
 use std::{process::Command, time::Duration};
 
 use kernel_support::{everything, load, Kernel};
-use kestrel_agent::decode::KernelRecord;
+use kestrel_agent::decode::{Exec, KernelRecord};
 use kestrel_tests::pty::{without_terminal, Pty};
 
 /// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.
@@ -163,6 +163,22 @@ async fn the_agents_own_process_is_not_reported() {
     );
 }
 
+/// The next `n` exec records whose first argument is `marker`.
+async fn marked_execs(kernel: &mut Kernel, marker: &str, n: usize) -> Vec<Exec> {
+    let mut execs = Vec::new();
+    while execs.len() < n {
+        let record = expect_record(kernel, &format!("{n} execs marked {marker}"), |r| {
+            matches!(r, KernelRecord::Exec(e) if e.argv.get(1).map(String::as_str) == Some(marker))
+        })
+        .await;
+        let KernelRecord::Exec(exec) = record else {
+            unreachable!()
+        };
+        execs.push(exec);
+    }
+    execs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_names_the_controlling_terminal() {
     let Some(mut rx) = start(0) else {
@@ -183,19 +199,11 @@ async fn exec_names_the_controlling_terminal() {
         }
         assert!(child.output().expect("run echo").status.success());
     }
-    let mut seen = std::collections::BTreeMap::new();
-    while seen.len() < 2 {
-        let record = expect_record(
-            &mut rx,
-            "the two marked execs",
-            |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
-        )
-        .await;
-        let KernelRecord::Exec(exec) = record else {
-            unreachable!()
-        };
-        seen.insert(exec.argv[2].clone(), kestrel_agent::tty::name(exec.tty));
-    }
+    let seen: std::collections::BTreeMap<_, _> = marked_execs(&mut rx, &marker, 2)
+        .await
+        .into_iter()
+        .map(|exec| (exec.argv[2].clone(), kestrel_agent::tty::name(exec.tty)))
+        .collect();
     assert_eq!(seen["with"].as_deref(), Some(pty.name.as_str()), "{seen:?}");
     assert_eq!(seen["without"], None, "{seen:?}");
 }
@@ -265,20 +273,14 @@ async fn exec_of_a_file_written_into_an_overlay_is_flagged_as_upper_layer() {
             .unwrap();
         assert!(status.success());
     }
-    let mut seen = std::collections::BTreeMap::new();
-    while seen.len() < 2 {
-        let record = expect_record(
-            &mut rx,
-            "the two execs in the overlay",
-            |r| matches!(r, KernelRecord::Exec(e) if e.argv.get(1) == Some(&marker)),
-        )
-        .await;
-        let KernelRecord::Exec(exec) = record else {
-            unreachable!()
-        };
-        let name = exec.filename.rsplit('/').next().unwrap().to_owned();
-        seen.insert(name, exec.exe_upper_layer);
-    }
+    let seen: std::collections::BTreeMap<_, _> = marked_execs(&mut rx, &marker, 2)
+        .await
+        .into_iter()
+        .map(|exec| {
+            let name = exec.filename.rsplit('/').next().unwrap().to_owned();
+            (name, exec.exe_upper_layer)
+        })
+        .collect();
     assert_eq!(
         seen,
         [
