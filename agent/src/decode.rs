@@ -313,6 +313,15 @@ fn c_string(bytes: &[u8; COMM_LEN]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// An argument area (`/proc/PID/cmdline`) bounded as the exec hook bounds it: the first
+/// [`ARGV_MAX`] bytes as arguments, and whether anything past them was cut. Processes seeded
+/// from `/proc` then cost no more in every event that names them as an ancestor than those
+/// the kernel reported.
+pub fn bounded_argv(area: &[u8]) -> (Vec<String>, bool) {
+    let cut = area.len() > ARGV_MAX;
+    (split_argv(&area[..area.len().min(ARGV_MAX)]), cut)
+}
+
 /// Splits the kernel's NUL-separated argument area into arguments. A final argument cut by
 /// truncation has no trailing NUL and is kept as it is.
 fn split_argv(area: &[u8]) -> Vec<String> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::decode::{Exec, Fork};
+use crate::decode::{bounded_argv, Exec, Fork};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTORS: usize = 16;
@@ -68,7 +68,8 @@ impl ProcessTable {
             let status = process.status().ok();
             let start_boot_ns = stat.starttime * (1_000_000_000 / ticks);
             let tgid = stat.pid as u32;
-            let argv = process.cmdline().unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{tgid}/cmdline")).unwrap_or_default();
+            let (argv, argv_truncated) = bounded_argv(&cmdline);
             table.processes.insert(
                 tgid,
                 ProcessInfo {
@@ -79,7 +80,7 @@ impl ProcessTable {
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
                     argv,
-                    argv_truncated: false,
+                    argv_truncated,
                     uid: status.as_ref().map(|s| s.ruid).unwrap_or_default(),
                     gid: status.as_ref().map(|s| s.rgid).unwrap_or_default(),
                     comm: stat.comm.clone(),
@@ -212,6 +213,30 @@ mod tests {
             exe_upper_layer: false,
             tty: 0,
         }
+    }
+
+    #[test]
+    fn a_long_command_line_from_proc_is_cut_to_the_kernel_bound() {
+        let long = "x".repeat(3 * kestrel_ebpf_abi::ARGV_MAX);
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30", &long])
+            .spawn()
+            .unwrap();
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        while !std::fs::read(&cmdline)
+            .unwrap()
+            .starts_with(b"/bin/sh\0-c\0")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let table = ProcessTable::from_proc();
+        let _ = child.kill();
+        let _ = child.wait();
+        let seeded = table.get(child.id()).expect("the child is in /proc");
+        assert!(seeded.argv_truncated);
+        assert_eq!(seeded.argv[..3], ["/bin/sh", "-c", "sleep 30"]);
+        let bytes: usize = seeded.argv.iter().map(|a| a.len() + 1).sum();
+        assert_eq!(bytes, kestrel_ebpf_abi::ARGV_MAX + 1, "{:?}", seeded.argv);
     }
 
     #[test]

@@ -308,11 +308,14 @@ fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
         "the agent did not take the {FLOOD}-fork flood into its spool within 60 s; log:\n{}",
         tail(&agent.logs(), 30)
     );
+    let spool_bytes = || metric(&http_get(&metrics, "/metrics"), "kestrel_agent_spool_bytes");
+    let before_marks = spool_bytes();
     const N: u32 = 100;
     let mark = marker("full-spool");
     run_marked(&mark, 0..N, Duration::ZERO);
     // Shed counts become Gap records once a second.
     std::thread::sleep(Duration::from_millis(2500));
+    let after_marks = spool_bytes();
 
     collector.start();
     let expected: Vec<u32> = (0..N).collect();
@@ -341,7 +344,8 @@ fn full_spool_sheds_low_priority_kinds_with_exact_accounting() {
     }
     let report = format!(
         "produced {produced:?}\nstored {stored:?}\nshed {shed:?}\ngaps by (reason, kind) \
-         {shed_by_reason:?}\nexecs by image: {:?}",
+         {shed_by_reason:?}\nexecs by image: {:?}\nspool bytes of 4194304 before the marks \
+         {before_marks:?}, after {after_marks:?}",
         agent.execs_by_image()
     );
     eprintln!("{report}");
