@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kestrel_ebpf_abi::sys;
 use kestrel_proto::{
     event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap,
     NetworkEvent, Process,
@@ -134,7 +135,9 @@ impl Pipeline {
     }
 
     fn handle(&mut self, record: KernelRecord) -> anyhow::Result<()> {
-        let event = self.event_for(record);
+        let Some(event) = self.event_for(record) else {
+            return Ok(());
+        };
         if let Some(jsonl) = &mut self.outputs.jsonl {
             jsonl.write(&event)?;
         }
@@ -152,14 +155,46 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Updates the process table with `record` and builds its event.
-    pub fn event_for(&mut self, record: KernelRecord) -> Event {
-        match record {
+    /// Updates the process table with `record` and builds its event; `None` for a record that
+    /// only updates the table (a change of working directory).
+    pub fn event_for(&mut self, record: KernelRecord) -> Option<Event> {
+        Some(match record {
             KernelRecord::Exec(exec) => self.exec_event(exec),
             KernelRecord::Fork(fork) => self.fork_event(fork),
             KernelRecord::Exit(exit) => self.exit_event(exit),
+            KernelRecord::Syscall(syscall)
+                if matches!(syscall.syscall, sys::CHDIR | sys::FCHDIR) =>
+            {
+                self.change_directory(&syscall);
+                return None;
+            }
             KernelRecord::Syscall(syscall) => self.syscall_event(&syscall),
-        }
+        })
+    }
+
+    /// Follows a successful `chdir` or `fchdir`, so that the process's relative paths, and the
+    /// working directory of what it runs next, are right even when it is gone by the time its
+    /// events are read (when /proc could no longer say). Lexical, as the shell's `cd` is: a
+    /// `..` after a symbolic link goes back to where the link was.
+    fn change_directory(&mut self, syscall: &Syscall) {
+        let tgid = syscall.common.tgid;
+        let known = self.table.get(tgid).map(|p| p.cwd.as_str()).unwrap_or("");
+        let path = &syscall.path;
+        let followed = match syscall.syscall {
+            sys::CHDIR if syscall.path_truncated => None,
+            sys::CHDIR if path.starts_with('/') => Some(syscall_events::normalize(path)),
+            sys::CHDIR if !known.is_empty() => Some(syscall_events::normalize(&format!(
+                "{}/{path}",
+                known.trim_end_matches('/')
+            ))),
+            sys::FCHDIR => proc_link(tgid, &format!("fd/{}", syscall.args[0] as i32)),
+            _ => None,
+        };
+        // Failing all else, the live process says where it is now (which may be later still).
+        let cwd = followed
+            .or_else(|| proc_link(tgid, "cwd"))
+            .unwrap_or_default();
+        self.table.set_cwd(tgid, cwd);
     }
 
     /// Learns the addresses of a DNS answer; names the remote address of a connection from the
@@ -197,7 +232,15 @@ impl Pipeline {
 
     fn exec_event(&mut self, exec: Exec) -> Event {
         let tgid = exec.common.tgid;
-        let cwd = proc_link(tgid, "cwd").unwrap_or_default();
+        // An exec keeps the working directory: the one followed from fork and chdir, else the
+        // live process's.
+        let cwd = self
+            .table
+            .get(tgid)
+            .map(|p| p.cwd.clone())
+            .filter(|cwd| !cwd.is_empty())
+            .or_else(|| proc_link(tgid, "cwd"))
+            .unwrap_or_default();
         let exe = absolute_exe(&exec.filename, tgid, &cwd);
         self.table.on_exec(&exec, exe, cwd);
         let ancestors: Vec<Ancestor> = self

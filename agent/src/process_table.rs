@@ -28,7 +28,8 @@ pub struct ProcessInfo {
     pub gid: u32,
     /// Task name.
     pub comm: String,
-    /// Working directory when the image started, if known.
+    /// Working directory: read from /proc for processes seeded at start, then inherited at
+    /// fork and followed through chdir and fchdir (empty when unknown).
     pub cwd: String,
     /// Unique id of this execution on this host: `{tgid}-{start boot ns}`.
     pub exec_id: String,
@@ -152,6 +153,13 @@ impl ProcessTable {
         };
         self.processes.insert(fork.child_tgid, child);
         &self.processes[&fork.child_tgid]
+    }
+
+    /// The process's working directory from now on (empty: unknown).
+    pub fn set_cwd(&mut self, tgid: u32, cwd: String) {
+        if let Some(process) = self.processes.get_mut(&tgid) {
+            process.cwd = cwd;
+        }
     }
 
     /// Forgets a process that ended, returning what was known of it.

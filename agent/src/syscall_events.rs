@@ -97,6 +97,8 @@ pub fn syscall_name(id: u32) -> &'static str {
         "io_uring_submit",
         "recvfrom",
         "recvmsg",
+        "chdir",
+        "fchdir",
     ];
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
@@ -326,27 +328,40 @@ fn same_final_name(resolved: &str, requested: &str) -> bool {
     requested.is_empty() || last(resolved) == last(requested)
 }
 
-/// The path of descriptor `fd` in process `tgid`, while both still exist.
+/// The path of descriptor `fd` (`AT_FDCWD`: the working directory) in process `tgid`, while
+/// both still exist.
 fn fd_path(tgid: u32, fd: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{tgid}/fd/{fd}"))
+    let link = if fd == AT_FDCWD {
+        format!("/proc/{tgid}/cwd")
+    } else {
+        format!("/proc/{tgid}/fd/{fd}")
+    };
+    std::fs::read_link(link)
         .ok()
         .map(|p| p.display().to_string())
 }
 
 /// The absolute form of a path argument: joined to its directory descriptor's path, or to the
-/// process's working directory (live from /proc, else `cwd`).
+/// process's working directory (`cwd`, as the agent follows it; else live from /proc). Left
+/// relative when neither is known: a made-up absolute path would mislead the rules.
 fn absolute(s: &Syscall, path: &str, dirfd: i32, cwd: &str) -> String {
     if path.starts_with('/') || path.is_empty() {
         return normalize(path);
     }
-    let base = if dirfd == AT_FDCWD {
-        std::fs::read_link(format!("/proc/{}/cwd", s.common.tgid))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| cwd.to_owned())
-    } else {
-        fd_path(s.common.tgid, dirfd).unwrap_or_else(|| cwd.to_owned())
+    let known_cwd = || {
+        Some(cwd.to_owned())
+            .filter(|cwd| !cwd.is_empty())
+            .or_else(|| fd_path(s.common.tgid, AT_FDCWD))
     };
-    normalize(&format!("{}/{}", base.trim_end_matches('/'), path))
+    let base = if dirfd == AT_FDCWD {
+        known_cwd()
+    } else {
+        fd_path(s.common.tgid, dirfd).or_else(known_cwd)
+    };
+    match base {
+        Some(base) => normalize(&format!("{}/{}", base.trim_end_matches('/'), path)),
+        None => normalize(path),
+    }
 }
 
 /// Removes `.` and `..` components and repeated slashes (lexically: symlinks stay as they are).

@@ -4,10 +4,11 @@
 mod kernel_support;
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     io::Write,
     net::{TcpListener, TcpStream, UdpSocket},
-    os::{fd::AsRawFd, unix::fs::PermissionsExt},
+    os::{fd::AsRawFd, unix::fs::PermissionsExt, unix::process::CommandExt},
     path::Path,
     process::Command,
 };
@@ -23,15 +24,17 @@ use kestrel_agent::{
 use kestrel_ebpf_abi::{sys, KIND_CREDENTIAL, KIND_FILE};
 use kestrel_proto::{event::Payload, FileOp, NetworkOp};
 
+/// The file payload of `s`, for a process whose working directory the agent does not follow
+/// (it is read from /proc).
 fn file_payload(s: &Syscall) -> kestrel_proto::FileEvent {
-    match payload(s, "/") {
+    match payload(s, "") {
         Some(Payload::File(f)) => f,
         other => panic!("not a file payload: {other:?}"),
     }
 }
 
 fn network_payload(s: &Syscall) -> kestrel_proto::NetworkEvent {
-    match payload(s, "/") {
+    match payload(s, "") {
         Some(Payload::Network(n)) => n,
         other => panic!("not a network payload: {other:?}"),
     }
@@ -572,7 +575,9 @@ async fn exec_reports_cwd_effective_ids_capabilities_and_fileless_images() {
         )
         .await;
     // The working directory comes from the live process (the kernel side leaves it to user space).
-    let event = Pipeline::new(ProcessTable::new(), Outputs::default()).event_for(record.clone());
+    let event = Pipeline::new(ProcessTable::new(), Outputs::default())
+        .event_for(record.clone())
+        .expect("an exec event");
     assert_eq!(
         event.process.as_ref().unwrap().cwd,
         cwd.display().to_string()
@@ -639,6 +644,87 @@ async fn exec_reports_cwd_effective_ids_capabilities_and_fileless_images() {
         "exec of an unlinked file is flagged: {exec:?}"
     );
     assert!(Path::new("/proc/self").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_paths_follow_chdir_and_fchdir_even_once_the_process_is_gone() {
+    let Some(mut k) = load(everything()) else {
+        return;
+    };
+    let dir = scratch_dir();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("d")).unwrap();
+    std::fs::create_dir(root.join("e")).unwrap();
+    let mut pipeline = Pipeline::new(ProcessTable::from_proc(), Outputs::default());
+    // A shell changes directory back and forth, writing by relative paths, and a child it
+    // starts inherits where it is. All are gone before any record is read, so /proc cannot help.
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "cd d && /bin/sh -c ': > in-child'; cd ..; : > sibling; cd d; : > inner",
+        ])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // fchdir to a descriptor the process keeps open.
+    let e = CString::new(root.join("e").into_os_string().into_encoded_bytes()).unwrap();
+    let mut by_fd = Command::new("/bin/sh");
+    by_fd.args(["-c", ": > via-fd; sleep 3"]);
+    unsafe {
+        by_fd.pre_exec(move || {
+            let fd = libc::open(e.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            if fd < 0 || libc::fchdir(fd) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut by_fd = by_fd.spawn().unwrap();
+
+    let names = ["in-child", "sibling", "inner", "via-fd"];
+    let mut paths: BTreeMap<&str, String> = BTreeMap::new();
+    let mut child_cwd = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while paths.len() < names.len() || child_cwd.is_none() {
+        let Ok(Some(record)) = tokio::time::timeout_at(deadline, k.records.recv()).await else {
+            break;
+        };
+        let Some(event) = pipeline.event_for(record) else {
+            continue;
+        };
+        let process = event.process.unwrap_or_default();
+        match event.payload {
+            Some(Payload::File(file)) => {
+                if let Some(name) = names.iter().find(|n| file.path.ends_with(*n)) {
+                    paths.insert(name, file.path);
+                }
+            }
+            Some(Payload::Exec(_))
+                if process.argv.last().map(String::as_str) == Some(": > in-child") =>
+            {
+                child_cwd = Some(process.cwd);
+            }
+            _ => {}
+        }
+    }
+    let _ = by_fd.kill();
+    by_fd.wait().unwrap();
+    let at = |p: &str| root.join(p).display().to_string();
+    let expected: BTreeMap<&str, String> = [
+        ("in-child", at("d/in-child")),
+        ("sibling", at("sibling")),
+        ("inner", at("d/inner")),
+        ("via-fd", at("e/via-fd")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(paths, expected);
+    assert_eq!(
+        child_cwd,
+        Some(at("d")),
+        "the child's working directory at exec"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,7 +895,9 @@ async fn dns_answers_are_captured_and_name_the_hosts_connected_to_later() {
     // connected to afterwards.
     let mut pipeline = Pipeline::new(ProcessTable::new(), Outputs::default());
     for record in [first, by_recvmsg] {
-        let event = pipeline.event_for(KernelRecord::Syscall(Box::new(record)));
+        let event = pipeline
+            .event_for(KernelRecord::Syscall(Box::new(record)))
+            .expect("an answer event");
         let Some(Payload::Network(answer)) = event.payload else {
             panic!("not a network event: {event:?}");
         };
@@ -822,7 +910,9 @@ async fn dns_answers_are_captured_and_name_the_hosts_connected_to_later() {
         assert_eq!((dns.query.as_str(), dns.rcode), (name.as_str(), 0));
         assert_eq!(dns.answers, ["127.0.0.2"]);
     }
-    let event = pipeline.event_for(KernelRecord::Syscall(Box::new(connect)));
+    let event = pipeline
+        .event_for(KernelRecord::Syscall(Box::new(connect)))
+        .expect("a connect event");
     let Some(Payload::Network(connection)) = event.payload else {
         panic!("not a network event: {event:?}");
     };

@@ -164,14 +164,18 @@ pub mod sys {
     pub const RECVFROM: u32 = 60;
     /// `recvmsg(fd, msg, flags)` (reported for DNS answers only).
     pub const RECVMSG: u32 = 61;
+    /// `chdir(path)`: not reported, it keeps the agent's view of the working directory.
+    pub const CHDIR: u32 = 62;
+    /// `fchdir(fd)`: not reported, it keeps the agent's view of the working directory.
+    pub const FCHDIR: u32 = 63;
     /// One past the largest id.
-    pub const COUNT: u32 = 62;
+    pub const COUNT: u32 = 64;
 
     /// The record kind a syscall id reports as.
     pub const fn kind_of(id: u32) -> u32 {
         use super::*;
         match id {
-            OPEN..=FUTIMESAT => KIND_FILE,
+            OPEN..=FUTIMESAT | CHDIR | FCHDIR => KIND_FILE,
             SETUID..=CAPSET => KIND_CREDENTIAL,
             PTRACE | PROCESS_VM_WRITEV => KIND_PTRACE,
             KILL..=TGKILL => KIND_SIGNAL,

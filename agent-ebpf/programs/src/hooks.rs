@@ -90,6 +90,8 @@ syscall_hooks! {
     sys::IO_URING_SETUP => sys_enter_io_uring_setup, sys_exit_io_uring_setup;
     sys::RECVFROM => sys_enter_recvfrom, sys_exit_recvfrom;
     sys::RECVMSG => sys_enter_recvmsg, sys_exit_recvmsg;
+    sys::CHDIR => sys_enter_chdir, sys_exit_chdir;
+    sys::FCHDIR => sys_enter_fchdir, sys_exit_fchdir;
 }
 
 /// io_uring opcodes reported (file, socket and process-relevant operations).

@@ -327,7 +327,8 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
         | sys::TRUNCATE
         | sys::UMOUNT
         | sys::UTIME
-        | sys::UTIMES => (a[0], 0),
+        | sys::UTIMES
+        | sys::CHDIR => (a[0], 0),
         sys::OPENAT
         | sys::OPENAT2
         | sys::UNLINKAT
@@ -349,6 +350,11 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
     };
     copy_user_str(first, record, 0);
     copy_user_str(second, record, 1);
+    // Every successful change of directory, muted or not: relative paths are resolved against
+    // the directory user space follows from them.
+    if matches!(id, sys::CHDIR | sys::FCHDIR) {
+        return Ok(record.result == 0);
+    }
     let is_open = matches!(id, sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT);
     let mut write_like = true;
     if is_open {
