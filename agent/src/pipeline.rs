@@ -209,6 +209,17 @@ impl Pipeline {
         }
     }
 
+    /// After a successful `setns`: joining a mount namespace moves the working directory to
+    /// its root; a descriptor of unknown type (`nstype` 0) may have done so.
+    fn join_namespace(&mut self, tgid: u32, nstype: u64) {
+        const CLONE_NEWNS: u64 = 0x0002_0000;
+        if nstype & CLONE_NEWNS != 0 {
+            self.table.set_cwd(tgid, "/".to_owned());
+        } else if nstype == 0 {
+            self.table.set_cwd(tgid, String::new());
+        }
+    }
+
     fn syscall_event(&mut self, syscall: &Syscall) -> Event {
         let tgid = syscall.common.tgid;
         let info = self
@@ -216,6 +227,9 @@ impl Pipeline {
             .get(tgid)
             .cloned()
             .unwrap_or_else(|| unknown_process(tgid, 0, ""));
+        if syscall.syscall == sys::SETNS && syscall.result == 0 {
+            self.join_namespace(tgid, syscall.args[1]);
+        }
         let mut payload = syscall_events::payload(syscall, &info.cwd);
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(network);
@@ -402,4 +416,115 @@ fn proc_link(tgid: u32, link: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{tgid}/{link}"))
         .ok()
         .map(|p| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use kestrel_ebpf_abi::sys::kind_of;
+    use kestrel_proto::FileEvent;
+
+    use super::*;
+    use crate::decode::Common;
+
+    /// No such process: /proc cannot help, only what the records said.
+    const TGID: u32 = u32::MAX - 1;
+
+    fn common() -> Common {
+        Common {
+            boot_ns: 1,
+            pid: TGID,
+            tgid: TGID,
+            cgroup_id: 0,
+        }
+    }
+
+    fn call(id: u32, path: &str, args: [u64; 6], result: i64) -> KernelRecord {
+        KernelRecord::Syscall(Box::new(Syscall {
+            common: common(),
+            kind: kind_of(id),
+            syscall: id,
+            result,
+            args,
+            aux: [0; 16],
+            euid: 0,
+            path: path.into(),
+            path_truncated: false,
+            second_path: String::new(),
+            second_path_truncated: false,
+            sensitive_read: false,
+            received: Vec::new(),
+        }))
+    }
+
+    /// A pipeline that knows the process (forked from a parent it does not know: no cwd yet).
+    fn pipeline() -> Pipeline {
+        let mut pipeline = Pipeline::new(ProcessTable::new(), Outputs::default());
+        pipeline.event_for(KernelRecord::Fork(Fork {
+            common: Common {
+                tgid: TGID - 1,
+                pid: TGID - 1,
+                ..common()
+            },
+            child_pid: TGID,
+            child_tgid: TGID,
+            uid: 0,
+            gid: 0,
+            comm: "sh".into(),
+        }));
+        pipeline
+    }
+
+    fn chdir(pipeline: &mut Pipeline, path: &str) {
+        assert_eq!(
+            pipeline.event_for(call(sys::CHDIR, path, [0; 6], 0)),
+            None,
+            "a chdir is not an event"
+        );
+    }
+
+    /// Where `creat(name)` is reported.
+    fn created(pipeline: &mut Pipeline, name: &str) -> String {
+        let event = pipeline.event_for(call(sys::CREAT, name, [0; 6], 3));
+        match event.and_then(|e| e.payload) {
+            Some(Payload::File(FileEvent { path, .. })) => path,
+            other => panic!("not a file event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_joined_to_the_directory_chdir_went_to() {
+        let mut p = pipeline();
+        assert_eq!(
+            created(&mut p, "x"),
+            "x",
+            "no known directory: left relative"
+        );
+        chdir(&mut p, "/srv/app");
+        assert_eq!(created(&mut p, "x"), "/srv/app/x");
+        chdir(&mut p, "../data/./in");
+        assert_eq!(created(&mut p, "y"), "/srv/data/in/y");
+        chdir(&mut p, "/");
+        assert_eq!(created(&mut p, "etc/cron.d/job"), "/etc/cron.d/job");
+    }
+
+    #[test]
+    fn joining_a_mount_namespace_moves_to_its_root() {
+        let mut p = pipeline();
+        chdir(&mut p, "/var/lib/app");
+        p.event_for(call(sys::SETNS, "", [5, 0x0002_0000, 0, 0, 0, 0], 0));
+        assert_eq!(created(&mut p, "x"), "/x");
+        chdir(&mut p, "/home");
+        p.event_for(call(sys::SETNS, "", [5, 0x4000_0000, 0, 0, 0, 0], 0));
+        assert_eq!(created(&mut p, "x"), "/home/x", "a network namespace");
+        p.event_for(call(sys::SETNS, "", [5, 0, 0, 0, 0, 0], 0));
+        assert_eq!(created(&mut p, "x"), "x", "a namespace of unknown type");
+    }
+
+    #[test]
+    fn a_failed_setns_moves_nothing() {
+        let mut p = pipeline();
+        chdir(&mut p, "/home");
+        p.event_for(call(sys::SETNS, "", [5, 0x0002_0000, 0, 0, 0, 0], -1));
+        assert_eq!(created(&mut p, "x"), "/home/x");
+    }
 }
