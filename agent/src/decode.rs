@@ -5,7 +5,8 @@ use kestrel_ebpf_abi::{
     ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX, COMM_LEN,
     EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD,
     EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS,
-    STR_SLOT, SYSCALL_FIXED_SIZE, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
+    STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED,
+    SYS_STR1_TRUNCATED,
 };
 
 /// A record that cannot be decoded. The reader logs it, counts it and goes on.
@@ -74,6 +75,9 @@ pub struct Syscall {
     pub second_path_truncated: bool,
     /// A read-only open reported because its path is sensitive.
     pub sensitive_read: bool,
+    /// A read-only open of a directory, reported only so that the agent learns its path
+    /// (`aux[2..4]` identify it).
+    pub directory_open: bool,
     /// The bytes received, for a DNS answer (`recvfrom`, `recvmsg`); empty otherwise.
     pub received: Vec<u8>,
 }
@@ -237,6 +241,7 @@ fn decode_syscall(bytes: &[u8]) -> Result<Syscall, DecodeError> {
         second_path: text(slot("str_len[1]", 1, STR_SLOT)?),
         second_path_truncated: r.flags & SYS_STR1_TRUNCATED != 0,
         sensitive_read: r.flags & SYS_SENSITIVE_READ != 0,
+        directory_open: r.flags & SYS_DIRECTORY_OPEN != 0,
         received,
     })
 }

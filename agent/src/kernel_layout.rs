@@ -135,6 +135,7 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         driver_major_minor: terminal.3,
         sb_magic: off("super_block", "s_magic")?,
         ovl_inode_upper: overlay,
+        inode_generation: off("inode", "i_generation")?,
     })
 }
 

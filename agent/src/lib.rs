@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod container;
 pub mod decode;
+pub mod directories;
 pub mod dns;
 pub mod jsonl;
 pub mod kernel_layout;

@@ -14,11 +14,12 @@ use crate::{
     clock::BootClock,
     container::ContainerResolver,
     decode::{Exec, Exit, Fork, KernelRecord, Syscall},
+    directories::Directories,
     dns::Resolved,
     jsonl::JsonlWriter,
     loss::LossMonitor,
     process_table::{ProcessInfo, ProcessTable},
-    syscall_events,
+    syscall_events::{self, Bases},
     users::UserNames,
 };
 
@@ -46,6 +47,8 @@ pub struct Pipeline {
     containers: Option<ContainerResolver>,
     /// Names of addresses, from the DNS answers seen.
     resolved: Resolved,
+    /// Paths of directories opened, for calls relative to a descriptor of one.
+    directories: Directories,
     /// Names of terminals.
     terminals: crate::tty::Names,
     /// Events the shipper queue had no room for.
@@ -63,6 +66,7 @@ impl Pipeline {
             loss: None,
             containers: None,
             resolved: Resolved::default(),
+            directories: Directories::default(),
             terminals: crate::tty::Names::default(),
             shipper_overflow: 0,
         }
@@ -168,6 +172,10 @@ impl Pipeline {
                 self.change_directory(&syscall);
                 return None;
             }
+            KernelRecord::Syscall(syscall) if syscall.directory_open => {
+                self.learn_directory(&syscall);
+                return None;
+            }
             KernelRecord::Syscall(syscall) => self.syscall_event(&syscall),
         })
     }
@@ -187,7 +195,11 @@ impl Pipeline {
                 "{}/{path}",
                 known.trim_end_matches('/')
             ))),
-            sys::FCHDIR => proc_link(tgid, &format!("fd/{}", syscall.args[0] as i32)),
+            sys::FCHDIR => self
+                .directories
+                .path_of((syscall.aux[4], syscall.aux[5]))
+                .map(str::to_owned)
+                .or_else(|| proc_link(tgid, &format!("fd/{}", syscall.args[0] as i32))),
             _ => None,
         };
         // Failing all else, the live process says where it is now (which may be later still).
@@ -206,6 +218,33 @@ impl Pipeline {
             if let Some(name) = self.resolved.name_of(&network.remote_ip) {
                 network.remote_hostname = name.to_owned();
             }
+        }
+    }
+
+    /// Where the directory a read-only `O_DIRECTORY` open opened is, for later calls relative
+    /// to a descriptor of it.
+    fn learn_directory(&mut self, syscall: &Syscall) {
+        let cwd = self
+            .table
+            .get(syscall.common.tgid)
+            .map(|p| p.cwd.clone())
+            .unwrap_or_default();
+        let path = syscall_events::first_path(syscall, &self.bases(syscall, &cwd));
+        self.directories
+            .learn((syscall.aux[2], syscall.aux[3]), path);
+    }
+
+    /// What the relative paths of `syscall` are resolved against: the followed working
+    /// directory `cwd` and the directories its descriptors name, where known.
+    fn bases<'a>(&mut self, syscall: &Syscall, cwd: &'a str) -> Bases<'a> {
+        let mut path_of =
+            |dev: u64, ino: u64| self.directories.path_of((dev, ino)).map(str::to_owned);
+        Bases {
+            cwd,
+            directories: [
+                path_of(syscall.aux[4], syscall.aux[5]),
+                path_of(syscall.aux[6], syscall.aux[7]),
+            ],
         }
     }
 
@@ -230,7 +269,8 @@ impl Pipeline {
         if syscall.syscall == sys::SETNS && syscall.result == 0 {
             self.join_namespace(tgid, syscall.args[1]);
         }
-        let mut payload = syscall_events::payload(syscall, &info.cwd);
+        let bases = self.bases(syscall, &info.cwd);
+        let mut payload = syscall_events::payload_in(syscall, &bases);
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(network);
         }
@@ -452,6 +492,7 @@ mod tests {
             second_path: String::new(),
             second_path_truncated: false,
             sensitive_read: false,
+            directory_open: false,
             received: Vec::new(),
         }))
     }
@@ -518,6 +559,49 @@ mod tests {
         assert_eq!(created(&mut p, "x"), "/home/x", "a network namespace");
         p.event_for(call(sys::SETNS, "", [5, 0, 0, 0, 0, 0], 0));
         assert_eq!(created(&mut p, "x"), "x", "a namespace of unknown type");
+    }
+
+    /// `record` (a syscall) with `aux[at..at + 2]` set to `identity`.
+    fn tagged(record: KernelRecord, at: usize, identity: (u64, u64)) -> KernelRecord {
+        let KernelRecord::Syscall(mut s) = record else {
+            unreachable!()
+        };
+        s.aux[at] = identity.0;
+        s.aux[at + 1] = identity.1;
+        s.directory_open = at == 2;
+        KernelRecord::Syscall(s)
+    }
+
+    fn path_of(event: Option<Event>) -> String {
+        match event.and_then(|e| e.payload) {
+            Some(Payload::File(FileEvent { path, .. })) => path,
+            other => panic!("not a file event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn calls_relative_to_a_directory_descriptor_use_the_directory_opened() {
+        let mut p = pipeline();
+        let audit = (8, 42);
+        let opened = call(sys::OPEN, "/var/log/audit", [0, 0o200000, 0, 0, 0, 0], 3);
+        assert_eq!(p.event_for(tagged(opened, 2, audit)), None, "not an event");
+        let unlink = call(sys::UNLINKAT, "audit.log", [3, 0, 0, 0, 0, 0], 0);
+        assert_eq!(
+            path_of(p.event_for(tagged(unlink.clone(), 4, audit))),
+            "/var/log/audit/audit.log"
+        );
+        assert_eq!(
+            path_of(p.event_for(tagged(unlink, 4, (8, 43)))),
+            "audit.log",
+            "a directory never seen opened: left relative"
+        );
+        // A directory opened relative to another one.
+        let nested = call(sys::OPENAT, "old", [3, 0, 0o200000, 0, 0, 0], 4);
+        let nested = tagged(tagged(nested, 4, audit), 2, (8, 44));
+        assert_eq!(p.event_for(nested), None);
+        let fchdir = call(sys::FCHDIR, "", [4, 0, 0, 0, 0, 0], 0);
+        assert_eq!(p.event_for(tagged(fchdir, 4, (8, 44))), None);
+        assert_eq!(created(&mut p, "x"), "/var/log/audit/old/x");
     }
 
     #[test]

@@ -103,10 +103,31 @@ pub fn syscall_name(id: u32) -> &'static str {
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
 
+/// What the relative paths of a call are resolved against, as far as the agent knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Bases<'a> {
+    /// The process's working directory (empty: unknown).
+    pub cwd: &'a str,
+    /// The paths of the directory descriptors the first and second path are relative to, when
+    /// the agent knows those directories.
+    pub directories: [Option<String>; 2],
+}
+
 /// The payload for a syscall record; `cwd` resolves relative paths the kernel could not.
 pub fn payload(s: &Syscall, cwd: &str) -> Option<Payload> {
+    payload_in(
+        s,
+        &Bases {
+            cwd,
+            directories: [None, None],
+        },
+    )
+}
+
+/// The payload for a syscall record, its relative paths resolved against `bases`.
+pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
     Some(match s.kind {
-        KIND_FILE => Payload::File(file(s, cwd)),
+        KIND_FILE => Payload::File(file(s, bases)),
         KIND_NETWORK => Payload::Network(network(s)),
         KIND_CREDENTIAL => Payload::Credential(CredentialEvent {
             syscall: syscall_name(s.syscall).into(),
@@ -190,15 +211,29 @@ pub fn payload(s: &Syscall, cwd: &str) -> Option<Payload> {
     })
 }
 
-fn file(s: &Syscall, cwd: &str) -> FileEvent {
+fn file(s: &Syscall, bases: &Bases) -> FileEvent {
     let a = s.args;
     let (first_dir, second_dir) = directory_fds(s);
     // The descriptor's path is the kernel's own view of the file, while it is still open.
     let first = acted_on_fd(s)
         .and_then(|fd| fd_path(s.common.tgid, fd))
         .filter(|resolved| same_final_name(resolved, &s.path))
-        .unwrap_or_else(|| absolute(s, &s.path, first_dir, cwd));
-    let second = absolute(s, &s.second_path, second_dir, cwd);
+        .unwrap_or_else(|| {
+            absolute(
+                s,
+                &s.path,
+                first_dir,
+                bases.directories[0].as_deref(),
+                bases.cwd,
+            )
+        });
+    let second = absolute(
+        s,
+        &s.second_path,
+        second_dir,
+        bases.directories[1].as_deref(),
+        bases.cwd,
+    );
     let mut event = FileEvent {
         path: first,
         target_path: second,
@@ -275,6 +310,19 @@ fn file(s: &Syscall, cwd: &str) -> FileEvent {
     event
 }
 
+/// The first path argument made absolute against `bases` alone (not through /proc, unless a
+/// base is unknown): cheap enough for every directory a process opens.
+pub fn first_path(s: &Syscall, bases: &Bases) -> String {
+    let (first_dir, _) = directory_fds(s);
+    absolute(
+        s,
+        &s.path,
+        first_dir,
+        bases.directories[0].as_deref(),
+        bases.cwd,
+    )
+}
+
 /// `AT_FDCWD`: a path relative to the working directory.
 const AT_FDCWD: i32 = -100;
 
@@ -341,23 +389,23 @@ fn fd_path(tgid: u32, fd: i32) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// The absolute form of a path argument: joined to its directory descriptor's path, or to the
-/// process's working directory (`cwd`, as the agent follows it; else live from /proc). Left
-/// relative when neither is known: a made-up absolute path would mislead the rules.
-fn absolute(s: &Syscall, path: &str, dirfd: i32, cwd: &str) -> String {
+/// The absolute form of a path argument: joined to its directory descriptor's path (`directory`
+/// as the agent knows it, else live from /proc), or to the process's working directory (`cwd`
+/// as the agent follows it, else live from /proc). Left relative when the base is not known: a
+/// made-up absolute path would mislead the rules.
+fn absolute(s: &Syscall, path: &str, dirfd: i32, directory: Option<&str>, cwd: &str) -> String {
     if path.starts_with('/') || path.is_empty() {
         return normalize(path);
     }
-    let known_cwd = || {
-        Some(cwd.to_owned())
-            .filter(|cwd| !cwd.is_empty())
-            .or_else(|| fd_path(s.common.tgid, AT_FDCWD))
-    };
-    let base = if dirfd == AT_FDCWD {
-        known_cwd()
+    let known = if dirfd == AT_FDCWD {
+        Some(cwd)
     } else {
-        fd_path(s.common.tgid, dirfd).or_else(known_cwd)
+        directory
     };
+    let base = known
+        .filter(|base| !base.is_empty())
+        .map(str::to_owned)
+        .or_else(|| fd_path(s.common.tgid, dirfd));
     match base {
         Some(base) => normalize(&format!("{}/{}", base.trim_end_matches('/'), path)),
         None => normalize(path),

@@ -647,7 +647,7 @@ async fn exec_reports_cwd_effective_ids_capabilities_and_fileless_images() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relative_paths_follow_chdir_and_fchdir_even_once_the_process_is_gone() {
+async fn relative_paths_follow_chdir_fchdir_and_directory_descriptors_once_the_process_is_gone() {
     let Some(mut k) = load(everything()) else {
         return;
     };
@@ -667,22 +667,42 @@ async fn relative_paths_follow_chdir_and_fchdir_even_once_the_process_is_gone() 
         .status()
         .unwrap();
     assert!(status.success());
-    // fchdir to a descriptor the process keeps open.
+    // fchdir through a descriptor closed at once, and a removal by descriptor-relative calls
+    // (rm -r opens each directory and unlinks the names in it).
     let e = CString::new(root.join("e").into_os_string().into_encoded_bytes()).unwrap();
     let mut by_fd = Command::new("/bin/sh");
-    by_fd.args(["-c", ": > via-fd; sleep 3"]);
+    by_fd.args(["-c", ": > via-fd"]);
     unsafe {
         by_fd.pre_exec(move || {
             let fd = libc::open(e.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
-            if fd < 0 || libc::fchdir(fd) != 0 {
+            if fd < 0 || libc::fchdir(fd) != 0 || libc::close(fd) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut by_fd = by_fd.spawn().unwrap();
+    assert!(by_fd.status().unwrap().success());
+    std::fs::create_dir_all(root.join("t/u")).unwrap();
+    for file in ["t/u/f1", "t/u/f2", "t/g"] {
+        std::fs::write(root.join(file), b"x").unwrap();
+    }
+    let status = Command::new("/bin/rm")
+        .args(["-r", "t"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Opening a directory again within the minute costs no record: the agent knows it.
+    for _ in 0..2 {
+        std::fs::read_dir(root.join("e")).unwrap().for_each(drop);
+    }
+    std::fs::write(root.join("done"), b"x").unwrap();
 
-    let names = ["in-child", "sibling", "inner", "via-fd"];
+    let names = [
+        "in-child", "sibling", "inner", "via-fd", "/f1", "/f2", "/g", "/u", "/t", "done",
+    ];
+    let e_path = root.join("e").display().to_string();
+    let mut opens_of_e = 0;
     let mut paths: BTreeMap<&str, String> = BTreeMap::new();
     let mut child_cwd = None;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -690,13 +710,21 @@ async fn relative_paths_follow_chdir_and_fchdir_even_once_the_process_is_gone() 
         let Ok(Some(record)) = tokio::time::timeout_at(deadline, k.records.recv()).await else {
             break;
         };
+        if matches!(&record, KernelRecord::Syscall(s) if s.directory_open && s.path == e_path) {
+            opens_of_e += 1;
+        }
         let Some(event) = pipeline.event_for(record) else {
             continue;
         };
         let process = event.process.unwrap_or_default();
         match event.payload {
             Some(Payload::File(file)) => {
-                if let Some(name) = names.iter().find(|n| file.path.ends_with(*n)) {
+                let removal =
+                    [FileOp::FileUnlink as i32, FileOp::FileRmdir as i32].contains(&file.op);
+                if let Some(name) = names
+                    .iter()
+                    .find(|n| file.path.ends_with(*n) && (removal == n.starts_with('/')))
+                {
                     paths.insert(name, file.path);
                 }
             }
@@ -708,18 +736,23 @@ async fn relative_paths_follow_chdir_and_fchdir_even_once_the_process_is_gone() 
             _ => {}
         }
     }
-    let _ = by_fd.kill();
-    by_fd.wait().unwrap();
     let at = |p: &str| root.join(p).display().to_string();
     let expected: BTreeMap<&str, String> = [
         ("in-child", at("d/in-child")),
         ("sibling", at("sibling")),
         ("inner", at("d/inner")),
         ("via-fd", at("e/via-fd")),
+        ("/f1", at("t/u/f1")),
+        ("/f2", at("t/u/f2")),
+        ("/g", at("t/g")),
+        ("/u", at("t/u")),
+        ("/t", at("t")),
+        ("done", at("done")),
     ]
     .into_iter()
     .collect();
     assert_eq!(paths, expected);
+    assert_eq!(opens_of_e, 1, "directory opens reported for {e_path}");
     assert_eq!(
         child_cwd,
         Some(at("d")),

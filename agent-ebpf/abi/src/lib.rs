@@ -201,6 +201,10 @@ pub const SYS_STR0_TRUNCATED: u32 = 1 << 0;
 pub const SYS_STR1_TRUNCATED: u32 = 1 << 1;
 /// `SyscallRecord::flags`: the open was read-only and is reported because the path is sensitive.
 pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
+/// `SyscallRecord::flags`: a read-only open of a directory (`O_DIRECTORY`), not an event: it
+/// tells user space the path of the directory identified by `aux[2..4]`, for calls that later
+/// name paths relative to a descriptor of it.
+pub const SYS_DIRECTORY_OPEN: u32 = 1 << 5;
 
 /// One followed syscall (or io_uring operation). `args` are the raw syscall arguments;
 /// `aux` holds kind-specific values documented at each use:
@@ -212,7 +216,11 @@ pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
 ///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes; for
 ///   a receive, the sender's address the call returned). A DNS answer received (`recvfrom`,
 ///   `recvmsg` from port 53) has its first bytes in string slot 0.
-/// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode.
+/// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode;
+///   `aux[2..4]` the identity of the directory a [`SYS_DIRECTORY_OPEN`] opened
+///   (`i_generation << 32 | s_dev`, inode number); `aux[4..6]` and `aux[6..8]` the identity of
+///   the directory descriptor a relative first and second path is resolved against (0 when the
+///   working directory is; for `fchdir`, of its descriptor).
 /// - bpf: `aux[0]` program type, `aux[1..3]` program name (16 bytes).
 /// - io_uring: `aux[0]` opcode, `aux[1]` entries, `aux[2]` flags.
 #[repr(C)]
@@ -473,6 +481,9 @@ pub struct ProbeConfig {
     /// Byte offsets of `ovl_inode.vfs_inode` and `ovl_inode.__upperdentry` (both 0: the
     /// kernel has no overlay file system; the flag is never set).
     pub ovl_inode_upper: [u32; 2],
+    /// Byte offset of `inode.i_generation` (with device and inode number, a directory's
+    /// identity that a reused inode number does not repeat).
+    pub inode_generation: u32,
 }
 
 /// A path prefix for in-kernel matching (sensitive reads, muted paths).
@@ -513,7 +524,7 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 280);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 284);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -143,6 +143,18 @@ pub fn in_upper_layer(config: &ProbeConfig, file: Ptr) -> Result<bool, i64> {
     Ok(upper_dentry != 0)
 }
 
+/// The identity of a file's inode that stays unique when inode numbers are reused:
+/// (`i_generation << 32 | s_dev`, inode number).
+#[inline(always)]
+pub fn inode_identity(config: &ProbeConfig, file: Ptr) -> Result<[u64; 2], i64> {
+    let inode: u64 = read_at(file, config.file_inode)?;
+    let ino: u64 = read_at(inode, config.inode_ino)?;
+    let generation: u32 = read_at(inode, config.inode_generation)?;
+    let sb: u64 = read_at(inode, config.inode_sb)?;
+    let dev: u32 = read_at(sb, config.sb_dev)?;
+    Ok([(generation as u64) << 32 | dev as u64, ino])
+}
+
 /// (device, inode, link count) of a `struct file *`.
 #[inline(always)]
 pub fn file_identity(config: &ProbeConfig, file: Ptr) -> Result<(u64, u64, u32), i64> {

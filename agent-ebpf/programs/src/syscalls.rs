@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
     },
     macros::map,
@@ -18,13 +18,13 @@ use aya_ebpf::{
 use kestrel_ebpf_abi::{
     sys::{self, kind_of},
     ProbeConfig, SyscallRecord, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD,
-    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT, SYSCALL_FIXED_SIZE, SYS_SENSITIVE_READ,
-    SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
+    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN,
+    SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
 };
 
 use crate::{
     filter::{is_muted, is_sensitive, wanted},
-    kernel::{credentials, current_task, fd_file, header, read_at, Ptr},
+    kernel::{credentials, current_task, fd_file, header, inode_identity, read_at, Ptr},
     maps::{config, count_drop, current_pid_tgid, EVENTS},
 };
 
@@ -33,6 +33,8 @@ const ARGS_OFFSET: usize = 16;
 const O_ACCMODE: u64 = 3;
 const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
+const O_DIRECTORY: u64 = 0o200000;
+const AT_FDCWD: i32 = -100;
 const AF_PACKET: u64 = 17;
 const BPF_PROG_LOAD: u64 = 5;
 const SOCK_DGRAM: u64 = 2;
@@ -51,6 +53,14 @@ pub struct Pending {
 /// Calls in flight, by thread. LRU, so a thread that dies inside a call cannot leak an entry.
 #[map]
 static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// When each directory (device, inode) was last reported by a directory open.
+#[map]
+static DIRECTORIES_REPORTED: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(32768, 0);
+
+/// How often an open of the same directory is reported again (the agent may have forgotten
+/// it in between, or it may have moved).
+const DIRECTORY_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
 
 /// The record being built (per CPU: far larger than the stack).
 #[map]
@@ -353,6 +363,7 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
     // Every successful change of directory, muted or not: relative paths are resolved against
     // the directory user space follows from them.
     if matches!(id, sys::CHDIR | sys::FCHDIR) {
+        relative_bases(config, id, record);
         return Ok(record.result == 0);
     }
     let is_open = matches!(id, sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT);
@@ -386,13 +397,92 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
         return Ok(false);
     }
     if !write_like {
+        if record.aux[0] & O_DIRECTORY != 0 && record.result >= 0 {
+            directory_identity(config, record.result as u64, record, 2);
+            if !directory_worth_reporting([record.aux[2], record.aux[3]]) {
+                return Ok(false);
+            }
+            record.flags |= SYS_DIRECTORY_OPEN;
+            relative_bases(config, id, record);
+            return Ok(true);
+        }
         // A relative read is caught by its file name (sensitive prefixes are absolute).
         if !is_sensitive(config, path, len, leaf) {
             return Ok(false);
         }
         record.flags |= SYS_SENSITIVE_READ;
     }
+    relative_bases(config, id, record);
     Ok(true)
+}
+
+/// For a record that is sent: which directory each relative path is relative to, by identity
+/// (user space knows the paths of directories from their opens, also once the descriptor is
+/// closed or the process gone).
+#[inline(always)]
+fn relative_bases(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) {
+    let (first, second) = directory_fds(id, &record.args);
+    if id == sys::FCHDIR || (record.str_len[0] > 0 && record.strings[0] != b'/') {
+        directory_identity(config, first, record, 4);
+    }
+    if record.str_len[1] > 0 && record.strings[STR_SLOT] != b'/' {
+        directory_identity(config, second, record, 6);
+    }
+}
+
+/// A directory open is reported at most once a minute per directory: the agent remembers the
+/// path, so `find` or `ls` going over the same directories again costs no records.
+#[inline(always)]
+fn directory_worth_reporting(identity: [u64; 2]) -> bool {
+    if identity[1] == 0 {
+        return false;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(&last) = unsafe { DIRECTORIES_REPORTED.get(&identity) } {
+        if now.wrapping_sub(last) < DIRECTORY_REPORT_INTERVAL_NS {
+            return false;
+        }
+    }
+    let _ = DIRECTORIES_REPORTED.insert(&identity, &now, 0);
+    true
+}
+
+/// The directory descriptors of the first and second path arguments (`AT_FDCWD` for calls
+/// without one; for `fchdir`, its descriptor).
+#[inline(always)]
+fn directory_fds(id: u32, a: &[u64; 6]) -> (u64, u64) {
+    let cwd = AT_FDCWD as u64;
+    match id {
+        sys::OPENAT
+        | sys::OPENAT2
+        | sys::UNLINKAT
+        | sys::FCHMODAT
+        | sys::FCHMODAT2
+        | sys::FCHOWNAT
+        | sys::FUTIMESAT
+        | sys::UTIMENSAT
+        | sys::FCHDIR => (a[0], cwd),
+        sys::RENAMEAT | sys::RENAMEAT2 => (a[0], a[2]),
+        sys::LINKAT => (a[2], a[0]),
+        sys::SYMLINKAT => (a[1], cwd),
+        _ => (cwd, cwd),
+    }
+}
+
+/// Stores the identity of directory descriptor `fd` at `aux[at..at + 2]`; nothing for the
+/// working directory or a descriptor that is not open.
+#[inline(always)]
+fn directory_identity(config: &ProbeConfig, fd: u64, record: &mut SyscallRecord, at: usize) {
+    if fd as i32 == AT_FDCWD {
+        return;
+    }
+    let Ok(file) = fd_file(config, current_task(), fd as u32 as u64) else {
+        return;
+    };
+    if let Ok([key, ino]) = inode_identity(config, file) {
+        record.aux[at & 15] = key;
+        record.aux[(at + 1) & 15] = ino;
+    }
 }
 
 /// Network calls: the address passed by the caller and what the socket itself says.
