@@ -160,7 +160,8 @@ impl Pipeline {
     }
 
     /// Updates the process table with `record` and builds its event; `None` for a record that
-    /// only updates the table (a change of working directory).
+    /// only tells the agent where things are (a change of working directory, a directory's
+    /// open).
     pub fn event_for(&mut self, record: KernelRecord) -> Option<Event> {
         Some(match record {
             KernelRecord::Exec(exec) => self.exec_event(exec),
@@ -237,14 +238,14 @@ impl Pipeline {
     /// What the relative paths of `syscall` are resolved against: the followed working
     /// directory `cwd` and the directories its descriptors name, where known.
     fn bases<'a>(&mut self, syscall: &Syscall, cwd: &'a str) -> Bases<'a> {
-        let mut path_of =
-            |dev: u64, ino: u64| self.directories.path_of((dev, ino)).map(str::to_owned);
+        let mut path_of = |at: usize| {
+            self.directories
+                .path_of((syscall.aux[at], syscall.aux[at + 1]))
+                .map(str::to_owned)
+        };
         Bases {
             cwd,
-            directories: [
-                path_of(syscall.aux[4], syscall.aux[5]),
-                path_of(syscall.aux[6], syscall.aux[7]),
-            ],
+            directories: [path_of(4), path_of(6)],
         }
     }
 
