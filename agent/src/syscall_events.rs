@@ -329,21 +329,9 @@ const AT_FDCWD: i32 = -100;
 /// The directory descriptors of the first and second path arguments (`AT_FDCWD` for calls
 /// without one).
 fn directory_fds(s: &Syscall) -> (i32, i32) {
-    let a = |i: usize| s.args[i] as i32;
-    match s.syscall {
-        sys::OPENAT
-        | sys::OPENAT2
-        | sys::UNLINKAT
-        | sys::FCHMODAT
-        | sys::FCHMODAT2
-        | sys::FCHOWNAT
-        | sys::FUTIMESAT
-        | sys::UTIMENSAT => (a(0), AT_FDCWD),
-        sys::RENAMEAT | sys::RENAMEAT2 => (a(0), a(2)),
-        sys::LINKAT => (a(2), a(0)),
-        sys::SYMLINKAT => (a(1), AT_FDCWD),
-        _ => (AT_FDCWD, AT_FDCWD),
-    }
+    let [first, second] = sys::directory_args(s.syscall);
+    let arg = |i: usize| s.args.get(i).map_or(AT_FDCWD, |&fd| fd as i32);
+    (arg(first), arg(second))
 }
 
 /// The descriptor of the file a call acts on, for calls that name the file by descriptor

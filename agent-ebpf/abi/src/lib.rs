@@ -171,6 +171,23 @@ pub mod sys {
     /// One past the largest id.
     pub const COUNT: u32 = 64;
 
+    /// No argument: a path is relative to the working directory (see [`directory_args`]).
+    pub const NO_ARG: usize = 6;
+
+    /// Which arguments hold the directory descriptors the first and second path of a call are
+    /// relative to ([`NO_ARG`]: the working directory); for `fchdir`, its descriptor. One
+    /// table, so that the programs and the agent agree.
+    pub const fn directory_args(id: u32) -> [usize; 2] {
+        match id {
+            OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | FUTIMESAT
+            | UTIMENSAT | FCHDIR => [0, NO_ARG],
+            RENAMEAT | RENAMEAT2 => [0, 2],
+            LINKAT => [2, 0],
+            SYMLINKAT => [1, NO_ARG],
+            _ => [NO_ARG, NO_ARG],
+        }
+    }
+
     /// The record kind a syscall id reports as.
     pub const fn kind_of(id: u32) -> u32 {
         use super::*;

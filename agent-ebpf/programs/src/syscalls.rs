@@ -451,22 +451,9 @@ fn directory_worth_reporting(identity: [u64; 2]) -> bool {
 /// without one; for `fchdir`, its descriptor).
 #[inline(always)]
 fn directory_fds(id: u32, a: &[u64; 6]) -> (u64, u64) {
-    let cwd = AT_FDCWD as u64;
-    match id {
-        sys::OPENAT
-        | sys::OPENAT2
-        | sys::UNLINKAT
-        | sys::FCHMODAT
-        | sys::FCHMODAT2
-        | sys::FCHOWNAT
-        | sys::FUTIMESAT
-        | sys::UTIMENSAT
-        | sys::FCHDIR => (a[0], cwd),
-        sys::RENAMEAT | sys::RENAMEAT2 => (a[0], a[2]),
-        sys::LINKAT => (a[2], a[0]),
-        sys::SYMLINKAT => (a[1], cwd),
-        _ => (cwd, cwd),
-    }
+    let [first, second] = sys::directory_args(id);
+    let arg = |i: usize| a.get(i).copied().unwrap_or(AT_FDCWD as u64);
+    (arg(first), arg(second))
 }
 
 /// Stores the identity of directory descriptor `fd` at `aux[at..at + 2]`; nothing for the
