@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kestrel_ebpf_abi::sys;
+use kestrel_ebpf_abi::{sys, KIND_FILE};
 use kestrel_proto::{
     event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap,
     NetworkEvent, Process,
@@ -19,7 +19,7 @@ use crate::{
     jsonl::JsonlWriter,
     loss::LossMonitor,
     process_table::{ProcessInfo, ProcessTable},
-    syscall_events::{self, Bases},
+    syscall_events::{self, fd_path, proc_link, Bases},
     users::UserNames,
 };
 
@@ -192,15 +192,11 @@ impl Pipeline {
         let followed = match syscall.syscall {
             sys::CHDIR if syscall.path_truncated => None,
             sys::CHDIR if path.starts_with('/') => Some(syscall_events::normalize(path)),
-            sys::CHDIR if !known.is_empty() => Some(syscall_events::normalize(&format!(
-                "{}/{path}",
-                known.trim_end_matches('/')
-            ))),
-            sys::FCHDIR => self
-                .directories
-                .path_of((syscall.aux[4], syscall.aux[5]))
-                .map(str::to_owned)
-                .or_else(|| proc_link(tgid, &format!("fd/{}", syscall.args[0] as i32))),
+            sys::CHDIR if !known.is_empty() => Some(syscall_events::join(known, path)),
+            sys::FCHDIR => {
+                let [known_directory, _] = self.known_directories(syscall);
+                known_directory.or_else(|| fd_path(tgid, syscall.args[0] as i32))
+            }
             _ => None,
         };
         // Failing all else, the live process says where it is now (which may be later still).
@@ -238,15 +234,24 @@ impl Pipeline {
     /// What the relative paths of `syscall` are resolved against: the followed working
     /// directory `cwd` and the directories its descriptors name, where known.
     fn bases<'a>(&mut self, syscall: &Syscall, cwd: &'a str) -> Bases<'a> {
-        let mut path_of = |at: usize| {
+        Bases {
+            cwd,
+            directories: self.known_directories(syscall),
+        }
+    }
+
+    /// The paths of the directories a file call's descriptors name (first and second path;
+    /// for `fchdir`, its descriptor), from the identities the kernel put in `aux[4..8]`. Other
+    /// kinds use those slots for other things.
+    fn known_directories(&mut self, syscall: &Syscall) -> [Option<String>; 2] {
+        if syscall.kind != KIND_FILE {
+            return [None, None];
+        }
+        [4, 6].map(|at| {
             self.directories
                 .path_of((syscall.aux[at], syscall.aux[at + 1]))
                 .map(str::to_owned)
-        };
-        Bases {
-            cwd,
-            directories: [path_of(4), path_of(6)],
-        }
+        })
     }
 
     /// After a successful `setns`: joining a mount namespace moves the working directory to
@@ -447,16 +452,9 @@ fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
         return filename.to_owned();
     }
     if !cwd.is_empty() {
-        return syscall_events::normalize(&format!("{cwd}/{filename}"));
+        return syscall_events::join(cwd, filename);
     }
     proc_link(tgid, "exe").unwrap_or_else(|| filename.to_owned())
-}
-
-/// Target of `/proc/<tgid>/<link>`, if the process still exists.
-fn proc_link(tgid: u32, link: &str) -> Option<String> {
-    std::fs::read_link(format!("/proc/{tgid}/{link}"))
-        .ok()
-        .map(|p| p.display().to_string())
 }
 
 #[cfg(test)]

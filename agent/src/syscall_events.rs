@@ -213,27 +213,12 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
 
 fn file(s: &Syscall, bases: &Bases) -> FileEvent {
     let a = s.args;
-    let (first_dir, second_dir) = directory_fds(s);
     // The descriptor's path is the kernel's own view of the file, while it is still open.
     let first = acted_on_fd(s)
         .and_then(|fd| fd_path(s.common.tgid, fd))
         .filter(|resolved| same_final_name(resolved, &s.path))
-        .unwrap_or_else(|| {
-            absolute(
-                s,
-                &s.path,
-                first_dir,
-                bases.directories[0].as_deref(),
-                bases.cwd,
-            )
-        });
-    let second = absolute(
-        s,
-        &s.second_path,
-        second_dir,
-        bases.directories[1].as_deref(),
-        bases.cwd,
-    );
+        .unwrap_or_else(|| path_argument(s, 0, bases));
+    let second = path_argument(s, 1, bases);
     let mut event = FileEvent {
         path: first,
         target_path: second,
@@ -313,12 +298,18 @@ fn file(s: &Syscall, bases: &Bases) -> FileEvent {
 /// The first path argument made absolute against `bases` alone (not through /proc, unless a
 /// base is unknown): cheap enough for every directory a process opens.
 pub fn first_path(s: &Syscall, bases: &Bases) -> String {
-    let (first_dir, _) = directory_fds(s);
+    path_argument(s, 0, bases)
+}
+
+/// Path argument `slot` (0: first, 1: second) made absolute against its directory descriptor
+/// or the working directory, as `bases` knows them (else as /proc does).
+fn path_argument(s: &Syscall, slot: usize, bases: &Bases) -> String {
+    let path = if slot == 0 { &s.path } else { &s.second_path };
     absolute(
         s,
-        &s.path,
-        first_dir,
-        bases.directories[0].as_deref(),
+        path,
+        directory_fds(s)[slot],
+        bases.directories[slot].as_deref(),
         bases.cwd,
     )
 }
@@ -328,10 +319,8 @@ const AT_FDCWD: i32 = -100;
 
 /// The directory descriptors of the first and second path arguments (`AT_FDCWD` for calls
 /// without one).
-fn directory_fds(s: &Syscall) -> (i32, i32) {
-    let [first, second] = sys::directory_args(s.syscall);
-    let arg = |i: usize| s.args.get(i).map_or(AT_FDCWD, |&fd| fd as i32);
-    (arg(first), arg(second))
+fn directory_fds(s: &Syscall) -> [i32; 2] {
+    sys::directory_args(s.syscall).map(|i| s.args.get(i).map_or(AT_FDCWD, |&fd| fd as i32))
 }
 
 /// The descriptor of the file a call acts on, for calls that name the file by descriptor
@@ -366,13 +355,17 @@ fn same_final_name(resolved: &str, requested: &str) -> bool {
 
 /// The path of descriptor `fd` (`AT_FDCWD`: the working directory) in process `tgid`, while
 /// both still exist.
-fn fd_path(tgid: u32, fd: i32) -> Option<String> {
-    let link = if fd == AT_FDCWD {
-        format!("/proc/{tgid}/cwd")
+pub fn fd_path(tgid: u32, fd: i32) -> Option<String> {
+    if fd == AT_FDCWD {
+        proc_link(tgid, "cwd")
     } else {
-        format!("/proc/{tgid}/fd/{fd}")
-    };
-    std::fs::read_link(link)
+        proc_link(tgid, &format!("fd/{fd}"))
+    }
+}
+
+/// Target of `/proc/<tgid>/<link>`, if the process still exists.
+pub fn proc_link(tgid: u32, link: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{tgid}/{link}"))
         .ok()
         .map(|p| p.display().to_string())
 }
@@ -395,9 +388,14 @@ fn absolute(s: &Syscall, path: &str, dirfd: i32, directory: Option<&str>, cwd: &
         .map(str::to_owned)
         .or_else(|| fd_path(s.common.tgid, dirfd));
     match base {
-        Some(base) => normalize(&format!("{}/{}", base.trim_end_matches('/'), path)),
+        Some(base) => join(&base, path),
         None => normalize(path),
     }
+}
+
+/// `path` (relative) under the directory `base`, normalized.
+pub fn join(base: &str, path: &str) -> String {
+    normalize(&format!("{}/{path}", base.trim_end_matches('/')))
 }
 
 /// Removes `.` and `..` components and repeated slashes (lexically: symlinks stay as they are).
