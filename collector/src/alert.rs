@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::alerting::fingerprint;
-use crate::detect::{Detection, Rule, RuleKind};
 use crate::event;
+use kestrel_detect::{Detection, Rule, RuleKind};
 
 /// OCSF schema version the record follows.
 pub const OCSF_VERSION: &str = "1.3.0";

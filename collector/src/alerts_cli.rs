@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::alert::{rfc3339, Alert};
 use crate::alerting::suppress::{self, Matcher};
 use crate::alerting::{outbox, render};
-use crate::pipeline::now_unix_ns;
+use crate::clock::now_unix_ns;
 use crate::store::{Store, StoreError};
 
 /// `kestrel-collector alerts`.

@@ -135,13 +135,7 @@ impl DenyList {
         if self.path.is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        crate::watch::every(interval, stop, || {
             match self.reload_if_changed() {
                 None => {}
                 Some(Ok(added)) => {
@@ -155,7 +149,9 @@ impl DenyList {
                     error!(error = %e, "deny-list changed but cannot be read: keeping the previous one")
                 }
             }
-        }
+            std::future::ready(())
+        })
+        .await
     }
 }
 

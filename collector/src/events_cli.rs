@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 use rusqlite::types::Value as SqlValue;
@@ -135,9 +135,7 @@ pub fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u6
             now.checked_sub(ago).ok_or_else(err)?
         }
     };
-    Ok(time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64))
+    Ok(crate::clock::unix_ns(time))
 }
 
 /// Opens the store of data directory `dir` for a command-line tool (a running collector may
@@ -347,7 +345,7 @@ mod tests {
 
     #[test]
     fn since_takes_a_time_or_a_duration_ago() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(
             parse_time("since", "15m", now).unwrap(),
             (1_000_000 - 900) * 1_000_000_000

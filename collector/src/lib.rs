@@ -1,5 +1,5 @@
 //! Kestrel collector library: everything `kestrel-collector` does, in stages along the data flow
-//! (authenticate, store, detect, alert), so tests and benchmarks can drive each stage directly.
+//! (authenticate, store, detect through `kestrel-detect`, alert), so tests and benchmarks can drive each stage directly.
 
 pub mod agents;
 pub mod agents_cli;
@@ -8,9 +8,9 @@ pub mod alerting;
 pub mod alerts_cli;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod denylist;
-pub mod detect;
 pub mod event;
 pub mod events_cli;
 pub mod heartbeat;
@@ -27,3 +27,4 @@ pub mod sessions;
 pub mod sinks;
 pub mod store;
 pub mod tls;
+pub mod watch;

@@ -14,16 +14,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kestrel_proto::{EventBatch, Gap, Heartbeat, Hello};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
 use crate::alerting::AlertPipeline;
-use crate::detect::{RuleSet, SharedRules};
+use crate::clock::now_unix_ns;
 use crate::identity::Identity;
 use crate::store::{self, Store, StoreError};
+use kestrel_detect::{RuleSet, SharedRules};
 
 pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME};
 
@@ -97,13 +97,6 @@ impl Future for PendingBatch {
             Err(_) => Err(PipelineError::WriterGone),
         })
     }
-}
-
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Pipeline {

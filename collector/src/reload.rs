@@ -4,7 +4,7 @@
 //! times. A new set replaces the running one only when every rule file in the directory is
 //! valid; otherwise the running set stays and each problem is logged with its file, line and
 //! reason. Detectors pick the new set up before their next event (see
-//! [`crate::detect::SharedRules`]): no event is skipped or evaluated twice.
+//! [`kestrel_detect::SharedRules`]): no event is skipped or evaluated twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::detect::{rule_files, LoadError, RuleError, RuleSet, SharedRules};
+use kestrel_detect::{rule_files, LoadError, RuleError, RuleSet, SharedRules};
 
 /// How often the rules directory is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -259,7 +259,7 @@ mod tests {
                 }
             })
         };
-        let mut detector = crate::detect::Detector::with_shared(shared.clone());
+        let mut detector = kestrel_detect::Detector::with_shared(shared.clone());
         let event = Arc::new(Event {
             process: Some(Process {
                 exe: "/usr/bin/true".into(),

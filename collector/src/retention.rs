@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::pipeline::now_unix_ns;
+use crate::clock::now_unix_ns;
 use crate::store::{Store, StoreError};
 
 /// Events are kept this long unless `--event-retention` says otherwise.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use crate::detect::fixture::{self, FixtureReport};
-use crate::detect::{RuleError, RuleSet};
+use kestrel_detect::fixture::{self, FixtureReport};
+use kestrel_detect::{RuleError, RuleSet};
 
 /// Options of `kestrel-collector rules`.
 #[derive(Debug, Clone, Args)]
@@ -38,7 +38,7 @@ pub enum RulesCommand {
 pub enum RulesCliError {
     /// The directory could not be read.
     #[error(transparent)]
-    Load(#[from] crate::detect::LoadError),
+    Load(#[from] kestrel_detect::LoadError),
     /// Some rules are invalid.
     #[error("{invalid} invalid rule(s) in {}", dir.display())]
     Invalid {

@@ -21,13 +21,13 @@ use crate::agents::{Agents, AgentsError};
 use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings, SinkConfig};
-use crate::detect::{LoadError, RuleSet};
 use crate::ingest::IngestService;
 use crate::listener::TlsListener;
 use crate::pipeline::Pipeline;
 use crate::reload::RuleReloader;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use kestrel_detect::{LoadError, RuleSet};
 
 /// How long shutdown waits for in-flight batches and connections before giving up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);

@@ -271,7 +271,7 @@ impl Store {
         epoch: u64,
         records: &[EventRecord],
     ) -> Result<Vec<Alert>, StoreError> {
-        let now = crate::pipeline::now_unix_ns();
+        let now = crate::clock::now_unix_ns();
         self.write_batch_with(identity, epoch, records, &Policy::store_only(), now)
     }
 

@@ -194,13 +194,7 @@ impl ReloadingConfig {
         interval: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        crate::watch::every(interval, stop, || async {
             let this = self.clone();
             match tokio::task::spawn_blocking(move || this.reload_if_changed()).await {
                 Ok(Some(Ok(()))) => tracing::info!(
@@ -215,7 +209,8 @@ impl ReloadingConfig {
                 ),
                 Ok(None) | Err(_) => {}
             }
-        }
+        })
+        .await
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use kestrel_collector::alert::{Alert, Level, SystemAlert};
 use kestrel_collector::alerting::render;
-use kestrel_collector::detect::{Detection, Rule, RuleKind};
 use kestrel_collector::sinks::jsonl::JsonlFile;
+use kestrel_detect::{Detection, Rule, RuleKind};
 use serde_json::json;
 
 fn shadow_rule() -> Rule {

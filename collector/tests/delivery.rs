@@ -420,7 +420,7 @@ async fn system_alert_raised_by_another_component_reaches_the_sinks() {
         host: HOST.into(),
         group: None,
         details: serde_json::json!({"silent_for_s": 90}),
-        time_unix_ns: kestrel_collector::pipeline::now_unix_ns(),
+        time_unix_ns: kestrel_collector::clock::now_unix_ns(),
     };
     let first = env.alerts.raise(silent.clone()).await.unwrap();
     assert!(matches!(first, Admission::Created(_)), "{first:?}");

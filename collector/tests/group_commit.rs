@@ -6,10 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use kestrel_collector::detect::RuleSet;
 use kestrel_collector::identity::Identity;
 use kestrel_collector::pipeline::{Pipeline, PipelineError};
 use kestrel_collector::store::{Store, DB_FILE};
+use kestrel_detect::RuleSet;
 use kestrel_proto::{Event, EventBatch};
 
 fn pipeline(dir: &std::path::Path) -> Pipeline {

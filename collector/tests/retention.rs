@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use kestrel_collector::alert::Alert;
-use kestrel_collector::detect::Rule;
-use kestrel_collector::pipeline::now_unix_ns;
+use kestrel_collector::clock::now_unix_ns;
 use kestrel_collector::store::{EventRecord, Store, DB_FILE};
+use kestrel_detect::Rule;
 use rusqlite::Connection;
 
 use mtls_env::{Harness, DEADLINE};

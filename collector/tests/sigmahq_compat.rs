@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kestrel_collector::detect::{RuleErrorKind, RuleSet};
+use kestrel_detect::{RuleErrorKind, RuleSet};
 
 fn sigma_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,7 +97,7 @@ fn old_aggregation_syntax_is_rejected_pointing_to_correlation_rules() {
 fn sigmahq_host_name_rules_fire_on_connections_named_by_dns_answers() {
     use std::sync::Arc;
 
-    use kestrel_collector::detect::fixture;
+    use kestrel_detect::fixture;
     let (set, errors) = RuleSet::load_dir(&sigma_dir("rules/linux/network_connection")).unwrap();
     assert!(errors.is_empty());
     let connect = |host: &str| {

@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 
 use kestrel_collector::alert::Alert;
-use kestrel_collector::detect::Rule;
 use kestrel_collector::store::{EventRecord, Store, DB_FILE};
+use kestrel_detect::Rule;
 use kestrel_proto::Gap;
 use rusqlite::Connection;
 

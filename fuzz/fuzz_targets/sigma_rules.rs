@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use kestrel_collector::detect::RuleSet;
+use kestrel_detect::RuleSet;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -14,7 +14,7 @@
 //!     host: "spiffe://kestrel.local/node/node-1".into(),
 //!     group: None,
 //!     details: serde_json::json!({ "last_seen": "2026-01-01T00:00:00Z" }),
-//!     time_unix_ns: kestrel_collector::pipeline::now_unix_ns(),
+//!     time_unix_ns: kestrel_collector::clock::now_unix_ns(),
 //! }).await.unwrap();
 //! # }
 //! ```
@@ -39,8 +39,8 @@ use tracing::{info, warn};
 pub use admit::{Admission, Policy, Route};
 
 use crate::alert::{Alert, SystemAlert};
+use crate::clock::now_unix_ns;
 use crate::config::Settings;
-use crate::pipeline::now_unix_ns;
 use crate::sinks::{self, Sink, SinkError};
 use crate::store::{Store, StoreError};
 use worker::SinkWorker;

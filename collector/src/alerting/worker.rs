@@ -14,8 +14,8 @@ use tracing::{debug, error, info, warn};
 use super::outbox::{self, Pending};
 use super::{backoff, AlertPipeline, COLLECTOR_HOST};
 use crate::alert::{Level, SystemAlert};
+use crate::clock::now_unix_ns;
 use crate::config::DeliverySettings;
-use crate::pipeline::now_unix_ns;
 use crate::sinks::{DeliveryError, Sink};
 
 /// Rows fetched per round.

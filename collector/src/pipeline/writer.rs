@@ -13,10 +13,10 @@ use tracing::{error, info, Span};
 
 use crate::alert::Alert;
 use crate::alerting::{AlertPipeline, Policy};
-use crate::detect::{Detector, SharedRules};
 use crate::store::{GroupWriter, Store, StoreError};
+use kestrel_detect::{Detector, SharedRules};
 
-use super::now_unix_ns;
+use crate::clock::now_unix_ns;
 
 /// A group stops taking batches once it holds this many events...
 pub const MAX_GROUP_EVENTS: usize = 16 * 1024;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use kestrel_collector::alerting::AlertPipeline;
 use kestrel_collector::config;
-use kestrel_collector::detect::{Rule, RuleSet};
 use kestrel_collector::identity::Identity;
 use kestrel_collector::pipeline::{BatchOutcome, Pipeline};
 use kestrel_collector::store::{Store, DB_FILE};
+use kestrel_detect::{Rule, RuleSet};
 use kestrel_proto::{Event, EventBatch};
 use tempfile::TempDir;
 

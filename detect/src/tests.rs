@@ -8,7 +8,7 @@ use super::{Rule, RuleErrorKind, RuleSet};
 
 /// The repository's default rule set.
 fn default_rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/rules")
 }
 
 /// An exec event of `exe` with `argv`, run by `user`, whose parent is `parent_exe parent_argv`.

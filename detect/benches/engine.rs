@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use kestrel_collector::detect::{
+use kestrel_detect::{
     categories_of, sigma_json, CorrelationLimits, Detector, RuleSet, SharedRules,
 };
 use kestrel_proto::event::Payload;
@@ -89,11 +89,11 @@ fn rule_files() -> Vec<(PathBuf, String)> {
         sigma.join("rules/linux/network_connection"),
         sigma.join("rules-threat-hunting/linux/process_creation"),
         sigma.join("rules-threat-hunting/linux/file"),
-        manifest().join("rules"),
+        manifest().join("../collector/rules"),
     ];
     let mut files = Vec::new();
     for dir in dirs {
-        let paths = kestrel_collector::detect::rule_files(&dir)
+        let paths = kestrel_detect::rule_files(&dir)
             .unwrap_or_else(|e| panic!("benchmark rules missing: {e}"));
         for path in paths {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -590,7 +590,7 @@ fn correlation_memory(rules: &Arc<RuleSet>) {
     let mut detector = Detector::with_limits(
         SharedRules::new(rules.clone()),
         CorrelationLimits::default(),
-        kestrel_collector::detect::DEFAULT_SESSION_CAPACITY,
+        kestrel_detect::DEFAULT_SESSION_CAPACITY,
     );
     let mut peak = 0isize;
     let total = 1_000_000;
@@ -667,7 +667,7 @@ fn main() {
         if std::env::var_os("KESTREL_BENCH_SIGMAHQ_ONLY").is_some() {
             let files: Vec<_> = rule_files()
                 .into_iter()
-                .filter(|(p, _)| !p.starts_with(manifest().join("rules")))
+                .filter(|(p, _)| !p.starts_with(manifest().join("../collector/rules")))
                 .collect();
             let (set, _) = RuleSet::from_texts(files.iter().map(|(p, t)| (p.clone(), t.as_str())));
             detector = Detector::new(Arc::new(set));
