@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
+pub mod report;
 pub mod retention;
 pub mod rules_cli;
 pub mod serve;

@@ -35,22 +35,13 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kestrel-collector: error: {}", report(&e));
+            eprintln!(
+                "kestrel-collector: error: {}",
+                kestrel_collector::report::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, skipping causes the message already quotes.
-fn report(error: &anyhow::Error) -> String {
-    let mut line = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !line.contains(&cause) {
-            line = format!("{line}: {cause}");
-        }
-    }
-    line
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -55,7 +55,7 @@ pub async fn send(request: RequestBuilder) -> Result<String, DeliveryError> {
         } else {
             "request failed"
         };
-        DeliveryError::retryable(format!("{what}: {}", error_chain(&e)))
+        DeliveryError::retryable(format!("{what}: {}", crate::report::error_chain(&e)))
     })?;
     classify(response).await
 }
@@ -102,19 +102,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
