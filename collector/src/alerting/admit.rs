@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::suppress;
 use crate::alert::{rfc3339, Alert, AlertAncestor, Level};
-use crate::config::{AlertSettings, SinkSettings};
+use crate::config::AlertSettings;
+use crate::sinks::SinkSettings;
 use crate::store::StoreError;
 
 /// Which alerts one sink takes.

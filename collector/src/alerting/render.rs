@@ -58,7 +58,7 @@ pub fn process_tree(alert: &Alert) -> String {
         } else {
             node.command_line
         };
-        let command = crate::sinks::truncate(command, MAX_COMMAND_CHARS);
+        let command = truncate(command, MAX_COMMAND_CHARS);
         let mut line = format!("{indent}[{}] {user}  {command}", node.pid);
         let mut about = Vec::new();
         if !node.exe.is_empty() {
@@ -145,4 +145,26 @@ pub fn description(alert: &Alert) -> String {
         alert.uid()
     ));
     text
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut with `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_marks_the_cut_and_keeps_short_text() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcdef", 4).chars().count(), 4);
+    }
 }

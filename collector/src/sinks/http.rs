@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 
 use super::{DeliveryError, SinkError};
-use crate::config::SinkSettings;
+use crate::sinks::SinkSettings;
 
 /// Longest response body quoted in an error.
 const BODY_QUOTE: usize = 200;
@@ -73,7 +73,7 @@ async fn classify(response: Response) -> Result<String, DeliveryError> {
     }
     let message = format!(
         "HTTP {status}: {}",
-        super::truncate(body.trim(), BODY_QUOTE)
+        crate::alerting::render::truncate(body.trim(), BODY_QUOTE)
     );
     if retryable(status) {
         Err(DeliveryError::Retryable {

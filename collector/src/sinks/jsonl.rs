@@ -14,7 +14,7 @@ use futures::FutureExt;
 
 use super::{DeliveryError, Kind, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::{SinkConfig, SinkSettings};
+use crate::sinks::{SinkConfig, SinkSettings};
 
 /// Rotated files kept when `max_files` is not set.
 pub const DEFAULT_MAX_FILES: u32 = 5;

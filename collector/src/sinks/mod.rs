@@ -10,6 +10,7 @@ pub mod gitlab;
 pub mod http;
 pub mod jsonl;
 pub mod pagerduty;
+pub mod settings;
 pub mod slack;
 pub mod splunk_hec;
 pub mod webhook;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::alert::Alert;
-use crate::config::{SinkConfig, SinkSettings};
+pub use settings::{SinkConfig, SinkSettings};
 
 /// Why one delivery attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,26 +118,4 @@ pub fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
 /// No kind-specific checks.
 fn no_checks(_: &SinkConfig) -> Vec<String> {
     Vec::new()
-}
-
-/// Cuts `text` to at most `max` characters, marking the cut with `…`.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncate_marks_the_cut_and_keeps_short_text() {
-        assert_eq!(truncate("abc", 3), "abc");
-        assert_eq!(truncate("abcdef", 4), "abc…");
-        assert_eq!(truncate("abcdef", 4).chars().count(), 4);
-    }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
 use crate::alert::{Alert, Level};
-use crate::config::SinkSettings;
+use crate::sinks::SinkSettings;
 
 /// The Events API v2 endpoint used when `url` is not set.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -77,7 +77,7 @@ pub fn event(routing_key: &str, alert: &Alert) -> serde_json::Value {
         "dedup_key": alert.fingerprint(),
         "client": "Kestrel",
         "payload": {
-            "summary": super::truncate(&summary, 1024),
+            "summary": crate::alerting::render::truncate(&summary, 1024),
             "source": alert.host,
             "severity": severity(alert.level()),
             "timestamp": alert.finding_info.first_seen_time_dt,

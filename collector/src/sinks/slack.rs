@@ -9,10 +9,11 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::{json, Value};
 
-use super::{http, no_checks, truncate, DeliveryError, Kind, Sink, SinkError};
+use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
 use crate::alert::{Alert, Level};
 use crate::alerting::render;
-use crate::config::SinkSettings;
+use crate::alerting::render::truncate;
+use crate::sinks::SinkSettings;
 
 /// `kind = "slack"`.
 pub const KIND: Kind = Kind {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::SinkSettings;
+use crate::sinks::SinkSettings;
 
 /// The HEC event endpoint path.
 pub const EVENT_PATH: &str = "/services/collector/event";

@@ -19,7 +19,7 @@ use sha2::Sha256;
 
 use super::{http, DeliveryError, Kind, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::{SinkConfig, SinkSettings};
+use crate::sinks::{SinkConfig, SinkSettings};
 
 /// `kind = "webhook"`.
 pub const KIND: Kind = Kind {
