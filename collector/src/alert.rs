@@ -457,8 +457,13 @@ impl Alert {
             &rule.id,
             &trigger.host,
             detection.group.as_deref(),
-            &process,
-            container.as_ref(),
+            &fingerprint::Subject {
+                parent_exec_id: &process.parent_exec_id,
+                exe: &process.exe,
+                command_line: &process.command_line,
+                user: &process.user,
+                container_id: container.as_ref().map_or("", |c| c.id.as_str()),
+            },
         );
         let mut alert = Alert::skeleton(
             AlertRule {
@@ -841,6 +846,53 @@ fn rfc3339_or_empty(unix_ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A detection of rule `r` on host `h` whose trigger is `cat /etc/shadow` run as pid `pid`.
+    fn shadow_read(pid: u32) -> Detection {
+        let event = Event {
+            host: "h".into(),
+            process: Some(kestrel_proto::Process {
+                pid,
+                exe: "/usr/bin/cat".into(),
+                argv: vec!["cat".into(), "/etc/shadow".into()],
+                user: "alice".into(),
+                parent_exec_id: "exec-of-the-shell".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Detection {
+            rule: Arc::new(kestrel_detect::RuleInfo {
+                id: "r".into(),
+                title: "shadow read".into(),
+                description: String::new(),
+                level: "high".into(),
+                tags: Vec::new(),
+                path: "r.yml".into(),
+                kind: RuleKind::Detection,
+            }),
+            events: vec![Arc::new(event)],
+            group: None,
+        }
+    }
+
+    #[test]
+    fn the_same_command_from_another_pid_of_the_same_shell_has_the_same_fingerprint() {
+        let a = Alert::from_detection(&shadow_read(1), 1);
+        let b = Alert::from_detection(&shadow_read(2), 1);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 32);
+        let mut other_shell = shadow_read(1);
+        Arc::make_mut(&mut other_shell.events[0])
+            .process
+            .as_mut()
+            .unwrap()
+            .parent_exec_id = "exec-of-another-shell".into();
+        assert_ne!(
+            a.fingerprint(),
+            Alert::from_detection(&other_shell, 1).fingerprint()
+        );
+    }
 
     #[test]
     fn rfc3339_keeps_nanoseconds_in_utc() {

@@ -14,16 +14,24 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::alert::{AlertContainer, AlertProcess};
+/// What a detection rule fired on, as far as it tells one finding from another (see the
+/// module doc for why process ids and times are not part of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    /// The parent's execution (`parent_exec_id`): one shell session, one finding.
+    pub parent_exec_id: &'a str,
+    /// The process's executable.
+    pub exe: &'a str,
+    /// Its command line.
+    pub command_line: &'a str,
+    /// Its user.
+    pub user: &'a str,
+    /// Its container id; empty on the host.
+    pub container_id: &'a str,
+}
 
 /// Fingerprint of a detection (or correlation, when `group` is set).
-pub fn of_detection(
-    rule_id: &str,
-    host: &str,
-    group: Option<&str>,
-    process: &AlertProcess,
-    container: Option<&AlertContainer>,
-) -> String {
+pub fn of_detection(rule_id: &str, host: &str, group: Option<&str>, subject: &Subject) -> String {
     match group {
         Some(group) => hash(&["v1", "correlation", rule_id, host, group]),
         None => hash(&[
@@ -31,11 +39,11 @@ pub fn of_detection(
             "detection",
             rule_id,
             host,
-            &process.parent_exec_id,
-            &process.exe,
-            &process.command_line,
-            &process.user,
-            container.map_or("", |c| c.id.as_str()),
+            subject.parent_exec_id,
+            subject.exe,
+            subject.command_line,
+            subject.user,
+            subject.container_id,
         ]),
     }
 }
@@ -61,48 +69,49 @@ fn hash(parts: &[&str]) -> String {
 mod tests {
     use super::*;
 
-    fn process(pid: u32, cmd: &str) -> AlertProcess {
-        AlertProcess {
-            pid,
-            exe: "/usr/bin/cat".into(),
-            command_line: cmd.into(),
-            user: "alice".into(),
-            ..AlertProcess::default()
+    fn process(cmd: &str) -> Subject<'_> {
+        Subject {
+            exe: "/usr/bin/cat",
+            command_line: cmd,
+            user: "alice",
+            ..Subject::default()
         }
     }
 
     #[test]
-    fn same_rule_host_and_command_ignore_pid() {
-        let a = of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None);
-        let b = of_detection("r", "h", None, &process(2, "cat /etc/shadow"), None);
+    fn same_rule_host_and_subject_give_the_same_128_bit_hex_fingerprint() {
+        let a = of_detection("r", "h", None, &process("cat /etc/shadow"));
+        let b = of_detection("r", "h", None, &process("cat /etc/shadow"));
         assert_eq!(a, b);
         assert_eq!(a.len(), 32);
     }
 
     #[test]
     fn another_host_command_or_rule_is_another_fingerprint() {
-        let base = of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None);
+        let base = of_detection("r", "h", None, &process("cat /etc/shadow"));
         assert_ne!(
             base,
-            of_detection("r", "h2", None, &process(1, "cat /etc/shadow"), None)
+            of_detection("r", "h2", None, &process("cat /etc/shadow"))
         );
         assert_ne!(
             base,
-            of_detection("r", "h", None, &process(1, "cat /etc/gshadow"), None)
+            of_detection("r", "h", None, &process("cat /etc/gshadow"))
         );
         assert_ne!(
             base,
-            of_detection("r2", "h", None, &process(1, "cat /etc/shadow"), None)
+            of_detection("r2", "h", None, &process("cat /etc/shadow"))
         );
     }
 
     #[test]
     fn the_same_command_from_another_parent_is_another_finding() {
-        let mut other = process(1, "cat /etc/shadow");
-        other.parent_exec_id = "exec-of-another-shell".into();
+        let other = Subject {
+            parent_exec_id: "exec-of-another-shell",
+            ..process("cat /etc/shadow")
+        };
         assert_ne!(
-            of_detection("r", "h", None, &process(1, "cat /etc/shadow"), None),
-            of_detection("r", "h", None, &other, None)
+            of_detection("r", "h", None, &process("cat /etc/shadow")),
+            of_detection("r", "h", None, &other)
         );
     }
 
