@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use kestrel_detect::{Detection, Rule, RuleKind};
 use kestrel_proto::event::Payload;
 use kestrel_proto::{Ancestor, Event};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,6 @@ use serde_json::Value;
 
 use crate::alerting::fingerprint;
 use crate::event;
-use kestrel_detect::{Detection, Rule, RuleKind};
 
 /// OCSF schema version the record follows.
 pub const OCSF_VERSION: &str = "1.3.0";

@@ -238,7 +238,7 @@ fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String,
                     alert.status,
                     truncate_start(&alert.host, 28),
                     alert.rule.title,
-                    crate::alerting::render::truncate(&subject, 80)
+                    render::truncate(&subject, 80)
                 ));
             }
             if json {

@@ -347,21 +347,4 @@ mod tests {
             "{err}"
         );
     }
-
-    #[test]
-    fn secrets_resolve_from_the_environment_and_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        assert_eq!(
-            sinks::settings::resolve_secret(&format!("file:{}", file.display())).unwrap(),
-            "s3cret"
-        );
-        assert!(
-            sinks::settings::resolve_secret("env:KESTREL_TEST_SURELY_UNSET_VAR")
-                .unwrap_err()
-                .contains("KESTREL_TEST_SURELY_UNSET_VAR")
-        );
-        assert_eq!(sinks::settings::resolve_secret("plain").unwrap(), "plain");
-    }
 }

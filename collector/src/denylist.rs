@@ -135,7 +135,7 @@ impl DenyList {
         if self.path.is_none() {
             return;
         }
-        crate::watch::every(interval, stop, || {
+        crate::watch::every(interval, stop, || async {
             match self.reload_if_changed() {
                 None => {}
                 Some(Ok(added)) => {
@@ -149,7 +149,6 @@ impl DenyList {
                     error!(error = %e, "deny-list changed but cannot be read: keeping the previous one")
                 }
             }
-            std::future::ready(())
         })
         .await
     }

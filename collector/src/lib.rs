@@ -1,5 +1,6 @@
 //! Kestrel collector library: everything `kestrel-collector` does, in stages along the data flow
-//! (authenticate, store, detect through `kestrel-detect`, alert), so tests and benchmarks can drive each stage directly.
+//! (authenticate, store, detect through `kestrel-detect`, alert), so tests and benchmarks can
+//! drive each stage directly.
 
 pub mod agents;
 pub mod agents_cli;

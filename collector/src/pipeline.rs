@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use kestrel_detect::{RuleSet, SharedRules};
 use kestrel_proto::{EventBatch, Gap, Heartbeat, Hello};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
@@ -23,7 +24,6 @@ use crate::alerting::AlertPipeline;
 use crate::clock::now_unix_ns;
 use crate::identity::Identity;
 use crate::store::{self, Store, StoreError};
-use kestrel_detect::{RuleSet, SharedRules};
 
 pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME};
 

@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use kestrel_detect::{rule_files, LoadError, RuleError, RuleSet, SharedRules};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use kestrel_detect::{rule_files, LoadError, RuleError, RuleSet, SharedRules};
 
 /// How often the rules directory is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

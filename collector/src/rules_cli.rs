@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-
 use kestrel_detect::fixture::{self, FixtureReport};
 use kestrel_detect::{RuleError, RuleSet};
 

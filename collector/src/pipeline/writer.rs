@@ -7,16 +7,15 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kestrel_detect::{Detector, SharedRules};
 use kestrel_proto::Event;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, Span};
 
 use crate::alert::Alert;
 use crate::alerting::{AlertPipeline, Policy};
-use crate::store::{GroupWriter, Store, StoreError};
-use kestrel_detect::{Detector, SharedRules};
-
 use crate::clock::now_unix_ns;
+use crate::store::{GroupWriter, Store, StoreError};
 
 /// A group stops taking batches once it holds this many events...
 pub const MAX_GROUP_EVENTS: usize = 16 * 1024;

@@ -49,7 +49,7 @@ pub fn severity(level: Level) -> &'static str {
 /// The GitLab alert payload of an alert.
 pub fn payload(alert: &Alert) -> serde_json::Value {
     json!({
-        "title": crate::alerting::render::truncate(&format!("{} on {}", alert.rule.title, alert.host), 200),
+        "title": render::truncate(&format!("{} on {}", alert.rule.title, alert.host), 200),
         "description": render::description(alert),
         "start_time": alert.finding_info.first_seen_time_dt,
         "severity": severity(alert.level()),

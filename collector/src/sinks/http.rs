@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 
 use super::{DeliveryError, SinkError};
+use crate::alerting::render::truncate;
 use crate::sinks::SinkSettings;
 
 /// Longest response body quoted in an error.
@@ -71,10 +72,7 @@ async fn classify(response: Response) -> Result<String, DeliveryError> {
     if status.is_success() {
         return Ok(body);
     }
-    let message = format!(
-        "HTTP {status}: {}",
-        crate::alerting::render::truncate(body.trim(), BODY_QUOTE)
-    );
+    let message = format!("HTTP {status}: {}", truncate(body.trim(), BODY_QUOTE));
     if retryable(status) {
         Err(DeliveryError::Retryable {
             message,

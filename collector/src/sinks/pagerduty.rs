@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
 use crate::alert::{Alert, Level};
+use crate::alerting::render::truncate;
 use crate::sinks::SinkSettings;
 
 /// The Events API v2 endpoint used when `url` is not set.
@@ -77,7 +78,7 @@ pub fn event(routing_key: &str, alert: &Alert) -> serde_json::Value {
         "dedup_key": alert.fingerprint(),
         "client": "Kestrel",
         "payload": {
-            "summary": crate::alerting::render::truncate(&summary, 1024),
+            "summary": truncate(&summary, 1024),
             "source": alert.host,
             "severity": severity(alert.level()),
             "timestamp": alert.finding_info.first_seen_time_dt,

@@ -120,12 +120,13 @@ pub fn validate(
     if sink.name.as_deref().is_some_and(str::is_empty) {
         problems.push(format!("{at}: `name` must not be empty"));
     }
+    let keys_set = sink.keys_set();
     for key in kind.required {
-        if !sink.keys_set().contains(key) {
+        if !keys_set.contains(key) {
             problems.push(format!("{at}: `{key}` is required for kind {}", kind.name));
         }
     }
-    for key in sink.keys_set() {
+    for &key in &keys_set {
         if !kind.required.contains(&key) && !kind.optional.contains(&key) {
             problems.push(format!(
                 "{at}: `{key}` is not used by kind {} (it takes {})",
@@ -215,5 +216,25 @@ fn check_url(url: &str) -> Result<(), String> {
     match parsed.scheme() {
         "http" | "https" => Ok(()),
         other => Err(format!("scheme {other:?} is not http or https")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_resolve_from_the_environment_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            resolve_secret(&format!("file:{}", file.display())).unwrap(),
+            "s3cret"
+        );
+        assert!(resolve_secret("env:KESTREL_TEST_SURELY_UNSET_VAR")
+            .unwrap_err()
+            .contains("KESTREL_TEST_SURELY_UNSET_VAR"));
+        assert_eq!(resolve_secret("plain").unwrap(), "plain");
     }
 }
