@@ -25,7 +25,7 @@ use crate::ingest::IngestService;
 use crate::listener::TlsListener;
 use crate::pipeline::Pipeline;
 use crate::reload::RuleReloader;
-use crate::sinks::SinkConfig;
+use crate::sinks::{jsonl, SinkConfig};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 use kestrel_detect::{LoadError, RuleSet};
@@ -234,7 +234,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, ServeError> {
             sinks: vec![SinkConfig {
                 kind: "jsonl".into(),
                 name: Some(ALERTS_JSONL_SINK.into()),
-                path: Some(path.clone()),
+                options: jsonl::Options::to_path(path.clone()),
                 ..SinkConfig::default()
             }],
             ..config::CollectorConfig::default()

@@ -6,33 +6,49 @@
 //! alert's payload. Idempotency: GitLab folds alerts with the same open `fingerprint` into one
 //! (its count goes up); the alert uid is in `kestrel_alert_uid`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render;
-use crate::sinks::SinkSettings;
 
-/// `kind = "gitlab"`.
-pub const KIND: Kind = Kind {
-    name: "gitlab",
-    required: &["url", "token"],
-    optional: &["timeout", "ca_file"],
-    check: no_checks,
-    build,
-};
+/// `kind = "gitlab"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Required.
+    url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout. Default: `[delivery] timeout`.
+    timeout: Option<String>,
+    /// Bearer token: literal, `env:NAME` or `file:PATH`. Required.
+    token: Option<String>,
+}
 
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    Ok(Arc::new(GitlabSink {
-        name: settings.name.clone(),
-        url: http::url(settings)?,
-        client: http::client(settings)?,
-        token: settings.raw.token.clone().unwrap_or_default(),
-    }))
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("url", &self.url);
+        check.required("token", &self.token);
+        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+        check.secret("token", &mut self.token);
+    }
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(GitlabSink {
+            name: settings.name.clone(),
+            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
+            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            token: self.token.clone().unwrap_or_default(),
+        }))
+    }
 }
 
 /// GitLab severity for a level.

@@ -1,6 +1,7 @@
 //! What the HTTP sinks share: a client built from the sink's settings, and one rule for which
 //! responses are delivered, retryable or permanent failures.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -12,37 +13,38 @@ use crate::sinks::SinkSettings;
 /// Longest response body quoted in an error.
 const BODY_QUOTE: usize = 200;
 
-/// An HTTP client for one sink: its timeout, extra CA certificates, a Kestrel user agent.
-pub fn client(settings: &SinkSettings) -> Result<Client, SinkError> {
-    let fail = |message: String| SinkError {
-        name: settings.name.clone(),
-        message,
-    };
+/// An HTTP client for one sink: its timeout (`timeout`, else `[delivery] timeout`), extra CA
+/// certificates (`ca_file`), a Kestrel user agent.
+pub fn client(
+    settings: &SinkSettings,
+    ca_file: &Option<PathBuf>,
+    timeout: &Option<String>,
+) -> Result<Client, SinkError> {
+    let timeout = timeout
+        .as_deref()
+        .and_then(|text| humantime::parse_duration(text).ok())
+        .unwrap_or(settings.default_timeout);
     let mut builder = Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         .user_agent(concat!("kestrel-collector/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls();
-    if let Some(path) = &settings.raw.ca_file {
-        let pem = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    if let Some(path) = ca_file {
+        let fail = |e: &dyn std::fmt::Display| settings.error(format!("{}: {e}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| fail(&e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(&e))?;
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
     builder
         .build()
-        .map_err(|e| fail(format!("HTTP client: {e}")))
+        .map_err(|e| settings.error(format!("HTTP client: {e}")))
 }
 
-/// The sink's `url` (present: validation requires it for HTTP sinks).
-pub fn url(settings: &SinkSettings) -> Result<reqwest::Url, SinkError> {
-    let url = settings.raw.url.as_deref().unwrap_or_default();
-    reqwest::Url::parse(url).map_err(|e| SinkError {
-        name: settings.name.clone(),
-        message: format!("url {url:?}: {e}"),
-    })
+/// The sink's checked `url`, parsed.
+pub fn url(settings: &SinkSettings, url: &str) -> Result<reqwest::Url, SinkError> {
+    reqwest::Url::parse(url).map_err(|e| settings.error(format!("url {url:?}: {e}")))
 }
 
 /// Sends the request; 2xx is delivered (the body is returned), 408, 429 and 5xx are retryable

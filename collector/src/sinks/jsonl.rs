@@ -11,49 +11,61 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 
-use super::{DeliveryError, Kind, Sink, SinkError};
+use super::{Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::Alert;
-use crate::sinks::{SinkConfig, SinkSettings};
 
 /// Rotated files kept when `max_files` is not set.
 pub const DEFAULT_MAX_FILES: u32 = 5;
 
-/// `kind = "jsonl"`.
-pub const KIND: Kind = Kind {
-    name: "jsonl",
-    required: &["path"],
-    optional: &["max_bytes", "max_files"],
-    check,
-    build,
-};
-
-fn check(config: &SinkConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if config.path.as_deref() == Some(Path::new("-")) && config.max_bytes.is_some() {
-        problems.push("`max_bytes` cannot rotate stdout (`path = \"-\"`)".to_owned());
-    }
-    if config.max_files == Some(0) {
-        problems.push("`max_files` must be at least 1".to_owned());
-    }
-    problems
+/// `kind = "jsonl"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// The file to append to, or `-` for stdout. Required.
+    path: Option<PathBuf>,
+    /// Rotate the file when it would grow past this many bytes. Default: never.
+    max_bytes: Option<u64>,
+    /// Rotated files kept (`F.1` newest … `F.N`). Default [`DEFAULT_MAX_FILES`].
+    max_files: Option<u32>,
 }
 
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    let path = settings.raw.path.clone().unwrap_or_default();
-    let file = JsonlFile::open(
-        &path,
-        settings.raw.max_bytes.unwrap_or(0),
-        settings.raw.max_files.unwrap_or(DEFAULT_MAX_FILES),
-    )
-    .map_err(|e| SinkError {
-        name: settings.name.clone(),
-        message: e.to_string(),
-    })?;
-    Ok(Arc::new(JsonlSink {
-        name: settings.name.clone(),
-        file: Arc::new(Mutex::new(file)),
-    }))
+impl Options {
+    /// Options writing to `path`, never rotated (`--alerts-jsonl`).
+    pub fn to_path(path: PathBuf) -> toml::Table {
+        toml::Table::from_iter([(
+            "path".to_owned(),
+            toml::Value::String(path.to_string_lossy().into_owned()),
+        )])
+    }
+}
+
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("path", &self.path);
+        if self.path.as_deref() == Some(Path::new("-")) && self.max_bytes.is_some() {
+            check.problem("`max_bytes` cannot rotate stdout (`path = \"-\"`)");
+        }
+        if self.max_files == Some(0) {
+            check.problem("`max_files` must be at least 1");
+        }
+    }
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        let path = self.path.clone().unwrap_or_default();
+        let file = JsonlFile::open(
+            &path,
+            self.max_bytes.unwrap_or(0),
+            self.max_files.unwrap_or(DEFAULT_MAX_FILES),
+        )
+        .map_err(|e| settings.error(e.to_string()))?;
+        Ok(Arc::new(JsonlSink {
+            name: settings.name.clone(),
+            file: Arc::new(Mutex::new(file)),
+        }))
+    }
 }
 
 /// The JSON-lines file could not be opened, rotated or written.

@@ -3,8 +3,8 @@
 //!
 //! A sink turns one [`Alert`] into one delivery attempt and says whether a failure is worth
 //! retrying. It keeps no queue of its own: the outbox in SQLite is the queue, so an alert
-//! survives a restart whatever the sink. Adding a sink kind means one file here with a [`Kind`]
-//! and one line in [`KINDS`].
+//! survives a restart whatever the sink. Adding a sink kind means one file here with its
+//! [`Options`] type and one line in [`KINDS`].
 
 pub mod gitlab;
 pub mod http;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::alert::Alert;
-pub use settings::{SinkConfig, SinkSettings};
+pub use settings::{Build, Check, Options, ReadOptions, SinkConfig, SinkSettings};
 
 /// Why one delivery attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,28 +72,32 @@ pub trait Sink: Send + Sync {
     fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
 
-/// A sink kind: its configuration keys and how to build it.
+/// A sink kind: its name and how to read its own keys of a `[[sinks]]` table.
 pub struct Kind {
     /// The `kind` value.
     pub name: &'static str,
-    /// Keys the kind requires.
-    pub required: &'static [&'static str],
-    /// Keys the kind accepts besides the required ones (and `name`, `min_level`, `tags`).
-    pub optional: &'static [&'static str],
-    /// Kind-specific checks of the (secret-resolved) table; one message per problem.
-    pub check: fn(&SinkConfig) -> Vec<String>,
-    /// Builds the sink from validated settings.
-    pub build: fn(&SinkSettings) -> Result<Arc<dyn Sink>, SinkError>,
+    /// Reads and checks the kind's own keys (given the kind's name); one message per problem.
+    pub read: fn(&'static str, &toml::Table) -> ReadOptions,
+}
+
+impl Kind {
+    /// The kind `name` whose own keys are the options type `T`.
+    pub const fn of<T: Options>(name: &'static str) -> Kind {
+        Kind {
+            name,
+            read: settings::read_options::<T>,
+        }
+    }
 }
 
 /// Every sink kind.
 pub const KINDS: &[Kind] = &[
-    jsonl::KIND,
-    gitlab::KIND,
-    pagerduty::KIND,
-    slack::KIND,
-    webhook::KIND,
-    splunk_hec::KIND,
+    Kind::of::<jsonl::Options>("jsonl"),
+    Kind::of::<gitlab::Options>("gitlab"),
+    Kind::of::<pagerduty::Options>("pagerduty"),
+    Kind::of::<slack::Options>("slack"),
+    Kind::of::<webhook::Options>("webhook"),
+    Kind::of::<splunk_hec::Options>("splunk_hec"),
 ];
 
 /// The kind called `name`.
@@ -108,14 +112,5 @@ pub fn kind_names() -> String {
 
 /// Builds a sink from its validated settings.
 pub fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    let kind = kind(&settings.kind).ok_or_else(|| SinkError {
-        name: settings.name.clone(),
-        message: format!("unknown kind {:?}", settings.kind),
-    })?;
-    (kind.build)(settings)
-}
-
-/// No kind-specific checks.
-fn no_checks(_: &SinkConfig) -> Vec<String> {
-    Vec::new()
+    settings.build()
 }

@@ -4,38 +4,51 @@
 //! `dedup_key` is the alert fingerprint: PagerDuty folds repeats into the open incident, which is
 //! the idempotency key for retries and replays too.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render::truncate;
-use crate::sinks::SinkSettings;
 
 /// The Events API v2 endpoint used when `url` is not set.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
-/// `kind = "pagerduty"`.
-pub const KIND: Kind = Kind {
-    name: "pagerduty",
-    required: &["routing_key"],
-    optional: &["url", "timeout", "ca_file"],
-    check: no_checks,
-    build,
-};
+/// `kind = "pagerduty"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Default [`DEFAULT_URL`].
+    url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout. Default: `[delivery] timeout`.
+    timeout: Option<String>,
+    /// Integration (routing) key: literal, `env:NAME` or `file:PATH`. Required.
+    routing_key: Option<String>,
+}
 
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    let mut settings = settings.clone();
-    settings.raw.url.get_or_insert_with(|| DEFAULT_URL.into());
-    Ok(Arc::new(PagerDutySink {
-        name: settings.name.clone(),
-        url: http::url(&settings)?,
-        client: http::client(&settings)?,
-        routing_key: settings.raw.routing_key.clone().unwrap_or_default(),
-    }))
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("routing_key", &self.routing_key);
+        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+        check.secret("routing_key", &mut self.routing_key);
+    }
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(PagerDutySink {
+            name: settings.name.clone(),
+            url: http::url(settings, self.url.as_deref().unwrap_or(DEFAULT_URL))?,
+            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            routing_key: self.routing_key.clone().unwrap_or_default(),
+        }))
+    }
 }
 
 /// PagerDuty severity for a level.

@@ -1,49 +1,35 @@
 //! One `[[sinks]]` table of the configuration file as written ([`SinkConfig`]) and as
-//! validated ([`SinkSettings`]): which keys a kind takes is in [`super::KINDS`].
+//! validated ([`SinkSettings`]). The keys every kind shares are here; a kind's own keys are its
+//! [`Options`] type, in the kind's file, read from the rest of the table.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::{Sink, SinkError};
 use crate::alert::Level;
 
-/// One `[[sinks]]` table. Which keys a kind needs or accepts is in [`super::KINDS`].
+/// One `[[sinks]]` table: the keys every kind takes, and the kind's own keys.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct SinkConfig {
-    /// `jsonl`, `gitlab`, `pagerduty`, `slack`, `webhook` or `splunk_hec`. Required.
+    /// `jsonl`, `gitlab`, `pagerduty`, `slack`, `webhook` or `splunk_hec` (see [`super::KINDS`]).
+    /// Required.
     pub kind: String,
     /// Name in logs, the outbox and the CLI. Default: the kind. Must be unique.
     pub name: Option<String>,
-    /// Endpoint URL (http sinks): literal, `env:NAME` or `file:PATH` (a Slack webhook URL is a
-    /// secret). PagerDuty defaults to the Events API v2 endpoint.
-    pub url: Option<String>,
-    /// Bearer token (`gitlab`) or HEC token (`splunk_hec`): literal, `env:NAME` or `file:PATH`.
-    pub token: Option<String>,
-    /// PagerDuty integration (routing) key: literal, `env:NAME` or `file:PATH`.
-    pub routing_key: Option<String>,
-    /// Standard Webhooks signing secret (`whsec_` + base64): literal, `env:NAME` or `file:PATH`.
-    pub secret: Option<String>,
-    /// `jsonl`: the file to append to, or `-` for stdout.
-    pub path: Option<PathBuf>,
-    /// `jsonl`: rotate the file when it would grow past this many bytes. Default: never.
-    pub max_bytes: Option<u64>,
-    /// `jsonl`: rotated files kept (`F.1` newest … `F.N`). Default 5.
-    pub max_files: Option<u32>,
-    /// `splunk_hec`: target index. Default: the token's default index.
-    pub index: Option<String>,
-    /// `splunk_hec`: sourcetype. Default `kestrel:alert`.
-    pub sourcetype: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    pub ca_file: Option<PathBuf>,
-    /// Per-request timeout for this sink. Default: `[delivery] timeout`.
-    pub timeout: Option<String>,
     /// Least severe level delivered. Default `informational` (everything).
     pub min_level: Option<String>,
     /// Deliver only rule alerts carrying at least one of these tags (case-insensitive).
     /// Default: empty, every alert. Kestrel's own alerts (agent silent, sink failing) ignore it.
     pub tags: Vec<String>,
+    /// Every other key of the table: the kind's own, read by its [`Options`] type.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 impl SinkConfig {
@@ -51,45 +37,161 @@ impl SinkConfig {
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.kind)
     }
-
-    /// The optional keys that are set, by name (to check them against the kind).
-    pub fn keys_set(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut note = |set: bool, key| {
-            if set {
-                keys.push(key);
-            }
-        };
-        note(self.url.is_some(), "url");
-        note(self.token.is_some(), "token");
-        note(self.routing_key.is_some(), "routing_key");
-        note(self.secret.is_some(), "secret");
-        note(self.path.is_some(), "path");
-        note(self.max_bytes.is_some(), "max_bytes");
-        note(self.max_files.is_some(), "max_files");
-        note(self.index.is_some(), "index");
-        note(self.sourcetype.is_some(), "sourcetype");
-        note(self.ca_file.is_some(), "ca_file");
-        note(self.timeout.is_some(), "timeout");
-        keys
-    }
 }
 
-/// A validated sink: its settings with secrets resolved.
-#[derive(Debug, Clone)]
+/// A validated sink: the shared settings and the kind's checked options, secrets resolved.
+#[derive(Clone)]
 pub struct SinkSettings {
     /// Unique name.
     pub name: String,
     /// Kind (one of [`super::KINDS`]).
-    pub kind: String,
+    pub kind: &'static str,
     /// Least severe level delivered.
     pub min_level: Level,
     /// Tags filter (lower-case; empty = all).
     pub tags: Vec<String>,
-    /// Request timeout.
-    pub timeout: Duration,
-    /// The table as written, with `url`, `token`, `routing_key` and `secret` resolved.
-    pub raw: SinkConfig,
+    /// `[delivery] timeout`: the request timeout of a sink that sets none of its own.
+    pub default_timeout: Duration,
+    /// The kind's own keys, checked.
+    pub options: Arc<dyn Build>,
+}
+
+impl fmt::Debug for SinkSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("min_level", &self.min_level)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkSettings {
+    /// Builds the sink these settings describe.
+    pub fn build(&self) -> Result<Arc<dyn Sink>, SinkError> {
+        self.options.build(self)
+    }
+
+    /// A [`SinkError`] for this sink.
+    pub fn error(&self, message: impl Into<String>) -> SinkError {
+        SinkError {
+            name: self.name.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A kind's own keys of a `[[sinks]]` table, as one type per kind (in the kind's file).
+///
+/// Deserialized from the table without the shared keys; a key the type has no field for is
+/// reported as not used by the kind.
+pub trait Options: DeserializeOwned + Build + 'static {
+    /// Checks the keys as written and resolves secrets; one message per problem. `check`
+    /// reports required keys that are missing ([`Check::required`]).
+    fn check(&mut self, check: &mut Check);
+}
+
+/// Builds a sink from its checked options (the object-safe half of [`Options`]).
+pub trait Build: Send + Sync {
+    /// Builds the sink; `settings` are the shared settings these options belong to.
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError>;
+}
+
+/// The problems found in one kind's keys, and the helpers that find the common ones.
+pub struct Check {
+    kind: &'static str,
+    problems: Vec<String>,
+}
+
+impl Check {
+    /// Records a problem.
+    pub fn problem(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    /// Records that `key` is missing when it is.
+    pub fn required<T>(&mut self, key: &str, value: &Option<T>) {
+        if value.is_none() {
+            self.problem(format!("`{key}` is required for kind {}", self.kind));
+        }
+    }
+
+    /// Resolves the secret `key` in place (see [`resolve_secret`]), if it is set.
+    pub fn secret(&mut self, key: &str, value: &mut Option<String>) {
+        if let Some(text) = value.as_deref() {
+            match resolve_secret(text) {
+                Ok(resolved) => *value = Some(resolved),
+                Err(problem) => self.problem(format!("`{key}`: {problem}")),
+            }
+        }
+    }
+
+    /// Checks the keys every HTTP sink takes: `url` (a secret, resolved in place) is http(s),
+    /// `ca_file` exists, `timeout` is a positive duration.
+    pub fn endpoint(
+        &mut self,
+        url: &mut Option<String>,
+        ca_file: &Option<PathBuf>,
+        timeout: &Option<String>,
+    ) {
+        self.secret("url", url);
+        if let Some(url) = url {
+            if let Err(problem) = check_url(url) {
+                self.problem(format!("url {url:?}: {problem}"));
+            }
+        }
+        if let Some(ca) = ca_file {
+            if let Err(e) = std::fs::metadata(ca) {
+                self.problem(format!("ca_file {}: {e}", ca.display()));
+            }
+        }
+        if let Some(text) = timeout {
+            if !humantime::parse_duration(text).is_ok_and(|d| !d.is_zero()) {
+                self.problem(format!("timeout {text:?} is not a positive duration"));
+            }
+        }
+    }
+}
+
+/// A kind's options as read: ready to build, or every problem found.
+pub type ReadOptions = Result<Arc<dyn Build>, Vec<String>>;
+
+/// Reads a kind's options `T` from the table's own keys: every key `T` has no field for and
+/// every problem `T::check` finds are returned, one message each.
+pub fn read_options<T: Options>(kind: &'static str, table: &toml::Table) -> ReadOptions {
+    let fields = serde_aux::serde_introspection::serde_introspect::<T>();
+    let mut check = Check {
+        kind,
+        problems: Vec::new(),
+    };
+    for key in table.keys() {
+        if !fields.contains(&key.as_str()) {
+            check.problem(format!(
+                "`{key}` is not used by kind {kind} (it takes {})",
+                fields
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let known: toml::Table = table
+        .iter()
+        .filter(|(key, _)| fields.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    match T::deserialize(toml::Value::Table(known)) {
+        Ok(mut options) => {
+            options.check(&mut check);
+            if check.problems.is_empty() {
+                return Ok(Arc::new(options));
+            }
+        }
+        Err(e) => check.problem(e.to_string()),
+    }
+    Err(check.problems)
 }
 
 /// Checks one `[[sinks]]` table (`at` names it in problems) and resolves its secrets; pushes
@@ -101,7 +203,6 @@ pub fn validate(
     default_timeout: Duration,
     problems: &mut Vec<String>,
 ) -> Option<SinkSettings> {
-    let before = problems.len();
     if sink.kind.is_empty() {
         problems.push(format!(
             "{at}: `kind` is required (one of {})",
@@ -117,28 +218,9 @@ pub fn validate(
         ));
         return None;
     };
+    let before = problems.len();
     if sink.name.as_deref().is_some_and(str::is_empty) {
         problems.push(format!("{at}: `name` must not be empty"));
-    }
-    let keys_set = sink.keys_set();
-    for key in kind.required {
-        if !keys_set.contains(key) {
-            problems.push(format!("{at}: `{key}` is required for kind {}", kind.name));
-        }
-    }
-    for &key in &keys_set {
-        if !kind.required.contains(&key) && !kind.optional.contains(&key) {
-            problems.push(format!(
-                "{at}: `{key}` is not used by kind {} (it takes {})",
-                kind.name,
-                kind.required
-                    .iter()
-                    .chain(kind.optional)
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
     }
     let min_level = match &sink.min_level {
         None => Level::Informational,
@@ -149,50 +231,16 @@ pub fn validate(
             Level::Informational
         }),
     };
-    let timeout = match &sink.timeout {
-        None => default_timeout,
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => d,
-            _ => {
-                problems.push(format!("{at}: timeout {text:?} is not a positive duration"));
-                default_timeout
-            }
-        },
-    };
-    let mut raw = sink.clone();
-    for (key, slot) in [
-        ("url", &mut raw.url),
-        ("token", &mut raw.token),
-        ("routing_key", &mut raw.routing_key),
-        ("secret", &mut raw.secret),
-    ] {
-        if let Some(value) = slot.as_deref() {
-            match resolve_secret(value) {
-                Ok(resolved) => *slot = Some(resolved),
-                Err(problem) => problems.push(format!("{at}: `{key}`: {problem}")),
-            }
-        }
-    }
-    if let Some(url) = &raw.url {
-        if let Err(problem) = check_url(url) {
-            problems.push(format!("{at}: url {url:?}: {problem}"));
-        }
-    }
-    if let Some(ca) = &raw.ca_file {
-        if let Err(e) = std::fs::metadata(ca) {
-            problems.push(format!("{at}: ca_file {}: {e}", ca.display()));
-        }
-    }
-    for problem in (kind.check)(&raw) {
-        problems.push(format!("{at}: {problem}"));
-    }
+    let options = (kind.read)(kind.name, &sink.options)
+        .map_err(|found| problems.extend(found.into_iter().map(|p| format!("{at}: {p}"))))
+        .ok()?;
     (problems.len() == before).then(|| SinkSettings {
         name: sink.name().to_owned(),
-        kind: kind.name.to_owned(),
+        kind: kind.name,
         min_level,
         tags: sink.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
-        timeout,
-        raw,
+        default_timeout,
+        options,
     })
 }
 
@@ -236,5 +284,48 @@ mod tests {
             .unwrap_err()
             .contains("KESTREL_TEST_SURELY_UNSET_VAR"));
         assert_eq!(resolve_secret("plain").unwrap(), "plain");
+    }
+
+    fn problems_of(table: &str) -> Vec<String> {
+        let sink: SinkConfig = toml::from_str(table).unwrap();
+        let mut problems = Vec::new();
+        let settings = validate("sinks[0]", &sink, Duration::from_secs(5), &mut problems);
+        assert_eq!(settings.is_none(), !problems.is_empty(), "{problems:?}");
+        problems
+    }
+
+    #[test]
+    fn a_key_the_kind_does_not_take_is_named_with_the_keys_it_takes() {
+        let problems =
+            problems_of("kind = \"jsonl\"\npath = \"-\"\ntimeout = \"5s\"\nnmae = \"x\"\n");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for key in ["timeout", "nmae"] {
+            assert!(
+                problems.iter().any(|p| p.contains(&format!(
+                    "`{key}` is not used by kind jsonl (it takes `path`, `max_bytes`, `max_files`)"
+                ))),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kind_reads_its_own_typed_keys_and_reports_bad_values() {
+        assert!(problems_of("kind = \"jsonl\"\npath = \"-\"\n").is_empty());
+        let problems = problems_of("kind = \"jsonl\"\npath = \"-\"\nmax_files = \"many\"\n");
+        assert!(
+            problems.iter().any(|p| p.contains("max_files")),
+            "{problems:?}"
+        );
+        let problems = problems_of("kind = \"gitlab\"\ntimeout = \"0s\"\n");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`url` is required for kind gitlab")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`token` is required for kind gitlab")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("timeout \"0s\" is not a positive duration")));
     }
 }

@@ -3,33 +3,45 @@
 //! `Retry-After`, which the retry layer honours. Slack has no idempotency key: a request that
 //! timed out after Slack posted it is posted again on retry.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render;
 use crate::alerting::render::truncate;
-use crate::sinks::SinkSettings;
 
-/// `kind = "slack"`.
-pub const KIND: Kind = Kind {
-    name: "slack",
-    required: &["url"],
-    optional: &["timeout", "ca_file"],
-    check: no_checks,
-    build,
-};
+/// `kind = "slack"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. The webhook URL is a secret. Required.
+    url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout. Default: `[delivery] timeout`.
+    timeout: Option<String>,
+}
 
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    Ok(Arc::new(SlackSink {
-        name: settings.name.clone(),
-        url: http::url(settings)?,
-        client: http::client(settings)?,
-    }))
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("url", &self.url);
+        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+    }
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(SlackSink {
+            name: settings.name.clone(),
+            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
+            client: http::client(settings, &self.ca_file, &self.timeout)?,
+        }))
+    }
 }
 
 fn emoji(level: Level) -> &'static str {

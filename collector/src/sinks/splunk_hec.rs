@@ -5,48 +5,67 @@
 //! "index"?, "event": <alert>}`. HEC has no idempotency key on this endpoint; the alert uid is
 //! `event.metadata.uid`, so searches can drop the rare duplicate of a retried request.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, no_checks, DeliveryError, Kind, Sink, SinkError};
+use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::Alert;
-use crate::sinks::SinkSettings;
 
 /// The HEC event endpoint path.
 pub const EVENT_PATH: &str = "/services/collector/event";
 /// Sourcetype when `sourcetype` is not set.
 pub const DEFAULT_SOURCETYPE: &str = "kestrel:alert";
 
-/// `kind = "splunk_hec"`.
-pub const KIND: Kind = Kind {
-    name: "splunk_hec",
-    required: &["url", "token"],
-    optional: &["index", "sourcetype", "timeout", "ca_file"],
-    check: no_checks,
-    build,
-};
+/// `kind = "splunk_hec"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. The HEC base URL or the event endpoint. Required.
+    url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout. Default: `[delivery] timeout`.
+    timeout: Option<String>,
+    /// HEC token: literal, `env:NAME` or `file:PATH`. Required.
+    token: Option<String>,
+    /// Target index. Default: the token's default index.
+    index: Option<String>,
+    /// Sourcetype. Default [`DEFAULT_SOURCETYPE`].
+    sourcetype: Option<String>,
+}
 
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    let mut url = http::url(settings)?;
-    if !url.path().starts_with("/services/collector") {
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}{EVENT_PATH}"));
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("url", &self.url);
+        check.required("token", &self.token);
+        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+        check.secret("token", &mut self.token);
     }
-    Ok(Arc::new(SplunkHecSink {
-        name: settings.name.clone(),
-        url,
-        client: http::client(settings)?,
-        token: settings.raw.token.clone().unwrap_or_default(),
-        index: settings.raw.index.clone(),
-        sourcetype: settings
-            .raw
-            .sourcetype
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SOURCETYPE.into()),
-    }))
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        let mut url = http::url(settings, self.url.as_deref().unwrap_or_default())?;
+        if !url.path().starts_with("/services/collector") {
+            let base = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&format!("{base}{EVENT_PATH}"));
+        }
+        Ok(Arc::new(SplunkHecSink {
+            name: settings.name.clone(),
+            url,
+            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            token: self.token.clone().unwrap_or_default(),
+            index: self.index.clone(),
+            sourcetype: self
+                .sourcetype
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SOURCETYPE.into()),
+        }))
+    }
 }
 
 /// A Splunk HEC endpoint.

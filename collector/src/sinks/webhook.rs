@@ -7,6 +7,7 @@
 //! base64-decoded part of the `whsec_` secret). Receivers verify the signature, reject stale
 //! timestamps and drop repeated `webhook-id`s.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,30 +16,52 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{http, DeliveryError, Kind, Sink, SinkError};
+use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::Alert;
-use crate::sinks::{SinkConfig, SinkSettings};
 
-/// `kind = "webhook"`.
-pub const KIND: Kind = Kind {
-    name: "webhook",
-    required: &["url", "secret"],
-    optional: &["timeout", "ca_file"],
-    check,
-    build,
-};
+/// `kind = "webhook"`: its own keys.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Required.
+    url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout. Default: `[delivery] timeout`.
+    timeout: Option<String>,
+    /// Signing secret ([`SECRET_PREFIX`] + base64): literal, `env:NAME` or `file:PATH`. Required.
+    secret: Option<String>,
+}
+
+impl super::Options for Options {
+    fn check(&mut self, check: &mut Check) {
+        check.required("url", &self.url);
+        check.required("secret", &self.secret);
+        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+        check.secret("secret", &mut self.secret);
+        if let Some(Err(problem)) = self.secret.as_deref().map(decode_secret) {
+            check.problem(format!("`secret`: {problem}"));
+        }
+    }
+}
+
+impl Build for Options {
+    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+        let key = decode_secret(self.secret.as_deref().unwrap_or_default())
+            .map_err(|message| settings.error(message))?;
+        Ok(Arc::new(WebhookSink {
+            name: settings.name.clone(),
+            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
+            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            key,
+        }))
+    }
+}
 
 /// Prefix of Standard Webhooks secrets.
 pub const SECRET_PREFIX: &str = "whsec_";
-
-fn check(config: &SinkConfig) -> Vec<String> {
-    match config.secret.as_deref().map(decode_secret) {
-        Some(Err(problem)) => vec![format!("`secret`: {problem}")],
-        _ => Vec::new(),
-    }
-}
 
 /// The HMAC key of a `whsec_…` secret.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
@@ -66,20 +89,6 @@ pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    let secret = settings.raw.secret.as_deref().unwrap_or_default();
-    let key = decode_secret(secret).map_err(|message| SinkError {
-        name: settings.name.clone(),
-        message,
-    })?;
-    Ok(Arc::new(WebhookSink {
-        name: settings.name.clone(),
-        url: http::url(settings)?,
-        client: http::client(settings)?,
-        key,
-    }))
 }
 
 /// A Standard Webhooks sink.
