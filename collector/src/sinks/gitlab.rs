@@ -6,7 +6,6 @@
 //! alert's payload. Idempotency: GitLab folds alerts with the same open `fingerprint` into one
 //! (its count goes up); the alert uid is in `kestrel_alert_uid`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -14,38 +13,37 @@ use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use super::endpoint::{Endpoint, Http, HttpKind};
+use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render;
 
-/// `kind = "gitlab"`: its own keys.
-#[derive(Debug, Deserialize)]
-pub struct Options {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Required.
-    url: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    ca_file: Option<PathBuf>,
-    /// Per-request timeout. Default: `[delivery] timeout`.
-    timeout: Option<String>,
+/// `kind = "gitlab"`: the endpoint keys and its own; `url` and `token` are required.
+pub type Options = Http<Keys>;
+
+/// `kind = "gitlab"`: its own keys besides the endpoint's.
+#[derive(Deserialize)]
+pub struct Keys {
     /// Bearer token: literal, `env:NAME` or `file:PATH`. Required.
     token: Option<String>,
 }
 
-impl super::Options for Options {
-    fn check(&mut self, check: &mut Check) {
-        check.required("url", &self.url);
+impl HttpKind for Keys {
+    fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
+        check.required("url", &endpoint.url);
         check.required("token", &self.token);
-        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
         check.secret("token", &mut self.token);
     }
-}
 
-impl Build for Options {
-    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SinkSettings,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(GitlabSink {
             name: settings.name.clone(),
-            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
-            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            url: endpoint.url(settings, "")?,
+            client: endpoint.client(settings)?,
             token: self.token.clone().unwrap_or_default(),
         }))
     }

@@ -1,51 +1,15 @@
-//! What the HTTP sinks share: a client built from the sink's settings, and one rule for which
-//! responses are delivered, retryable or permanent failures.
+//! What the HTTP sinks share when they send: one rule for which responses are delivered,
+//! retryable or permanent failures (their configuration and client: [`super::endpoint`]).
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::{DeliveryError, SinkError};
+use super::DeliveryError;
 use crate::alerting::render::truncate;
-use crate::sinks::SinkSettings;
 
 /// Longest response body quoted in an error.
 const BODY_QUOTE: usize = 200;
-
-/// An HTTP client for one sink: its timeout (`timeout`, else `[delivery] timeout`), extra CA
-/// certificates (`ca_file`), a Kestrel user agent.
-pub fn client(
-    settings: &SinkSettings,
-    ca_file: &Option<PathBuf>,
-    timeout: &Option<String>,
-) -> Result<Client, SinkError> {
-    let timeout = timeout
-        .as_deref()
-        .and_then(|text| humantime::parse_duration(text).ok())
-        .unwrap_or(settings.default_timeout);
-    let mut builder = Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("kestrel-collector/", env!("CARGO_PKG_VERSION")))
-        .use_rustls_tls();
-    if let Some(path) = ca_file {
-        let fail = |e: &dyn std::fmt::Display| settings.error(format!("{}: {e}", path.display()));
-        let pem = std::fs::read(path).map_err(|e| fail(&e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(&e))?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| settings.error(format!("HTTP client: {e}")))
-}
-
-/// The sink's checked `url`, parsed.
-pub fn url(settings: &SinkSettings, url: &str) -> Result<reqwest::Url, SinkError> {
-    reqwest::Url::parse(url).map_err(|e| settings.error(format!("url {url:?}: {e}")))
-}
 
 /// Sends the request; 2xx is delivered (the body is returned), 408, 429 and 5xx are retryable
 /// (honouring `Retry-After`), other statuses are permanent; transport errors are retryable.

@@ -6,6 +6,7 @@
 //! survives a restart whatever the sink. Adding a sink kind means one file here with its
 //! [`Options`] type and one line in [`KINDS`].
 
+pub mod endpoint;
 pub mod gitlab;
 pub mod http;
 pub mod jsonl;

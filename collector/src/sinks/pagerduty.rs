@@ -4,7 +4,6 @@
 //! `dedup_key` is the alert fingerprint: PagerDuty folds repeats into the open incident, which is
 //! the idempotency key for retries and replays too.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -12,40 +11,39 @@ use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use super::endpoint::{Endpoint, Http, HttpKind};
+use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render::truncate;
 
 /// The Events API v2 endpoint used when `url` is not set.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
-/// `kind = "pagerduty"`: its own keys.
-#[derive(Debug, Deserialize)]
-pub struct Options {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Default [`DEFAULT_URL`].
-    url: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    ca_file: Option<PathBuf>,
-    /// Per-request timeout. Default: `[delivery] timeout`.
-    timeout: Option<String>,
+/// `kind = "pagerduty"`: the endpoint keys and its own; `routing_key` is required; `url` defaults to [`DEFAULT_URL`].
+pub type Options = Http<Keys>;
+
+/// `kind = "pagerduty"`: its own keys besides the endpoint's.
+#[derive(Deserialize)]
+pub struct Keys {
     /// Integration (routing) key: literal, `env:NAME` or `file:PATH`. Required.
     routing_key: Option<String>,
 }
 
-impl super::Options for Options {
-    fn check(&mut self, check: &mut Check) {
+impl HttpKind for Keys {
+    fn check(&mut self, _: &Endpoint, check: &mut Check) {
         check.required("routing_key", &self.routing_key);
-        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
         check.secret("routing_key", &mut self.routing_key);
     }
-}
 
-impl Build for Options {
-    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SinkSettings,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(PagerDutySink {
             name: settings.name.clone(),
-            url: http::url(settings, self.url.as_deref().unwrap_or(DEFAULT_URL))?,
-            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            url: endpoint.url(settings, DEFAULT_URL)?,
+            client: endpoint.client(settings)?,
             routing_key: self.routing_key.clone().unwrap_or_default(),
         }))
     }

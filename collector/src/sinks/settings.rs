@@ -3,7 +3,6 @@
 //! [`Options`] type, in the kind's file, read from the rest of the table.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +86,11 @@ impl SinkSettings {
 /// Deserialized from the table without the shared keys; a key the type has no field for is
 /// reported as not used by the kind.
 pub trait Options: DeserializeOwned + Build + 'static {
+    /// The keys the kind takes. Default: the type's fields.
+    fn keys() -> Vec<&'static str> {
+        serde_aux::serde_introspection::serde_introspect::<Self>().to_vec()
+    }
+
     /// Checks the keys as written and resolves secrets; one message per problem. `check`
     /// reports required keys that are missing ([`Check::required`]).
     fn check(&mut self, check: &mut Check);
@@ -126,32 +130,6 @@ impl Check {
             }
         }
     }
-
-    /// Checks the keys every HTTP sink takes: `url` (a secret, resolved in place) is http(s),
-    /// `ca_file` exists, `timeout` is a positive duration.
-    pub fn endpoint(
-        &mut self,
-        url: &mut Option<String>,
-        ca_file: &Option<PathBuf>,
-        timeout: &Option<String>,
-    ) {
-        self.secret("url", url);
-        if let Some(url) = url {
-            if let Err(problem) = check_url(url) {
-                self.problem(format!("url {url:?}: {problem}"));
-            }
-        }
-        if let Some(ca) = ca_file {
-            if let Err(e) = std::fs::metadata(ca) {
-                self.problem(format!("ca_file {}: {e}", ca.display()));
-            }
-        }
-        if let Some(text) = timeout {
-            if !humantime::parse_duration(text).is_ok_and(|d| !d.is_zero()) {
-                self.problem(format!("timeout {text:?} is not a positive duration"));
-            }
-        }
-    }
 }
 
 /// A kind's options as read: ready to build, or every problem found.
@@ -160,7 +138,7 @@ pub type ReadOptions = Result<Arc<dyn Build>, Vec<String>>;
 /// Reads a kind's options `T` from the table's own keys: every key `T` has no field for and
 /// every problem `T::check` finds are returned, one message each.
 pub fn read_options<T: Options>(kind: &'static str, table: &toml::Table) -> ReadOptions {
-    let fields = serde_aux::serde_introspection::serde_introspect::<T>();
+    let fields = T::keys();
     let mut check = Check {
         kind,
         problems: Vec::new(),
@@ -256,14 +234,6 @@ pub fn resolve_secret(value: &str) -> Result<String, String> {
         Err("must not be empty".into())
     } else {
         Ok(value.to_owned())
-    }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-    match parsed.scheme() {
-        "http" | "https" => Ok(()),
-        other => Err(format!("scheme {other:?} is not http or https")),
     }
 }
 

@@ -3,7 +3,6 @@
 //! `Retry-After`, which the retry layer honours. Slack has no idempotency key: a request that
 //! timed out after Slack posted it is posted again on retry.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -11,35 +10,33 @@ use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use super::endpoint::{Endpoint, Http, HttpKind};
+use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::{Alert, Level};
 use crate::alerting::render;
 use crate::alerting::render::truncate;
 
-/// `kind = "slack"`: its own keys.
-#[derive(Debug, Deserialize)]
-pub struct Options {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. The webhook URL is a secret. Required.
-    url: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    ca_file: Option<PathBuf>,
-    /// Per-request timeout. Default: `[delivery] timeout`.
-    timeout: Option<String>,
-}
+/// `kind = "slack"`: the endpoint keys and its own; `url` (the webhook URL, a secret) is required.
+pub type Options = Http<Keys>;
 
-impl super::Options for Options {
-    fn check(&mut self, check: &mut Check) {
-        check.required("url", &self.url);
-        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
+/// `kind = "slack"`: its own keys besides the endpoint's.
+#[derive(Deserialize)]
+pub struct Keys {}
+
+impl HttpKind for Keys {
+    fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
+        check.required("url", &endpoint.url);
     }
-}
 
-impl Build for Options {
-    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SinkSettings,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(SlackSink {
             name: settings.name.clone(),
-            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
-            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            url: endpoint.url(settings, "")?,
+            client: endpoint.client(settings)?,
         }))
     }
 }

@@ -5,7 +5,6 @@
 //! "index"?, "event": <alert>}`. HEC has no idempotency key on this endpoint; the alert uid is
 //! `event.metadata.uid`, so searches can drop the rare duplicate of a retried request.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -13,7 +12,8 @@ use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use super::endpoint::{Endpoint, Http, HttpKind};
+use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::Alert;
 
 /// The HEC event endpoint path.
@@ -21,15 +21,12 @@ pub const EVENT_PATH: &str = "/services/collector/event";
 /// Sourcetype when `sourcetype` is not set.
 pub const DEFAULT_SOURCETYPE: &str = "kestrel:alert";
 
-/// `kind = "splunk_hec"`: its own keys.
-#[derive(Debug, Deserialize)]
-pub struct Options {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. The HEC base URL or the event endpoint. Required.
-    url: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    ca_file: Option<PathBuf>,
-    /// Per-request timeout. Default: `[delivery] timeout`.
-    timeout: Option<String>,
+/// `kind = "splunk_hec"`: the endpoint keys and its own; `url` (the HEC base URL or the event endpoint) and `token` are required.
+pub type Options = Http<Keys>;
+
+/// `kind = "splunk_hec"`: its own keys besides the endpoint's.
+#[derive(Deserialize)]
+pub struct Keys {
     /// HEC token: literal, `env:NAME` or `file:PATH`. Required.
     token: Option<String>,
     /// Target index. Default: the token's default index.
@@ -38,18 +35,19 @@ pub struct Options {
     sourcetype: Option<String>,
 }
 
-impl super::Options for Options {
-    fn check(&mut self, check: &mut Check) {
-        check.required("url", &self.url);
+impl HttpKind for Keys {
+    fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
+        check.required("url", &endpoint.url);
         check.required("token", &self.token);
-        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
         check.secret("token", &mut self.token);
     }
-}
 
-impl Build for Options {
-    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-        let mut url = http::url(settings, self.url.as_deref().unwrap_or_default())?;
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SinkSettings,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
+        let mut url = endpoint.url(settings, "")?;
         if !url.path().starts_with("/services/collector") {
             let base = url.path().trim_end_matches('/').to_owned();
             url.set_path(&format!("{base}{EVENT_PATH}"));
@@ -57,7 +55,7 @@ impl Build for Options {
         Ok(Arc::new(SplunkHecSink {
             name: settings.name.clone(),
             url,
-            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            client: endpoint.client(settings)?,
             token: self.token.clone().unwrap_or_default(),
             index: self.index.clone(),
             sourcetype: self

@@ -7,7 +7,6 @@
 //! base64-decoded part of the `whsec_` secret). Receivers verify the signature, reject stale
 //! timestamps and drop repeated `webhook-id`s.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,42 +18,41 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{http, Build, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use super::endpoint::{Endpoint, Http, HttpKind};
+use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
 use crate::alert::Alert;
 
-/// `kind = "webhook"`: its own keys.
-#[derive(Debug, Deserialize)]
-pub struct Options {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. Required.
-    url: Option<String>,
-    /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
-    ca_file: Option<PathBuf>,
-    /// Per-request timeout. Default: `[delivery] timeout`.
-    timeout: Option<String>,
+/// `kind = "webhook"`: the endpoint keys and its own; `url` and `secret` are required.
+pub type Options = Http<Keys>;
+
+/// `kind = "webhook"`: its own keys besides the endpoint's.
+#[derive(Deserialize)]
+pub struct Keys {
     /// Signing secret ([`SECRET_PREFIX`] + base64): literal, `env:NAME` or `file:PATH`. Required.
     secret: Option<String>,
 }
 
-impl super::Options for Options {
-    fn check(&mut self, check: &mut Check) {
-        check.required("url", &self.url);
+impl HttpKind for Keys {
+    fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
+        check.required("url", &endpoint.url);
         check.required("secret", &self.secret);
-        check.endpoint(&mut self.url, &self.ca_file, &self.timeout);
         check.secret("secret", &mut self.secret);
         if let Some(Err(problem)) = self.secret.as_deref().map(decode_secret) {
             check.problem(format!("`secret`: {problem}"));
         }
     }
-}
 
-impl Build for Options {
-    fn build(&self, settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SinkSettings,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
         let key = decode_secret(self.secret.as_deref().unwrap_or_default())
             .map_err(|message| settings.error(message))?;
         Ok(Arc::new(WebhookSink {
             name: settings.name.clone(),
-            url: http::url(settings, self.url.as_deref().unwrap_or_default())?,
-            client: http::client(settings, &self.ca_file, &self.timeout)?,
+            url: endpoint.url(settings, "")?,
+            client: endpoint.client(settings)?,
             key,
         }))
     }
