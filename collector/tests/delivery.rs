@@ -3,7 +3,6 @@
 
 mod alerting_env;
 mod common;
-mod receiver;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use alerting_env::{Env, FAST_DELIVERY, HOST};
 use kestrel_collector::alert::{Level, SystemAlert};
 use kestrel_collector::alerting::Admission;
 use kestrel_collector::alerts_cli::{execute, AlertsCommand, DataDir, SuppressCommand};
-use receiver::{Receiver, Reply};
+use kestrel_testkit::receiver::{Receiver, Recorded, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -21,7 +20,7 @@ fn webhook(name: &str, url: &str) -> String {
     format!("[[sinks]]\nkind = \"webhook\"\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n")
 }
 
-fn ids(requests: &[receiver::Recorded]) -> HashSet<String> {
+fn ids(requests: &[Recorded]) -> HashSet<String> {
     requests.iter().map(|r| r.header("webhook-id")).collect()
 }
 

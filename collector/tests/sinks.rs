@@ -2,7 +2,6 @@
 
 mod alerting_env;
 mod common;
-mod receiver;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +9,7 @@ use alerting_env::{Env, FAST_DELIVERY, HOST};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use receiver::Receiver;
+use kestrel_testkit::receiver::Receiver;
 use sha2::Sha256;
 
 const WAIT: Duration = Duration::from_secs(10);

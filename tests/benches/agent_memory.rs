@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{bench, procstat::resident_bytes, stack::Agent};
+use kestrel_testkit::{bench, procstat::resident_bytes, stack::Agent};
 
 const AGENT: &str = "memory-bench";
 const TARGET_BYTES: u64 = 64 << 20;

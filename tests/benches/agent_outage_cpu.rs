@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{bench, procstat::cpu_time, stack::Agent};
+use kestrel_testkit::{bench, procstat::cpu_time, stack::Agent};
 
 const AGENT: &str = "cpu-bench";
 /// Execs per second of the workload.

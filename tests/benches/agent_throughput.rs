@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{
+use kestrel_testkit::{
     bench,
     procstat::{cpu_time, resident_bytes},
 };

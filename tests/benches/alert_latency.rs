@@ -9,7 +9,7 @@
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kestrel_tests::{bench, receiver::HttpReceiver};
+use kestrel_testkit::{bench, receiver::Receiver};
 
 const TARGET: Duration = Duration::from_secs(1);
 const AGENT: &str = "bench-agent";
@@ -25,7 +25,7 @@ fn unix_ns(t: SystemTime) -> u64 {
 }
 
 fn run(iterations: usize) -> anyhow::Result<()> {
-    let receiver = HttpReceiver::start();
+    let receiver = Receiver::spawn();
     let config_dir = tempfile::tempdir()?;
     let config = config_dir.path().join("collector.toml");
     std::fs::write(
@@ -58,7 +58,7 @@ fn run(iterations: usize) -> anyhow::Result<()> {
                 .is_some_and(|c| c.ends_with(&marker))
         });
         let kernel_ns = request.json()["data"]["time_unix_ns"].as_u64().unwrap_or(0);
-        let arrived = unix_ns(request.at);
+        let arrived = unix_ns(request.arrived);
         if i >= warmup {
             from_kernel.push(Duration::from_nanos(arrived.saturating_sub(kernel_ns)));
             from_spawn.push(Duration::from_nanos(

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::{bench, stack::Agent};
+use kestrel_testkit::{bench, stack::Agent};
 
 const AGENT: &str = "overhead-bench";
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kestrel_tests::{
+use kestrel_testkit::{
     require_root_for_ebpf,
     stack::{
         certs, diff_marks, expect_in_file, identity, marker, read, run_marked, tail,

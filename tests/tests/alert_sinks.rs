@@ -10,9 +10,9 @@ use std::{
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
-use kestrel_tests::{
+use kestrel_testkit::{
     binary, expect_json_line,
-    receiver::HttpReceiver,
+    receiver::Receiver,
     require_root_for_ebpf,
     stack::{certs, identity, Agent, Collector},
 };
@@ -46,7 +46,7 @@ fn exec_alert_reaches_a_signed_webhook_and_the_alerts_cli() {
     let pki = dir.path().join("pki");
     certs(&pki, AGENT);
 
-    let receiver = HttpReceiver::start();
+    let receiver = Receiver::spawn();
     let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,

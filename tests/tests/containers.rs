@@ -32,7 +32,7 @@ use kestrel_agent::{
     loader::{LoadOptions, Probes},
     reader::RingReader,
 };
-use kestrel_tests::{poll, skip_or_fail, ChildGuard};
+use kestrel_testkit::{poll, skip_or_fail, ChildGuard};
 use tokio::sync::mpsc;
 
 /// Where Debian's `busybox-static` installs its binary.

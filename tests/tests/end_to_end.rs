@@ -6,8 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_tests::pty::Pty;
-use kestrel_tests::{
+use kestrel_testkit::pty::Pty;
+use kestrel_testkit::{
     binary, expect_json_line, poll, require_root_for_ebpf,
     stack::{certs, free_port, http_get, identity, metric, read, serve_command, Agent, Collector},
 };
@@ -163,7 +163,7 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
         shadow_alert_for(sh_pid),
     );
     assert_eq!(alert["host"], identity(AGENT));
-    let alerts = kestrel_tests::read_json_lines(&collector.alerts);
+    let alerts = kestrel_testkit::read_json_lines(&collector.alerts);
     assert!(
         alerts.iter().all(|a| a["host"] == identity(AGENT)),
         "only the valid identity reaches the store"
@@ -229,7 +229,7 @@ fn agent_and_collector_serve_metrics_of_what_flowed() {
         &None,
         "127.0.0.1:0",
         &pki,
-        &kestrel_tests::workspace_root().join("collector/rules"),
+        &kestrel_testkit::workspace_root().join("collector/rules"),
         &dir.path().join("data-2"),
     )
     .args(["--metrics-listen", &taken_addr])

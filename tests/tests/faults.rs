@@ -17,7 +17,7 @@ use std::{
 };
 
 use kestrel_agent::spool::inspect;
-use kestrel_tests::{
+use kestrel_testkit::{
     poll, read_json_lines, require_root_for_ebpf,
     stack::{
         certs, diff_marks, event_kind, free_port, http_get, identity, marker, metric, run_marked,

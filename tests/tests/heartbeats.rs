@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kestrel_tests::{
+use kestrel_testkit::{
     expect_json_line, require_root_for_ebpf,
     stack::{certs, identity, read, Agent, Collector},
 };

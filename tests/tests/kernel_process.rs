@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use kernel_support::{everything, load, Kernel};
 use kestrel_agent::decode::{Exec, KernelRecord};
-use kestrel_tests::pty::{without_terminal, Pty};
+use kestrel_testkit::pty::{without_terminal, Pty};
 
 /// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.
 fn start(agent_tgid: u32) -> Option<Kernel> {

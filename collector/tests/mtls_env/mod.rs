@@ -1,5 +1,6 @@
 //! An in-process collector over real mTLS and agent streams to drive it: the collector is
-//! `serve::Collector` on a loopback port with a throw-away PKI, the agents are tonic clients.
+//! `serve::Collector` on a loopback port with a throw-away PKI, the agents are tonic clients
+//! (`kestrel_testkit::grpc`).
 
 #![allow(dead_code)]
 
@@ -10,20 +11,16 @@ use std::time::Duration;
 use kestrel_collector::cli::ServeArgs;
 use kestrel_collector::serve::Collector;
 use kestrel_collector::store::DB_FILE;
-use kestrel_proto::agent_message::Msg;
-use kestrel_proto::collector_message;
 use kestrel_proto::ingest_client::IngestClient;
-use kestrel_proto::{AgentMessage, CollectorMessage, Event, EventBatch, Hello};
-use tokio::sync::{mpsc, oneshot};
+// Each test binary that includes this module uses some of these.
+#[allow(unused_imports)]
+pub use kestrel_testkit::grpc::{batch, hello, open_stream, AgentStream, DEADLINE};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::common::{write, Issued, TestCa, SHADOW_RULE};
-
-/// How long a test waits for the collector to answer.
-pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A running collector with its data directory and CA.
 pub struct Harness {
@@ -133,68 +130,5 @@ impl Harness {
             .expect("collector must stop within the deadline")
             .unwrap()
             .unwrap();
-    }
-}
-
-/// One agent stream: send messages, receive collector messages.
-pub struct AgentStream {
-    pub tx: mpsc::Sender<AgentMessage>,
-    pub rx: Streaming<CollectorMessage>,
-}
-
-/// A Hello for spool epoch `epoch`.
-pub fn hello(epoch: u64) -> AgentMessage {
-    AgentMessage {
-        msg: Some(Msg::Hello(Hello {
-            agent_version: "test".into(),
-            hostname: "liar".into(),
-            spool_epoch: epoch,
-            ..Hello::default()
-        })),
-    }
-}
-
-/// A batch of `events` numbered from `first_seq`.
-pub fn batch(first_seq: u64, events: Vec<Event>) -> AgentMessage {
-    AgentMessage {
-        msg: Some(Msg::Batch(EventBatch { first_seq, events })),
-    }
-}
-
-/// Opens a stream whose first message is `first`.
-pub async fn open_stream(
-    client: &mut IngestClient<Channel>,
-    first: AgentMessage,
-) -> Result<AgentStream, Status> {
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(first).await.unwrap();
-    let response = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
-        .await
-        .expect("stream must open or fail within the deadline")?;
-    Ok(AgentStream {
-        tx,
-        rx: response.into_inner(),
-    })
-}
-
-impl AgentStream {
-    /// Sends one message.
-    pub async fn send(&self, msg: AgentMessage) {
-        self.tx.send(msg).await.unwrap();
-    }
-
-    /// The next collector message (or the status that ended the stream).
-    pub async fn next(&mut self) -> Result<Option<CollectorMessage>, Status> {
-        tokio::time::timeout(DEADLINE, self.rx.message())
-            .await
-            .expect("no collector message within the deadline")
-    }
-
-    /// The next message, which must be an Ack; returns its `up_to_seq`.
-    pub async fn ack(&mut self) -> u64 {
-        match self.next().await.unwrap().and_then(|m| m.msg) {
-            Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
-            other => panic!("expected an Ack, got {other:?}"),
-        }
     }
 }

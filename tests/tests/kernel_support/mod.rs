@@ -11,7 +11,7 @@ use kestrel_agent::{
     loader::{LoadOptions, Probes},
     reader::RingReader,
 };
-use kestrel_tests::{require_root_for_ebpf, skip_or_fail};
+use kestrel_testkit::{require_root_for_ebpf, skip_or_fail};
 use tokio::sync::mpsc;
 
 /// Loaded programs and the stream of their records.

@@ -1,7 +1,9 @@
-//! The harness shared by Kestrel's kernel and end-to-end tests: deciding whether a test that
-//! needs eBPF may run, locating the built binaries, running children that are killed when the
-//! test ends, and waiting for a JSON line that matches, with a failure message that shows what
-//! did arrive.
+//! What Kestrel's tests share (a dev-only crate): deciding whether a test that needs eBPF may
+//! run, locating the built binaries, running children that are killed when the test ends,
+//! waiting for a JSON line that matches (with a failure message that shows what did arrive), a
+//! throw-away PKI ([`pki`]), an HTTP receiver for sinks ([`receiver`]), a gRPC agent client
+//! ([`grpc`]), the release stack of collector and agent ([`stack`]) and benchmark support
+//! ([`bench`], [`procstat`], [`pty`]).
 
 use std::{
     fmt::Display,
@@ -13,6 +15,8 @@ use std::{
 use serde_json::Value;
 
 pub mod bench;
+pub mod grpc;
+pub mod pki;
 pub mod procstat;
 pub mod pty;
 pub mod receiver;

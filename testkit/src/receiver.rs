@@ -1,12 +1,14 @@
-//! A real HTTP receiver on 127.0.0.1 for sink tests: records every request and answers from a
-//! script (status codes, `Retry-After`, a hang longer than the sink's timeout), then 2xx.
-
-#![allow(dead_code)]
+//! A real HTTP receiver on 127.0.0.1 for alert sink tests and benchmarks: records every request
+//! and answers from a script (status codes, `Retry-After`, a hang longer than the sink's
+//! timeout), then 2xx. It runs on the test's tokio runtime ([`Receiver::start`]) or on a runtime
+//! of its own for tests without one ([`Receiver::spawn`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{HeaderMap, Request, Response, StatusCode};
@@ -26,6 +28,8 @@ pub enum Reply {
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// Request method.
+    pub method: String,
     /// Path and query.
     pub path: String,
     /// Headers.
@@ -34,13 +38,15 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// When it arrived.
     pub at: Instant,
+    /// When it arrived, wall clock (to compare with event times).
+    pub arrived: SystemTime,
     /// The status the receiver answered.
     pub status: u16,
 }
 
 impl Recorded {
-    /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    /// The body as JSON; panics when it is not JSON.
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
 
@@ -102,6 +108,23 @@ impl Receiver {
         }
     }
 
+    /// Starts a receiver answering `200 OK` on a runtime of its own, for tests without one; it
+    /// serves until the test process ends.
+    pub fn spawn() -> Receiver {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("receiver runtime");
+            runtime.block_on(async {
+                tx.send(Receiver::start(200).await).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("receiver started")
+    }
+
     /// Answers the next requests with these replies, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.plan.lock().unwrap().extend(replies);
@@ -152,10 +175,53 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Waits (blocking) for a request whose JSON body satisfies `matches`; the panic message
+    /// names `what` and lists the last requests that did arrive.
+    pub fn expect(
+        &self,
+        timeout: Duration,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Recorded {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            let body = |r: &Recorded| serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            if let Some(found) = requests.iter().find(|r| matches(&body(r))) {
+                return found.clone();
+            }
+            if Instant::now() >= deadline {
+                let seen: Vec<String> = requests
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(|r| {
+                        format!(
+                            "{} {} {}",
+                            r.method,
+                            r.path,
+                            String::from_utf8_lossy(&r.body)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "no request with {what} at {} within {timeout:?}; {} arrived, the last ones:\n{}",
+                    self.url,
+                    requests.len(),
+                    seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 async fn answer(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let at = Instant::now();
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 16 << 20).await.unwrap().to_vec();
+    let arrived = SystemTime::now();
     let reply = state.plan.lock().unwrap().pop_front();
     let mut retry_after = None;
     let mut hang = None;
@@ -174,6 +240,7 @@ async fn answer(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     // Recorded before a hang: the receiver processed the request, only its answer is late
     // (the client may give up and close the connection meanwhile).
     state.requests.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
         path: parts
             .uri
             .path_and_query()
@@ -182,6 +249,7 @@ async fn answer(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         headers: parts.headers,
         body,
         at,
+        arrived,
         status,
     });
     if let Some(d) = hang {

@@ -1,0 +1,105 @@
+//! A gRPC client of the collector's ingest service over real mTLS, for tests that play an agent.
+
+use std::time::Duration;
+
+use kestrel_proto::agent_message::Msg;
+use kestrel_proto::collector_message;
+use kestrel_proto::ingest_client::IngestClient;
+use kestrel_proto::{AgentMessage, CollectorMessage, Event, EventBatch, Hello};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use crate::pki::{Issued, TestCa};
+
+/// How long a test waits for the collector to answer.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connects to the collector at `addr` with `client`'s certificate, trusting `ca` for the
+/// server (SAN localhost); a failure comes back as `Unavailable`.
+pub async fn connect_ingest(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+    client: &Issued,
+) -> Result<IngestClient<Channel>, Status> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+        .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| Status::unavailable(format!("address {addr}: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| Status::unavailable(format!("TLS config: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+    Ok(IngestClient::new(channel))
+}
+
+/// One agent stream: send messages, receive collector messages.
+pub struct AgentStream {
+    /// Messages to the collector.
+    pub tx: mpsc::Sender<AgentMessage>,
+    /// Messages from the collector.
+    pub rx: Streaming<CollectorMessage>,
+}
+
+/// A Hello for spool epoch `epoch`.
+pub fn hello(epoch: u64) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Hello(Hello {
+            agent_version: "test".into(),
+            hostname: "liar".into(),
+            spool_epoch: epoch,
+            ..Hello::default()
+        })),
+    }
+}
+
+/// A batch of `events` numbered from `first_seq`.
+pub fn batch(first_seq: u64, events: Vec<Event>) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Batch(EventBatch { first_seq, events })),
+    }
+}
+
+/// Opens a stream whose first message is `first`.
+pub async fn open_stream(
+    client: &mut IngestClient<Channel>,
+    first: AgentMessage,
+) -> Result<AgentStream, Status> {
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(first).await.unwrap();
+    let response = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
+        .await
+        .expect("stream must open or fail within the deadline")?;
+    Ok(AgentStream {
+        tx,
+        rx: response.into_inner(),
+    })
+}
+
+impl AgentStream {
+    /// Sends one message.
+    pub async fn send(&self, msg: AgentMessage) {
+        self.tx.send(msg).await.unwrap();
+    }
+
+    /// The next collector message (or the status that ended the stream).
+    pub async fn next(&mut self) -> Result<Option<CollectorMessage>, Status> {
+        tokio::time::timeout(DEADLINE, self.rx.message())
+            .await
+            .expect("no collector message within the deadline")
+    }
+
+    /// The next message, which must be an Ack; returns its `up_to_seq`.
+    pub async fn ack(&mut self) -> u64 {
+        match self.next().await.unwrap().and_then(|m| m.msg) {
+            Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+}
