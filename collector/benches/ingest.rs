@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 use common::{write, Issued, TestCa};
 use kestrel_collector::store::{EventRecord, Store};
 use kestrel_proto::agent_message::Msg;
-use kestrel_proto::ingest_client::IngestClient;
 use kestrel_proto::{collector_message, AgentMessage, Event, EventBatch, Hello};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const BATCH: usize = 512;
 const EPOCH: u64 = 7;
@@ -67,18 +65,10 @@ fn events(agent: usize, batch: usize) -> Vec<Event> {
 
 /// One agent: Hello, then its batches (numbered from 1), until the last one is acknowledged.
 async fn agent(addr: SocketAddr, ca: Arc<TestCa>, cert: Arc<Issued>, batches: Vec<Vec<Event>>) {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
-        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
-        .domain_name("localhost");
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
+    let mut client = common::connect_ingest(addr, &ca, &cert)
         .await
-        .unwrap();
-    let mut client = IngestClient::new(channel).max_encoding_message_size(16 * 1024 * 1024);
+        .unwrap()
+        .max_encoding_message_size(16 * 1024 * 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let hello = Hello {
         agent_version: "bench".into(),

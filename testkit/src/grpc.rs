@@ -1,5 +1,7 @@
 //! A gRPC client of the collector's ingest service over real mTLS, for tests that play an agent.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use kestrel_proto::agent_message::Msg;
@@ -8,7 +10,7 @@ use kestrel_proto::ingest_client::IngestClient;
 use kestrel_proto::{AgentMessage, CollectorMessage, Event, EventBatch, Hello};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Status, Streaming};
 
 use crate::pki::{Issued, TestCa};
@@ -16,27 +18,64 @@ use crate::pki::{Issued, TestCa};
 /// How long a test waits for the collector to answer.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Connects to the collector at `addr` with `client`'s certificate, trusting `ca` for the
-/// server (SAN localhost); a failure comes back as `Unavailable`.
-pub async fn connect_ingest(
-    addr: std::net::SocketAddr,
-    ca: &TestCa,
-    client: &Issued,
+/// Connects to the collector at `url` (`https://HOST:PORT`) with this client certificate and
+/// key (PEM), trusting `ca_pem` for the server name `localhost`; a failure comes back as
+/// `Unavailable`.
+pub async fn connect(
+    url: &str,
+    ca_pem: impl AsRef<[u8]>,
+    cert_pem: impl AsRef<[u8]>,
+    key_pem: impl AsRef<[u8]>,
 ) -> Result<IngestClient<Channel>, Status> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
-        .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(Identity::from_pem(cert_pem, key_pem))
         .domain_name("localhost");
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .map_err(|e| Status::unavailable(format!("address {addr}: {e}")))?
+    let channel = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Status::unavailable(format!("address {url}: {e}")))?
         .tls_config(tls)
         .map_err(|e| Status::unavailable(format!("TLS config: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect_timeout(DEADLINE)
         .connect()
         .await
         .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
     Ok(IngestClient::new(channel))
+}
+
+/// Connects to the collector at `addr` with `client`'s certificate, trusting `ca` for the
+/// server (SAN localhost); a failure comes back as `Unavailable`.
+pub async fn connect_ingest(
+    addr: SocketAddr,
+    ca: &TestCa,
+    client: &Issued,
+) -> Result<IngestClient<Channel>, Status> {
+    connect(
+        &format!("https://{addr}"),
+        &ca.cert_pem,
+        &client.cert_pem,
+        &client.key_pem,
+    )
+    .await
+}
+
+/// Connects as agent `name` of a PKI directory made by `cargo xtask certs` (`ca.pem`,
+/// `NAME.pem`, `NAME-key.pem`) to the collector on `localhost:port`.
+pub async fn connect_from_pki(
+    pki: &Path,
+    name: &str,
+    port: u16,
+) -> Result<IngestClient<Channel>, Status> {
+    let read = |file: String| {
+        std::fs::read(pki.join(&file))
+            .map_err(|e| Status::unavailable(format!("{}: {e}", pki.join(file).display())))
+    };
+    connect(
+        &format!("https://localhost:{port}"),
+        read("ca.pem".into())?,
+        read(format!("{name}.pem"))?,
+        read(format!("{name}-key.pem"))?,
+    )
+    .await
 }
 
 /// One agent stream: send messages, receive collector messages.

@@ -506,26 +506,14 @@ mod hostile {
         Process,
     };
     use tokio_stream::wrappers::ReceiverStream;
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+    use tonic::transport::Channel;
 
     /// An authenticated gRPC client for agent `name` of the PKI in `pki`.
     pub async fn client(pki: &Path, name: &str, port: u16) -> IngestClient<Channel> {
-        let read = |f: String| std::fs::read(pki.join(f)).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
-            .identity(Identity::from_pem(
-                read(format!("{name}.pem")),
-                read(format!("{name}-key.pem")),
-            ))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
+        kestrel_testkit::grpc::connect_from_pki(pki, name, port)
             .await
-            .unwrap();
-        IngestClient::new(channel).max_encoding_message_size(64 * 1024 * 1024)
+            .unwrap()
+            .max_encoding_message_size(64 * 1024 * 1024)
     }
 
     fn hello() -> AgentMessage {
