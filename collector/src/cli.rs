@@ -66,5 +66,5 @@ pub struct ServeArgs {
     pub agents: crate::agents::AgentArgs,
     /// Event store options (retention window).
     #[command(flatten)]
-    pub store: crate::retention::StoreArgs,
+    pub store: crate::store::retention::StoreArgs,
 }

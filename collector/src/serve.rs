@@ -166,7 +166,7 @@ impl Collector {
         tokio::spawn(self.listener.run(conns, stop.clone()));
         tokio::spawn(self.reloader.run(stop.clone()));
         let (store, window) = self.retention;
-        tokio::spawn(crate::retention::run(store, window, stop.clone()));
+        tokio::spawn(crate::store::retention::run(store, window, stop.clone()));
         if let Some((listener, data)) = self.metrics {
             tokio::spawn(async move {
                 if let Err(e) = crate::metrics::serve(listener, data).await {
