@@ -17,17 +17,17 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::agents::{Agents, AgentsError};
 use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings};
-use crate::ingest::IngestService;
-use crate::listener::TlsListener;
+use crate::ingress::ingest::IngestService;
+use crate::ingress::listener::TlsListener;
+use crate::ingress::tls::{self, TlsError};
+use crate::ingress::{Agents, AgentsError};
 use crate::pipeline::Pipeline;
 use crate::reload::RuleReloader;
 use crate::sinks::SinkConfig;
 use crate::store::{Store, StoreError};
-use crate::tls::{self, TlsError};
 use kestrel_detect::{LoadError, RuleSet};
 
 /// How long shutdown waits for in-flight batches and connections before giving up on them.

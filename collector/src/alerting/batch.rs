@@ -1,5 +1,5 @@
 //! Storing a batch of events that already carry their alerts (benchmarks and tests drive the
-//! store this way; ingest detects inside the writer instead, see [`crate::pipeline`]).
+//! store this way; ingest detects inside the writer instead, see `pipeline`).
 
 use kestrel_proto::Event;
 

@@ -4,7 +4,7 @@
 //!
 //! One connection behind a mutex is the single writer; async callers go through
 //! `spawn_blocking`. Ingest writes through [`Store::write_group`]: many batches in one
-//! transaction, one commit (group commit, driven by [`crate::pipeline`]). WAL journal with
+//! transaction, one commit (group commit, driven by the ingest pipeline). WAL journal with
 //! `synchronous=FULL`, so a committed batch survives a power loss before the collector
 //! acknowledges it. SQLite integers are signed: u64 values (epoch,
 //! sequence numbers, times) are stored bit-for-bit as i64 and read back with `as u64`.
@@ -47,7 +47,7 @@ pub const DB_FILE: &str = "kestrel.db";
 const PAGE_SIZE: i64 = 16 * 1024;
 
 /// Page cache of the writer connection. A group commit of up to
-/// [`crate::pipeline::MAX_GROUP_EVENTS`] events dirties tens of MiB; with the default 2 MiB
+/// `pipeline::MAX_GROUP_EVENTS` events dirties tens of MiB; with the default 2 MiB
 /// SQLite would spill pages to the WAL mid-transaction and read them back.
 const CACHE_SIZE_KIB: i64 = 64 * 1024;
 

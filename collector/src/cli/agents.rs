@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::alert::rfc3339;
-use crate::events_cli::{open, EventsCliError};
+use crate::cli::events::{open, EventsCliError};
 use crate::store::AgentRow;
 
 /// `kestrel-collector agents`.
