@@ -22,7 +22,6 @@
 pub mod admit;
 pub mod backoff;
 pub mod batch;
-pub mod fingerprint;
 pub mod glob;
 pub mod render;
 pub mod suppress;
