@@ -6,8 +6,8 @@
 //! clients in this process. Measured side by side in one run:
 //! - **full path**: fresh events through mTLS + detection + dedup + SQLite commit, acknowledged;
 //! - **duplicates**: the same batches sent again (all dropped by the store, still acknowledged);
-//! - **baseline**: the store alone in this process (`Store::write_batch`: no TLS, no gRPC, no
-//!   detection), the cost floor the full path is compared with.
+//! - **baseline**: the store alone in this process (`WriteBatch::write_batch`: no TLS, no gRPC,
+//!   no detection), the cost floor the full path is compared with.
 //!
 //! Besides events per second (which depend on what else the machine runs), the collector's CPU
 //! time per event is reported: it does not, and it gives the rate one core sustains. So is the
@@ -28,7 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{write, Issued, TestCa};
-use kestrel_collector::store::{EventRecord, Store};
+use kestrel_collector::alerting::{EventRecord, WriteBatch};
+use kestrel_collector::store::Store;
 use kestrel_proto::agent_message::Msg;
 use kestrel_proto::{collector_message, AgentMessage, Event, EventBatch, Hello};
 use tokio_stream::wrappers::ReceiverStream;

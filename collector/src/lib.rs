@@ -1,32 +1,25 @@
 //! Kestrel collector library: everything `kestrel-collector` does, in stages along the data flow
 //! (authenticate, store, detect through `kestrel-detect`, alert), so tests and benchmarks can
 //! drive each stage directly.
+//!
+//! One module per stage: [`ingress`] (TLS, identity, sessions, the `Ingest` service),
+//! [`pipeline`] (dedup, detection, group commit), [`store`] (all SQL), [`alerting`] (admission
+//! policy and delivery), [`sinks`]; [`cli`] holds the commands. At the root sit what the stages
+//! share (the event and alert model, configuration, clock, file watch, error report) and what
+//! runs them (`serve`, rule reload, the metrics endpoint).
 
-pub mod agents;
-pub mod agents_cli;
 pub mod alert;
 pub mod alerting;
-pub mod alerts_cli;
-pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod denylist;
 pub mod event;
-pub mod events_cli;
-pub mod heartbeat;
-pub mod identity;
-pub mod ingest;
-pub mod listener;
+pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod report;
-pub mod retention;
-pub mod rules_cli;
 pub mod serve;
-pub mod sessions;
 pub mod sinks;
 pub mod store;
-pub mod tls;
 pub mod watch;

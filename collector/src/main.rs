@@ -27,10 +27,10 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Alerts(args) => kestrel_collector::alerts_cli::run(args).map_err(Into::into),
-        Command::Rules(args) => kestrel_collector::rules_cli::run(args).map_err(Into::into),
-        Command::Events(args) => kestrel_collector::events_cli::run(args).map_err(Into::into),
-        Command::Agents(args) => kestrel_collector::agents_cli::run(args).map_err(Into::into),
+        Command::Alerts(args) => kestrel_collector::cli::alerts::run(args).map_err(Into::into),
+        Command::Rules(args) => kestrel_collector::cli::rules::run(args).map_err(Into::into),
+        Command::Events(args) => kestrel_collector::cli::events::run(args).map_err(Into::into),
+        Command::Agents(args) => kestrel_collector::cli::agents::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,10 +7,9 @@
 use std::{fmt::Write, path::PathBuf};
 
 use axum::{http::StatusCode, routing::get, Router};
-use rusqlite::{Connection, OpenFlags};
 use tokio::net::TcpListener;
 
-use crate::store::DB_FILE;
+use crate::store::{Access, Store, StoreError};
 
 /// Serves `GET /metrics` on `listener` for the store in `data`, until the task is dropped.
 pub async fn serve(listener: TcpListener, data: PathBuf) -> std::io::Result<()> {
@@ -34,11 +33,8 @@ pub async fn serve(listener: TcpListener, data: PathBuf) -> std::io::Result<()> 
 }
 
 /// The Prometheus text exposition of the store in `data` now.
-pub fn render(data: &std::path::Path) -> rusqlite::Result<String> {
-    let db = Connection::open_with_flags(
-        data.join(DB_FILE),
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+pub fn render(data: &std::path::Path) -> Result<String, StoreError> {
+    let stats = Store::open_existing(data, Access::ReadOnly)?.stats()?;
     let mut text = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -46,62 +42,51 @@ pub fn render(data: &std::path::Path) -> rusqlite::Result<String> {
             let _ = writeln!(text, "{name}{labels} {value}");
         }
     };
-    let one = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
-        Ok(vec![(String::new(), db.query_row(sql, [], |r| r.get(0))?)])
-    };
-    let labelled = |sql: &str, label: &str| -> rusqlite::Result<Vec<(String, i64)>> {
-        let mut statement = db.prepare(sql)?;
-        let rows = statement.query_map([], |r| {
-            let key: String = r.get(0)?;
-            let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
-            Ok((format!("{{{label}=\"{escaped}\"}}"), r.get(1)?))
-        })?;
-        rows.collect()
+    let one = |value: i64| vec![(String::new(), value)];
+    let labelled = |samples: Vec<(String, i64)>, label: &str| -> Vec<(String, i64)> {
+        samples
+            .into_iter()
+            .map(|(key, value)| {
+                let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
+                (format!("{{{label}=\"{escaped}\"}}"), value)
+            })
+            .collect()
     };
     family(
         "kestrel_collector_events_stored",
         "gauge",
         "Events in the store.",
-        vec![(
-            String::new(),
-            i64::try_from(crate::store::read_event_count(&db)?).unwrap_or(i64::MAX),
-        )],
+        one(i64::try_from(stats.events).unwrap_or(i64::MAX)),
     );
     family(
         "kestrel_collector_alerts_stored",
         "gauge",
         "Alerts in the store.",
-        one("SELECT COUNT(*) FROM alerts")?,
+        one(stats.alerts),
     );
     family(
         "kestrel_collector_events_lost_total",
         "counter",
         "Events agents reported lost (Gap records), by reason; 0 counts for windows of unknown size.",
-        labelled(
-            "SELECT reason, SUM(count) FROM gaps GROUP BY reason",
-            "reason",
-        )?,
+        labelled(stats.events_lost_by_reason, "reason"),
     );
     family(
         "kestrel_collector_agents_known",
         "gauge",
         "Agent identities that have connected.",
-        one("SELECT COUNT(*) FROM agents")?,
+        one(stats.agents),
     );
     family(
         "kestrel_collector_alert_outbox_pending",
         "gauge",
         "Alert deliveries waiting to be sent, by sink.",
-        labelled(
-            "SELECT sink, COUNT(*) FROM alert_outbox GROUP BY sink",
-            "sink",
-        )?,
+        labelled(stats.outbox_pending_by_sink, "sink"),
     );
     family(
         "kestrel_collector_alert_dead_letters",
         "gauge",
         "Alert deliveries given up on (see `alerts replay`).",
-        one("SELECT COUNT(*) FROM alert_dead_letters")?,
+        one(stats.dead_letters),
     );
     Ok(text)
 }

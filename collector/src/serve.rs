@@ -17,17 +17,17 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::agents::{Agents, AgentsError};
 use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings};
-use crate::ingest::IngestService;
-use crate::listener::TlsListener;
+use crate::ingress::ingest::IngestService;
+use crate::ingress::listener::TlsListener;
+use crate::ingress::tls::{self, TlsError};
+use crate::ingress::{Agents, AgentsError};
 use crate::pipeline::Pipeline;
 use crate::reload::RuleReloader;
 use crate::sinks::{jsonl, SinkConfig};
 use crate::store::{Store, StoreError};
-use crate::tls::{self, TlsError};
 use kestrel_detect::{LoadError, RuleSet};
 
 /// How long shutdown waits for in-flight batches and connections before giving up on them.
@@ -166,7 +166,7 @@ impl Collector {
         tokio::spawn(self.listener.run(conns, stop.clone()));
         tokio::spawn(self.reloader.run(stop.clone()));
         let (store, window) = self.retention;
-        tokio::spawn(crate::retention::run(store, window, stop.clone()));
+        tokio::spawn(crate::store::retention::run(store, window, stop.clone()));
         if let Some((listener, data)) = self.metrics {
             tokio::spawn(async move {
                 if let Err(e) = crate::metrics::serve(listener, data).await {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{uri, write, Issued, TestCa, SHADOW_RULE};
-use kestrel_collector::agents::AgentArgs;
-use kestrel_collector::agents_cli::ListArgs;
+use kestrel_collector::cli::agents::ListArgs;
 use kestrel_collector::cli::ServeArgs;
+use kestrel_collector::ingress::AgentArgs;
 use kestrel_collector::serve::{Collector, ServeError};
 use kestrel_collector::store::DB_FILE;
 use kestrel_proto::agent_message::Msg;
@@ -543,7 +543,7 @@ fn stored_alerts(dir: &Path, rule: &str, host: &str) -> Vec<(serde_json::Value, 
 
 /// `agents list --json` of the collector in `dir`.
 fn agents_listed(dir: &Path) -> Vec<serde_json::Value> {
-    kestrel_collector::agents_cli::list(&ListArgs {
+    kestrel_collector::cli::agents::list(&ListArgs {
         data: dir.join("data"),
         json: true,
     })
@@ -617,7 +617,7 @@ async fn silence_outlives_a_collector_restart() {
         [(gone.as_str(), true), (quiet.as_str(), true)],
         "{listed:?}"
     );
-    let text = kestrel_collector::agents_cli::list(&ListArgs {
+    let text = kestrel_collector::cli::agents::list(&ListArgs {
         data: dir.path().join("data"),
         json: false,
     })

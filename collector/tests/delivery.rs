@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use alerting_env::{Env, FAST_DELIVERY, HOST};
 use kestrel_collector::alert::{Level, SystemAlert};
 use kestrel_collector::alerting::Admission;
-use kestrel_collector::alerts_cli::{execute, AlertsCommand, DataDir, SuppressCommand};
+use kestrel_collector::cli::alerts::{execute, AlertsCommand, DataDir, SuppressCommand};
 use kestrel_testkit::receiver::{Receiver, Recorded, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);

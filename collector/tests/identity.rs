@@ -3,7 +3,7 @@
 mod common;
 
 use common::{dns, spiffe, uri, TestCa};
-use kestrel_collector::identity::{identity_from_cert, IdentityError};
+use kestrel_collector::ingress::identity::{identity_from_cert, IdentityError};
 use rcgen::SanType;
 
 #[test]

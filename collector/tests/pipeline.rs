@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use kestrel_collector::identity::Identity;
+use kestrel_collector::ingress::identity::Identity;
 use kestrel_collector::pipeline::{Pipeline, PipelineError};
 use kestrel_collector::store::{Store, DB_FILE};
 use kestrel_detect::RuleSet;

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use kestrel_collector::alert::Alert;
+use kestrel_collector::alerting::{EventRecord, WriteBatch};
 use kestrel_collector::clock::now_unix_ns;
-use kestrel_collector::store::{EventRecord, Store, DB_FILE};
+use kestrel_collector::store::{Store, DB_FILE};
 use kestrel_detect::Rule;
 use rusqlite::Connection;
 

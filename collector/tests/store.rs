@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 
 use kestrel_collector::alert::Alert;
-use kestrel_collector::store::{EventRecord, Store, DB_FILE};
+use kestrel_collector::alerting::{EventRecord, WriteBatch};
+use kestrel_collector::store::{Store, DB_FILE};
 use kestrel_detect::Rule;
 use kestrel_proto::Gap;
 use rusqlite::Connection;

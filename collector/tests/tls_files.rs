@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::{write, TestCa};
-use kestrel_collector::tls::server_config;
+use kestrel_collector::ingress::tls::server_config;
 
 struct Files {
     _dir: tempfile::TempDir,

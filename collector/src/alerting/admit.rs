@@ -1,17 +1,16 @@
 //! Admission of a new alert, inside the store transaction that stores its events: suppression,
 //! fingerprint deduplication, per-rule rate limit, then the alert row and one outbox row per
 //! sink whose route takes it — all committed together, so an alert is never stored without its
-//! pending deliveries, nor delivered without being stored.
+//! pending deliveries, nor delivered without being stored. The decisions are made here, on the
+//! values the store's [`AdmissionTx`] reads; the store only reads and writes rows.
 
 use std::time::Duration;
-
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::suppress;
 use crate::alert::{rfc3339, Alert, AlertAncestor, Level};
 use crate::config::AlertSettings;
 use crate::sinks::SinkSettings;
-use crate::store::StoreError;
+use crate::store::{AdmissionTx, OpenAlert, RateWindow, StoreError};
 
 /// Which alerts one sink takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,16 +106,16 @@ fn ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// Admits `alert` inside the caller's transaction; `exclude` names sinks that must not get it
-/// (a meta-alert about a failing sink skips that sink).
+/// Admits `alert` inside the caller's transaction (`tx`); `exclude` names sinks that must not
+/// get it (a meta-alert about a failing sink skips that sink).
 pub fn admit(
-    conn: &Connection,
+    tx: &AdmissionTx<'_>,
     policy: &Policy,
     mut alert: Alert,
     now_ns: u64,
     exclude: &[String],
 ) -> Result<Admission, StoreError> {
-    if let Some(id) = suppress::check(conn, &alert, now_ns)? {
+    if let Some(id) = suppress::check(tx, &alert, now_ns)? {
         return Ok(Admission::Suppressed { id });
     }
     let first_ns = alert.time_unix_ns as i64;
@@ -124,21 +123,10 @@ pub fn admit(
         (alert.finding_info.last_seen_time.saturating_mul(1_000_000) as i64).max(first_ns);
     if !policy.dedup_window.is_zero() {
         let window = ns(policy.dedup_window);
-        let open: Option<(i64, i64)> = conn
-            .query_row(
-                "SELECT id, count FROM alerts WHERE fingerprint = ?1 AND acked_unix_ns IS NULL \
-                 AND first_seen_unix_ns > ?2 - ?3 AND first_seen_unix_ns < ?2 + ?3 \
-                 ORDER BY id DESC LIMIT 1",
-                params![alert.fingerprint(), first_ns, window],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((id, count)) = open {
-            conn.execute(
-                "UPDATE alerts SET count = count + 1, \
-                 last_seen_unix_ns = MAX(last_seen_unix_ns, ?2) WHERE id = ?1",
-                params![id, last_ns],
-            )?;
+        if let Some(OpenAlert { id, count }) =
+            tx.open_duplicate(alert.fingerprint(), first_ns, window)?
+        {
+            tx.fold_duplicate(id, last_ns)?;
             return Ok(Admission::Deduplicated {
                 id,
                 count: count as u64 + 1,
@@ -147,40 +135,15 @@ pub fn admit(
     }
     if policy.rate_limit_per_rule > 0
         && !alert.is_system()
-        && over_rate_limit(conn, policy, &alert.rule.id, now_ns)?
+        && over_rate_limit(tx, policy, &alert.rule.id, now_ns)?
     {
         return Ok(Admission::RateLimited);
     }
-    fill_ancestry(conn, &mut alert)?;
-    let id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM alerts", [], |r| {
-        r.get(0)
-    })?;
-    alert.id = Some(id);
-    conn.prepare_cached(
-        "INSERT INTO alerts (id, time_unix_ns, rule_id, rule_title, level, identity, exec_id, \
-         json, uid, fingerprint, count, first_seen_unix_ns, last_seen_unix_ns) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?2, ?11)",
-    )?
-    .execute(params![
-        id,
-        first_ns,
-        alert.rule.id,
-        alert.rule.title,
-        alert.rule.level,
-        alert.host,
-        alert.process.exec_id,
-        serde_json::to_string(&alert)?,
-        alert.uid(),
-        alert.fingerprint(),
-        last_ns,
-    ])?;
-    let mut enqueue = conn.prepare_cached(
-        "INSERT INTO alert_outbox (sink, alert_id, enqueued_unix_ns, next_attempt_unix_ns) \
-         VALUES (?1, ?2, ?3, ?3)",
-    )?;
+    fill_ancestry(tx, &mut alert)?;
+    let id = tx.insert_alert(&mut alert, first_ns, last_ns)?;
     for route in &policy.routes {
         if route.accepts(&alert) && !exclude.contains(&route.sink) {
-            enqueue.execute(params![route.sink, id, now_ns as i64])?;
+            tx.enqueue(&route.sink, id, now_ns)?;
         }
     }
     Ok(Admission::Created(Box::new(alert)))
@@ -188,64 +151,37 @@ pub fn admit(
 
 /// Counts the alert against its rule's window; true when the window is full.
 fn over_rate_limit(
-    conn: &Connection,
+    tx: &AdmissionTx<'_>,
     policy: &Policy,
     rule_id: &str,
     now_ns: u64,
 ) -> Result<bool, StoreError> {
     let now = now_ns as i64;
     let window = ns(policy.rate_limit_window);
-    let current: Option<(i64, i64)> = conn
-        .query_row(
-            "SELECT window_start_unix_ns, admitted FROM alert_rate_limits WHERE rule_id = ?1",
-            [rule_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match current {
-        Some((start, admitted)) if now - start < window => {
+    match tx.rate_window(rule_id)? {
+        Some(RateWindow {
+            start_unix_ns,
+            admitted,
+        }) if now - start_unix_ns < window => {
             if admitted >= i64::from(policy.rate_limit_per_rule) {
-                conn.execute(
-                    "UPDATE alert_rate_limits SET suppressed = suppressed + 1, \
-                     suppressed_total = suppressed_total + 1 WHERE rule_id = ?1",
-                    [rule_id],
-                )?;
+                tx.count_rate_limited(rule_id)?;
                 return Ok(true);
             }
-            conn.execute(
-                "UPDATE alert_rate_limits SET admitted = admitted + 1 WHERE rule_id = ?1",
-                [rule_id],
-            )?;
+            tx.count_rate_admitted(rule_id)?;
         }
-        _ => {
-            conn.execute(
-                "INSERT INTO alert_rate_limits (rule_id, window_start_unix_ns, admitted, \
-                 suppressed, suppressed_total) VALUES (?1, ?2, 1, 0, 0) \
-                 ON CONFLICT (rule_id) DO UPDATE SET window_start_unix_ns = ?2, admitted = 1, \
-                 suppressed = 0",
-                params![rule_id, now],
-            )?;
-        }
+        _ => tx.start_rate_window(rule_id, now)?,
     }
     Ok(false)
 }
 
 /// For an event that carries no ancestry (file, network, …), takes the ancestors from the
 /// stored exec event of the same process execution.
-fn fill_ancestry(conn: &Connection, alert: &mut Alert) -> Result<(), StoreError> {
+fn fill_ancestry(tx: &AdmissionTx<'_>, alert: &mut Alert) -> Result<(), StoreError> {
     let is_exec = alert.event.as_ref().is_some_and(|e| e.kind == "exec");
     if is_exec || !alert.ancestors.is_empty() || alert.process.exec_id.is_empty() {
         return Ok(());
     }
-    let json: Option<String> = conn
-        .query_row(
-            "SELECT json FROM events WHERE identity = ?1 AND exec_id = ?2 AND kind = 'exec' \
-             ORDER BY time_unix_ns DESC LIMIT 1",
-            params![alert.host, alert.process.exec_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(json) = json else {
+    let Some(json) = tx.exec_event_json(&alert.host, &alert.process.exec_id)? else {
         return Ok(());
     };
     // Stored events are the proto serialized with serde (`payload.exec.ancestors[]`).

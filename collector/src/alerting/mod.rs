@@ -21,11 +21,9 @@
 
 pub mod admit;
 pub mod backoff;
-pub mod fingerprint;
+pub mod batch;
 pub mod glob;
-pub mod outbox;
 pub mod render;
-pub mod schema;
 pub mod suppress;
 pub mod worker;
 
@@ -37,12 +35,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use admit::{Admission, Policy, Route};
+pub use batch::{EventRecord, WriteBatch};
 
 use crate::alert::{Alert, SystemAlert};
 use crate::clock::now_unix_ns;
 use crate::config::Settings;
 use crate::sinks::{self, Sink, SinkError};
-use crate::store::{Store, StoreError};
+use crate::store::{SinkBacklog, Store, StoreError};
 use worker::SinkWorker;
 
 /// How long [`AlertPipeline::shutdown`] waits for deliveries that are due.
@@ -134,8 +133,8 @@ impl AlertPipeline {
             .iter()
             .map(|r| r.sink.clone())
             .collect();
-        let backlog = self.shared.store.with_conn(|c| outbox::backlog(c));
-        for (sink, pending, _) in backlog.unwrap_or_default() {
+        let backlog = self.shared.store.backlog();
+        for SinkBacklog { sink, pending, .. } in backlog.unwrap_or_default() {
             if pending > 0 && !routes.contains(&sink) {
                 warn!(sink = %sink, pending, "alerts wait in the outbox for a sink that is not configured");
             }
@@ -177,11 +176,8 @@ impl AlertPipeline {
             .shared
             .store
             .run(move |s| {
-                s.with_conn(|c| {
-                    let tx = c.transaction()?;
-                    let admission = admit::admit(&tx, &policy, record, now_unix_ns(), &exclude)?;
-                    tx.commit()?;
-                    Ok(admission)
+                s.in_admission_transaction(|tx| {
+                    admit::admit(tx, &policy, record, now_unix_ns(), &exclude)
                 })
             })
             .await?;
@@ -220,13 +216,11 @@ impl AlertPipeline {
         self.shared
             .store
             .run(move |s| {
-                s.with_conn(|c| {
-                    let mut due = false;
-                    for sink in &sinks {
-                        due |= !outbox::due(c, sink, now, 1)?.is_empty();
-                    }
-                    Ok(due)
-                })
+                let mut due = false;
+                for sink in &sinks {
+                    due |= !s.due_deliveries(sink, now, 1)?.is_empty();
+                }
+                Ok(due)
             })
             .await
             .unwrap_or(false)

@@ -5,23 +5,16 @@
 //! A matcher is `FIELD=GLOB`: FIELD is a dotted path into the alert record (`host`,
 //! `process.exe`, `process.user`, `process.command_line`, `container.image`,
 //! `ancestors.exe`, …; through an array any element may match), GLOB takes `*` and `?`.
+//!
+//! The suppressions themselves are stored rows ([`Matcher`], [`Suppression`], defined by the
+//! store); what they mean is decided here.
 
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::glob;
 use crate::alert::Alert;
-use crate::store::StoreError;
-
-/// One field matcher.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Matcher {
-    /// Dotted path into the alert record.
-    pub field: String,
-    /// Wildcard pattern.
-    pub pattern: String,
-}
+use crate::store::{AdmissionTx, StoreError};
+pub use crate::store::{Matcher, Suppression};
 
 impl Matcher {
     /// Parses `FIELD=GLOB`.
@@ -70,27 +63,6 @@ fn text_of(value: &Value) -> String {
     }
 }
 
-/// A stored suppression.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Suppression {
-    /// Row id.
-    pub id: i64,
-    /// Rule id, or `*` for every rule.
-    pub rule_id: String,
-    /// All must match.
-    pub matchers: Vec<Matcher>,
-    /// Why (who asked, ticket).
-    pub reason: String,
-    /// When it was added.
-    pub created_unix_ns: u64,
-    /// When it stops applying; `None` never.
-    pub expires_unix_ns: Option<u64>,
-    /// Alerts it held back.
-    pub hits: u64,
-    /// Last time it held one back.
-    pub last_hit_unix_ns: Option<u64>,
-}
-
 impl Suppression {
     /// True when it applies at `now_ns` to `record` (the alert as JSON) of rule `rule_id`.
     pub fn applies(&self, rule_id: &str, record: &Value, now_ns: u64) -> bool {
@@ -100,86 +72,15 @@ impl Suppression {
     }
 }
 
-/// Adds a suppression; returns its id.
-pub fn add(
-    conn: &Connection,
-    rule_id: &str,
-    matchers: &[Matcher],
-    reason: &str,
-    now_ns: u64,
-    expires_unix_ns: Option<u64>,
-) -> Result<i64, StoreError> {
-    conn.execute(
-        "INSERT INTO alert_suppressions (rule_id, matchers, reason, created_unix_ns, \
-         expires_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            rule_id,
-            serde_json::to_string(matchers)?,
-            reason,
-            now_ns as i64,
-            expires_unix_ns.map(|e| e as i64)
-        ],
-    )?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// Removes a suppression; false when there was none with that id.
-pub fn remove(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM alert_suppressions WHERE id = ?1", [id])? > 0)
-}
-
-/// Every suppression, oldest first.
-pub fn list(conn: &Connection) -> Result<Vec<Suppression>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, rule_id, matchers, reason, created_unix_ns, expires_unix_ns, hits, \
-         last_hit_unix_ns FROM alert_suppressions ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(r??);
-    }
-    Ok(out)
-}
-
-type RowResult = Result<Suppression, StoreError>;
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowResult> {
-    let matchers: String = r.get(2)?;
-    let parsed = serde_json::from_str(&matchers).map_err(StoreError::from);
-    Ok(parsed.map(|matchers| Suppression {
-        id: r.get(0).unwrap_or_default(),
-        rule_id: r.get(1).unwrap_or_default(),
-        matchers,
-        reason: r.get(3).unwrap_or_default(),
-        created_unix_ns: r.get::<_, i64>(4).unwrap_or_default() as u64,
-        expires_unix_ns: r.get::<_, Option<i64>>(5).ok().flatten().map(|e| e as u64),
-        hits: r.get::<_, i64>(6).unwrap_or_default() as u64,
-        last_hit_unix_ns: r.get::<_, Option<i64>>(7).ok().flatten().map(|e| e as u64),
-    }))
-}
-
 /// The first live suppression matching `alert`, counting the hit on it.
-pub fn check(conn: &Connection, alert: &Alert, now_ns: u64) -> Result<Option<i64>, StoreError> {
-    let any: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM alert_suppressions WHERE (rule_id = ?1 OR rule_id = '*') \
-             AND (expires_unix_ns IS NULL OR expires_unix_ns > ?2) LIMIT 1",
-            params![alert.rule.id, now_ns as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if any.is_none() {
+pub fn check(tx: &AdmissionTx<'_>, alert: &Alert, now_ns: u64) -> Result<Option<i64>, StoreError> {
+    if !tx.any_live_suppression(&alert.rule.id, now_ns)? {
         return Ok(None);
     }
     let record = serde_json::to_value(alert)?;
-    for suppression in list(conn)? {
+    for suppression in tx.suppressions()? {
         if suppression.applies(&alert.rule.id, &record, now_ns) {
-            conn.execute(
-                "UPDATE alert_suppressions SET hits = hits + 1, last_hit_unix_ns = ?2 \
-                 WHERE id = ?1",
-                params![suppression.id, now_ns as i64],
-            )?;
+            tx.count_suppression_hit(suppression.id, now_ns)?;
             return Ok(Some(suppression.id));
         }
     }

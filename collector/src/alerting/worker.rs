@@ -11,12 +11,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::outbox::{self, Pending};
 use super::{backoff, AlertPipeline, COLLECTOR_HOST};
 use crate::alert::{Level, SystemAlert};
 use crate::clock::now_unix_ns;
 use crate::config::DeliverySettings;
 use crate::sinks::{DeliveryError, Sink};
+use crate::store::Pending;
 
 /// Rows fetched per round.
 const BATCH: usize = 32;
@@ -69,7 +69,7 @@ impl SinkWorker {
             let due = self
                 .pipeline
                 .store()
-                .run(move |s| s.with_conn(|c| outbox::due(c, &sink, now, BATCH)))
+                .run(move |s| s.due_deliveries(&sink, now, BATCH))
                 .await;
             let rows = match due {
                 Ok(rows) => rows,
@@ -98,7 +98,7 @@ impl SinkWorker {
         let next = self
             .pipeline
             .store()
-            .run(move |s| s.with_conn(|c| outbox::next_due(c, &sink)))
+            .run(move |s| s.next_due(&sink))
             .await
             .ok()
             .flatten();
@@ -130,7 +130,7 @@ impl SinkWorker {
                 let sink = name.to_owned();
                 let row_id = row.alert_id;
                 if let Err(e) = store
-                    .run(move |s| s.with_conn(|c| outbox::delivered(c, &sink, &row, now)))
+                    .run(move |s| s.record_delivered(&sink, &row, now))
                     .await
                 {
                     error!(sink = name, alert = row_id, error = %e, "delivered, but cannot record it");
@@ -157,9 +157,7 @@ impl SinkWorker {
                     let sink = name.to_owned();
                     let message = error.to_string();
                     let moved = store
-                        .run(move |s| {
-                            s.with_conn(|c| outbox::dead_letter(c, &sink, &row, now, &message))
-                        })
+                        .run(move |s| s.dead_letter(&sink, &row, now, &message))
                         .await;
                     if let Err(e) = moved {
                         error!(sink = name, error = %e, "cannot dead-letter");
@@ -176,9 +174,7 @@ impl SinkWorker {
                         retry_in_ms = delay.as_millis() as u64, "alert delivery failed; will retry");
                     let next = now.saturating_add(delay.as_nanos() as u64);
                     let message = error.to_string();
-                    let noted = store
-                        .run(move |s| s.with_conn(|c| outbox::retry_at(c, &row, next, &message)))
-                        .await;
+                    let noted = store.run(move |s| s.retry_at(&row, next, &message)).await;
                     if let Err(e) = noted {
                         error!(sink = name, error = %e, "cannot record the failed attempt");
                     }

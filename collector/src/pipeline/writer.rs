@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, Span};
 
 use crate::alert::Alert;
-use crate::alerting::{AlertPipeline, Policy};
+use crate::alerting::admit::admit;
+use crate::alerting::{Admission, AlertPipeline, Policy};
 use crate::clock::now_unix_ns;
 use crate::store::{GroupWriter, Store, StoreError};
 
@@ -180,7 +181,9 @@ impl Writer {
             }
             for detection in self.detector.evaluate(event) {
                 let alert = Alert::from_detection(&detection, epoch);
-                if let Some(alert) = w.admit(&self.policy, alert, now)? {
+                if let Admission::Created(alert) =
+                    admit(&w.admission(), &self.policy, alert, now, &[])?
+                {
                     log_alert(&alert);
                     created += 1;
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use kestrel_collector::alerting::AlertPipeline;
 use kestrel_collector::config;
-use kestrel_collector::identity::Identity;
+use kestrel_collector::ingress::identity::Identity;
 use kestrel_collector::pipeline::{BatchOutcome, Pipeline};
 use kestrel_collector::store::{Store, DB_FILE};
 use kestrel_detect::{Rule, RuleSet};

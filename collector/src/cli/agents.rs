@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::alert::rfc3339;
-use crate::events_cli::{query_json, EventsCliError};
+use crate::cli::events::{open, EventsCliError};
+use crate::store::AgentRow;
 
 /// `kestrel-collector agents`.
 #[derive(Debug, Clone, Args)]
@@ -49,29 +50,7 @@ pub fn run(args: AgentsArgs) -> Result<(), EventsCliError> {
 
 /// The agents of the store in `args.data`, as text or JSON lines.
 pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
-    let rows = query_json(
-        &args.data,
-        "SELECT identity, hostname, agent_version, kernel_release, epoch, connected_unix_ns, \
-         last_seen_unix_ns, silent_since_unix_ns, last_heartbeat FROM agents \
-         ORDER BY silent_since_unix_ns IS NULL, identity",
-        [],
-        |r| {
-            let heartbeat: Option<String> = r.get(8)?;
-            Ok(json!({
-                "identity": r.get::<_, String>(0)?,
-                "hostname": r.get::<_, String>(1)?,
-                "agent_version": r.get::<_, String>(2)?,
-                "kernel_release": r.get::<_, String>(3)?,
-                "epoch": r.get::<_, i64>(4)? as u64,
-                "connected_unix_ns": r.get::<_, i64>(5)? as u64,
-                "last_seen_unix_ns": r.get::<_, i64>(6)? as u64,
-                "silent_since_unix_ns": r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
-                "last_heartbeat": heartbeat
-                    .and_then(|h| serde_json::from_str::<Value>(&h).ok())
-                    .unwrap_or(Value::Null),
-            }))
-        },
-    )?;
+    let rows = open(&args.data)?.agents()?.into_iter().map(agent_json);
     let mut out = String::new();
     if !args.json {
         out.push_str(
@@ -106,4 +85,22 @@ pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
         );
     }
     Ok(out)
+}
+
+/// An agent as `agents list --json` prints it.
+fn agent_json(agent: AgentRow) -> Value {
+    json!({
+        "identity": agent.identity,
+        "hostname": agent.hostname,
+        "agent_version": agent.agent_version,
+        "kernel_release": agent.kernel_release,
+        "epoch": agent.epoch,
+        "connected_unix_ns": agent.connected_unix_ns,
+        "last_seen_unix_ns": agent.last_seen_unix_ns,
+        "silent_since_unix_ns": agent.silent_since_unix_ns,
+        "last_heartbeat": agent
+            .last_heartbeat
+            .and_then(|h| serde_json::from_str::<Value>(&h).ok())
+            .unwrap_or(Value::Null),
+    })
 }

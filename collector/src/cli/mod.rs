@@ -1,4 +1,10 @@
-//! Command-line interface of `kestrel-collector`.
+//! Command-line interface of `kestrel-collector`: the arguments of every subcommand, and the
+//! commands that read and manage a data directory (one module each).
+
+pub mod agents;
+pub mod alerts;
+pub mod events;
+pub mod rules;
 
 use std::path::PathBuf;
 
@@ -20,13 +26,13 @@ pub enum Command {
     /// Accept agent streams over mTLS, detect, store events and alerts.
     Serve(ServeArgs),
     /// List, show, acknowledge, replay and suppress alerts in a data directory.
-    Alerts(crate::alerts_cli::AlertsArgs),
+    Alerts(crate::cli::alerts::AlertsArgs),
     /// Check a rules directory or run its fixtures.
-    Rules(crate::rules_cli::RulesArgs),
+    Rules(crate::cli::rules::RulesArgs),
     /// Search the stored events of a data directory.
-    Events(crate::events_cli::EventsArgs),
+    Events(crate::cli::events::EventsArgs),
     /// List the agents a data directory knows, silent ones first.
-    Agents(crate::agents_cli::AgentsArgs),
+    Agents(crate::cli::agents::AgentsArgs),
 }
 
 /// Options of `kestrel-collector serve`.
@@ -63,8 +69,8 @@ pub struct ServeArgs {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Agent admission (trust domain, deny-list) and liveness (silence) options.
     #[command(flatten)]
-    pub agents: crate::agents::AgentArgs,
+    pub agents: crate::ingress::AgentArgs,
     /// Event store options (retention window).
     #[command(flatten)]
-    pub store: crate::retention::StoreArgs,
+    pub store: crate::store::retention::StoreArgs,
 }

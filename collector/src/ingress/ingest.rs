@@ -9,7 +9,7 @@
 //! that failed. On shutdown a stream finishes the messages in hand, then ends with
 //! `UNAVAILABLE` so the agent reconnects (and resends anything unacknowledged).
 //!
-//! One live stream per identity ([`crate::sessions`]): a newer stream supersedes an older one.
+//! One live stream per identity ([`crate::ingress::sessions`]): a newer stream supersedes an older one.
 //! Every message counts as a sign of life for the [`AgentMonitor`].
 
 use std::collections::VecDeque;
@@ -26,11 +26,11 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::denylist::DenyList;
-use crate::heartbeat::AgentMonitor;
-use crate::identity::PeerInfo;
+use crate::ingress::denylist::DenyList;
+use crate::ingress::heartbeat::AgentMonitor;
+use crate::ingress::identity::PeerInfo;
+use crate::ingress::sessions::{SessionGuard, Sessions};
 use crate::pipeline::{BatchOutcome, PendingBatch, Pipeline, PipelineError};
-use crate::sessions::{SessionGuard, Sessions};
 
 /// How long an agent may take to send its Hello after opening the stream.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);

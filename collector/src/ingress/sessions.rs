@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tonic::Status;
 
-use crate::identity::Identity;
+use crate::ingress::identity::Identity;
 
 /// The live streams, by identity.
 #[derive(Debug, Default)]

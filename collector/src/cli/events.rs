@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::alert::rfc3339;
-use crate::store::DB_FILE;
+use crate::store::{Access, EventFilter, GapRow, Store, StoreError, DB_FILE};
 
 /// `kestrel-collector events`.
 #[derive(Debug, Clone, Args)]
@@ -93,15 +91,9 @@ pub enum EventsCliError {
         /// The data directory.
         dir: PathBuf,
     },
-    /// The store could not be read.
-    #[error("database {}: {source}", path.display())]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// A time given to --since or --until is neither an RFC 3339 time nor a duration.
     #[error("--{flag} {value}: not an RFC 3339 time (2026-01-01T10:00:00Z) or a duration (15m)")]
     Time {
@@ -139,105 +131,48 @@ pub fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u6
 }
 
 /// Opens the store of data directory `dir` for a command-line tool (a running collector may
-/// share it); returns the connection and the database path.
-fn open(dir: &Path) -> Result<(Connection, PathBuf), EventsCliError> {
-    let path = dir.join(DB_FILE);
-    if !path.exists() {
+/// share it).
+pub(crate) fn open(dir: &Path) -> Result<Store, EventsCliError> {
+    if !dir.join(DB_FILE).exists() {
         return Err(EventsCliError::NoStore {
             dir: dir.to_owned(),
         });
     }
-    let conn = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .and_then(|c| {
-        c.busy_timeout(Duration::from_secs(5))?;
-        Ok(c)
-    })
-    .map_err(|source| EventsCliError::Sqlite {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((conn, path))
+    Ok(Store::open_existing(dir, Access::ReadWrite)?)
 }
 
-/// The SQL condition and parameters for `args`.
-fn filters(args: &SearchArgs, now: SystemTime) -> Result<(String, Vec<SqlValue>), EventsCliError> {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut params = Vec::new();
-    let text_filters = [
-        ("identity GLOB ?", &args.host),
-        ("exe GLOB ?", &args.image),
-        ("kind = ?", &args.kind),
-        (
-            "(SELECT group_concat(value, ' ') FROM json_each(events.json, '$.process.argv')) GLOB ?",
-            &args.command_line,
-        ),
-    ];
-    for (clause, value) in text_filters {
-        if let Some(value) = value {
-            clauses.push(clause.to_owned());
-            params.push(SqlValue::Text(value.clone()));
-        }
-    }
-    if let Some(since) = &args.since {
-        clauses.push("time_unix_ns >= ?".into());
-        params.push(SqlValue::Integer(parse_time("since", since, now)? as i64));
-    }
-    if let Some(until) = &args.until {
-        clauses.push("time_unix_ns < ?".into());
-        params.push(SqlValue::Integer(parse_time("until", until, now)? as i64));
-    }
-    let condition = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
+/// The store filter for `args`.
+fn filter(args: &SearchArgs, now: SystemTime) -> Result<EventFilter, EventsCliError> {
+    let time = |flag, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|value| parse_time(flag, value, now))
+            .transpose()
     };
-    Ok((condition, params))
+    Ok(EventFilter {
+        host: args.host.clone(),
+        image: args.image.clone(),
+        command_line: args.command_line.clone(),
+        kind: args.kind.clone(),
+        since_unix_ns: time("since", &args.since)?,
+        until_unix_ns: time("until", &args.until)?,
+    })
 }
 
 /// Runs `events search` and returns what it prints.
 pub fn search(args: &SearchArgs) -> Result<String, EventsCliError> {
-    let (conn, path) = open(&args.data)?;
-    let sql_err = |source| EventsCliError::Sqlite {
-        path: path.clone(),
-        source,
-    };
-    let (condition, params) = filters(args, SystemTime::now())?;
+    let store = open(&args.data)?;
+    let filter = filter(args, SystemTime::now())?;
     if args.count {
-        let count: i64 = conn
-            .query_row(
-                &format!("SELECT COUNT(*) FROM events{condition}"),
-                rusqlite::params_from_iter(params),
-                |r| r.get(0),
-            )
-            .map_err(sql_err)?;
+        let count = store.count_matching_events(&filter)?;
         return Ok(format!("{count}\n"));
     }
-    let limit = if args.limit == 0 {
-        String::new()
-    } else {
-        format!(" LIMIT {}", args.limit)
-    };
-    let mut statement = conn
-        .prepare(&format!(
-            "SELECT epoch, json FROM events{condition} \
-             ORDER BY time_unix_ns, identity, epoch, seq{limit}"
-        ))
-        .map_err(sql_err)?;
-    let rows = statement
-        .query_map(rusqlite::params_from_iter(params), |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-        })
-        .map_err(sql_err)?;
     let mut out = String::new();
     if !args.json {
         out.push_str("TIME                            HOST  KIND  PID  IMAGE  COMMAND LINE\n");
     }
-    for row in rows {
-        let (epoch, json) = row.map_err(sql_err)?;
-        let mut event: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    store.for_each_matching_event(&filter, args.limit, |epoch, json| {
+        let mut event: Value = serde_json::from_str(json).unwrap_or(Value::Null);
         if args.json {
             if let Value::Object(map) = &mut event {
                 map.insert("epoch".into(), epoch.into());
@@ -246,7 +181,7 @@ pub fn search(args: &SearchArgs) -> Result<String, EventsCliError> {
         } else {
             let _ = writeln!(out, "{}", line(&event));
         }
-    }
+    })?;
     Ok(out)
 }
 
@@ -272,48 +207,10 @@ fn line(event: &Value) -> String {
     )
 }
 
-/// Runs `sql` (with `params`) on the store of data directory `dir` and turns each row into a
-/// JSON object with `row`: what the listing commands print, as text or JSON lines.
-pub(crate) fn query_json(
-    dir: &Path,
-    sql: &str,
-    params: impl rusqlite::Params,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Value>,
-) -> Result<Vec<Value>, EventsCliError> {
-    let (conn, path) = open(dir)?;
-    let sql_err = |source| EventsCliError::Sqlite {
-        path: path.clone(),
-        source,
-    };
-    let mut statement = conn.prepare(sql).map_err(sql_err)?;
-    let rows = statement.query_map(params, row).map_err(sql_err)?;
-    rows.collect::<Result<_, _>>().map_err(sql_err)
-}
-
 /// Runs `events gaps` and returns what it prints.
 pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
     let host = args.host.clone().unwrap_or_else(|| "*".into());
-    let rows = query_json(
-        &args.data,
-        "SELECT identity, epoch, reason, kind, cpu, count, first_seq, last_seq, \
-         first_time_unix_ns, last_time_unix_ns FROM gaps WHERE identity GLOB ?1 \
-         ORDER BY received_unix_ns, id",
-        [host],
-        |r| {
-            Ok(serde_json::json!({
-                "host": r.get::<_, String>(0)?,
-                "epoch": r.get::<_, i64>(1)? as u64,
-                "reason": r.get::<_, String>(2)?,
-                "kind": r.get::<_, String>(3)?,
-                "cpu": r.get::<_, i64>(4)?,
-                "count": r.get::<_, i64>(5)? as u64,
-                "first_seq": r.get::<_, i64>(6)? as u64,
-                "last_seq": r.get::<_, i64>(7)? as u64,
-                "first_time_unix_ns": r.get::<_, i64>(8)? as u64,
-                "last_time_unix_ns": r.get::<_, i64>(9)? as u64,
-            }))
-        },
-    )?;
+    let rows = open(&args.data)?.gaps(&host)?.into_iter().map(gap_json);
     let mut out = String::new();
     if !args.json {
         out.push_str("HOST  REASON  KIND  COUNT  SEQ  FROM  TO\n");
@@ -337,6 +234,22 @@ pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
         }
     }
     Ok(out)
+}
+
+/// A gap as `events gaps --json` prints it.
+fn gap_json(gap: GapRow) -> Value {
+    serde_json::json!({
+        "host": gap.identity,
+        "epoch": gap.epoch,
+        "reason": gap.reason,
+        "kind": gap.kind,
+        "cpu": gap.cpu,
+        "count": gap.count,
+        "first_seq": gap.first_seq,
+        "last_seq": gap.last_seq,
+        "first_time_unix_ns": gap.first_time_unix_ns,
+        "last_time_unix_ns": gap.last_time_unix_ns,
+    })
 }
 
 #[cfg(test)]

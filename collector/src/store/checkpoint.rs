@@ -14,6 +14,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tracing::warn;
 
+use super::{connect, Access};
+
 /// How often the WAL is checkpointed.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
@@ -21,24 +23,23 @@ pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Prepares the writer connection: no automatic checkpoints, bounded WAL file.
-pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
 }
 
 /// Checkpoints the database at `path` every [`INTERVAL`] while `store` is alive.
-pub fn spawn<T: Send + 'static>(path: PathBuf, store: Weak<Mutex<T>>) {
+pub(super) fn spawn<T: Send + 'static>(path: PathBuf, store: Weak<Mutex<T>>) {
     let spawned = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            let conn = match Connection::open(&path) {
+            let conn = match connect(&path, Access::ReadWrite) {
                 Ok(conn) => conn,
                 Err(e) => {
                     warn!(db = %path.display(), error = %e, "no background checkpoints");
                     return;
                 }
             };
-            let _ = conn.busy_timeout(Duration::from_secs(5));
             while store.strong_count() > 0 {
                 std::thread::sleep(INTERVAL);
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {

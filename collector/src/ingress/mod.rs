@@ -1,6 +1,18 @@
-//! What the collector enforces about agents beyond the TLS handshake, wired together for
-//! `serve`: reloadable server certificate and client CA, the trust domain, the reloadable
-//! deny-list, one live stream per identity, and silence detection from heartbeats.
+//! Ingress: everything between an agent's connection and the [`crate::pipeline`] — the accept
+//! loop and TLS, the agent's identity, the deny-list, one live stream per identity, heartbeats
+//! and the `Ingest` gRPC service.
+//!
+//! This module wires what the collector enforces about agents beyond the TLS handshake
+//! together for `serve`: reloadable server certificate and client CA, the trust domain, the
+//! reloadable deny-list, one live stream per identity, and silence detection from heartbeats.
+
+pub mod denylist;
+pub mod heartbeat;
+pub mod identity;
+pub mod ingest;
+pub mod listener;
+pub mod sessions;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::alerting::AlertPipeline;
-use crate::denylist::{DenyList, DenyListError};
-use crate::heartbeat::AgentMonitor;
-use crate::ingest::IngestService;
-use crate::listener::Admission;
-use crate::sessions::Sessions;
+use crate::ingress::denylist::{DenyList, DenyListError};
+use crate::ingress::heartbeat::AgentMonitor;
+use crate::ingress::ingest::IngestService;
+use crate::ingress::listener::Admission;
+use crate::ingress::sessions::Sessions;
+use crate::ingress::tls::{ReloadingConfig, TlsError};
 use crate::store::{Store, StoreError};
-use crate::tls::{ReloadingConfig, TlsError};
 
 /// Agent admission and liveness options of `kestrel-collector serve`.
 #[derive(Debug, Clone, Args)]

@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
+use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::events::add_to_event_count;
+use super::{sql, Store, StoreError};
 use crate::clock::now_unix_ns;
-use crate::store::{Store, StoreError};
 
 /// Events are kept this long unless `--event-retention` says otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -76,5 +78,27 @@ pub async fn prune(store: &Store, cutoff_unix_ns: u64) -> Result<usize, StoreErr
         if deleted < STEP_ROWS {
             return Ok(total);
         }
+    }
+}
+
+impl Store {
+    /// Deletes up to `max_rows` of the oldest events whose time is before `before_unix_ns` (the
+    /// retention window); returns how many were deleted. Alerts keep their own copy of their
+    /// evidence and are not touched.
+    pub fn prune_events(&self, before_unix_ns: u64, max_rows: usize) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute(
+            "DELETE FROM events WHERE (identity, epoch, seq) IN \
+             (SELECT identity, epoch, seq FROM events WHERE time_unix_ns < ?1 \
+              ORDER BY time_unix_ns LIMIT ?2)",
+            params![
+                sql(before_unix_ns),
+                i64::try_from(max_rows).unwrap_or(i64::MAX)
+            ],
+        )?;
+        add_to_event_count(&tx, -i64::try_from(deleted).unwrap_or(i64::MAX))?;
+        tx.commit()?;
+        Ok(deleted)
     }
 }

@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::alert::{rfc3339, Alert};
-use crate::alerting::suppress::{self, Matcher};
-use crate::alerting::{outbox, render};
+use crate::alert::rfc3339;
+use crate::alerting::render;
+use crate::alerting::suppress::Matcher;
 use crate::clock::now_unix_ns;
-use crate::store::{Store, StoreError};
+use crate::store::{AlertAck, SinkBacklog, Store, StoreError};
 
 /// `kestrel-collector alerts`.
 #[derive(Debug, Clone, Args)]
@@ -156,8 +155,8 @@ pub fn execute(command: &AlertsCommand) -> Result<String, AlertsCliError> {
         AlertsCommand::Show { id, data, json } => show(&data.data, *id, *json),
         AlertsCommand::Ack { id, data, by } => ack(&data.data, *id, by.clone()),
         AlertsCommand::Replay { data, sink, alert } => {
-            let moved = open(&data.data)?
-                .with_conn(|c| outbox::replay(c, sink.as_deref(), *alert, now_unix_ns()))?;
+            let moved =
+                open(&data.data)?.replay_dead_letters(sink.as_deref(), *alert, now_unix_ns())?;
             Ok(format!(
                 "{moved} dead-lettered deliveries queued again; the running collector delivers them\n"
             ))
@@ -179,96 +178,71 @@ fn open(dir: &Path) -> Result<Store, AlertsCliError> {
     Ok(Store::open(dir)?)
 }
 
-/// An alert row read back with its dedup and ack state.
-fn read_alert(conn: &Connection, id: i64) -> Result<Option<Alert>, StoreError> {
-    let row: Option<(String, i64, i64, Option<i64>)> = conn
-        .query_row(
-            "SELECT json, count, last_seen_unix_ns, acked_unix_ns FROM alerts WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    row.map(|(json, count, last, acked)| outbox::alert_from_row(&json, count, last, acked))
-        .transpose()
-}
-
 fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String, AlertsCliError> {
     let store = open(dir)?;
-    store
-        .with_conn(|c| {
-            let ids: Vec<i64> = c
-                .prepare(
-                    "SELECT id FROM alerts WHERE (?1 = 0 OR acked_unix_ns IS NULL) \
-                     ORDER BY id DESC LIMIT ?2",
-                )?
-                .query_map(params![only_open as i64, limit as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = String::new();
-            if !json {
-                out.push_str(&format!(
-                    "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {}\n",
-                    "ID", "FIRST SEEN", "LEVEL", "COUNT", "STATUS", "HOST", "RULE / PROCESS"
-                ));
+    let ids = store.alert_ids(only_open, limit)?;
+    let mut out = String::new();
+    if !json {
+        out.push_str(&format!(
+            "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {}\n",
+            "ID", "FIRST SEEN", "LEVEL", "COUNT", "STATUS", "HOST", "RULE / PROCESS"
+        ));
+    }
+    for id in ids {
+        let Some(alert) = store.alert(id)? else {
+            continue;
+        };
+        if json {
+            out.push_str(&serde_json::to_string(&alert).map_err(StoreError::from)?);
+            out.push('\n');
+            continue;
+        }
+        let seen = alert
+            .finding_info
+            .first_seen_time_dt
+            .get(..19)
+            .unwrap_or("");
+        let subject = if alert.process.command_line.is_empty() {
+            alert.group.clone().unwrap_or_default()
+        } else {
+            alert.process.command_line.clone()
+        };
+        out.push_str(&format!(
+            "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {} — {}\n",
+            id,
+            seen,
+            alert.rule.level,
+            alert.count,
+            alert.status,
+            truncate_start(&alert.host, 28),
+            alert.rule.title,
+            render::truncate(&subject, 80)
+        ));
+    }
+    if json {
+        return Ok(out);
+    }
+    for SinkBacklog {
+        sink,
+        pending,
+        dead,
+    } in store.backlog()?
+    {
+        out.push_str(&format!(
+            "sink {sink}: {pending} pending, {dead} dead-lettered{}\n",
+            if dead > 0 {
+                " (alerts replay resends them)"
+            } else {
+                ""
             }
-            for id in ids {
-                let Some(alert) = read_alert(c, id)? else {
-                    continue;
-                };
-                if json {
-                    out.push_str(&serde_json::to_string(&alert)?);
-                    out.push('\n');
-                    continue;
-                }
-                let seen = alert
-                    .finding_info
-                    .first_seen_time_dt
-                    .get(..19)
-                    .unwrap_or("");
-                let subject = if alert.process.command_line.is_empty() {
-                    alert.group.clone().unwrap_or_default()
-                } else {
-                    alert.process.command_line.clone()
-                };
-                out.push_str(&format!(
-                    "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {} — {}\n",
-                    id,
-                    seen,
-                    alert.rule.level,
-                    alert.count,
-                    alert.status,
-                    truncate_start(&alert.host, 28),
-                    alert.rule.title,
-                    render::truncate(&subject, 80)
-                ));
-            }
-            if json {
-                return Ok(out);
-            }
-            for (sink, pending, dead) in outbox::backlog(c)? {
-                out.push_str(&format!(
-                    "sink {sink}: {pending} pending, {dead} dead-lettered{}\n",
-                    if dead > 0 {
-                        " (alerts replay resends them)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            let limited: Vec<(String, i64)> = c
-                .prepare(
-                    "SELECT rule_id, suppressed_total FROM alert_rate_limits \
-                     WHERE suppressed_total > 0 ORDER BY rule_id",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            for (rule, count) in limited {
-                out.push_str(&format!(
-                    "rule {rule}: {count} alerts held back by the rate limit\n"
-                ));
-            }
-            Ok(out)
-        })
-        .map_err(Into::into)
+        ));
+    }
+    for (rule, count) in store.rate_limited_totals()? {
+        out.push_str(&format!(
+            "rule {rule}: {count} alerts held back by the rate limit\n"
+        ));
+    }
+    Ok(out)
 }
 
 /// Keeps the end of `text` (a host identity's node name is at its end), marking the cut.
@@ -283,18 +257,9 @@ fn truncate_start(text: &str, max: usize) -> String {
 
 fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
     let store = open(dir)?;
-    let (alert, deliveries, acked) = store.with_conn(|c| {
-        let alert = read_alert(c, id)?;
-        let deliveries = outbox::deliveries(c, id)?;
-        let acked: Option<(Option<i64>, Option<String>)> = c
-            .query_row(
-                "SELECT acked_unix_ns, acked_by FROM alerts WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok((alert, deliveries, acked))
-    })?;
+    let alert = store.alert(id)?;
+    let deliveries = store.deliveries(id)?;
+    let acked = store.alert_ack(id)?;
     let alert = alert.ok_or_else(|| AlertsCliError::NoAlert(id, dir.to_path_buf()))?;
     if json {
         return Ok(format!(
@@ -323,10 +288,13 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
     line("last seen", alert.finding_info.last_seen_time_dt.clone());
     line("count", alert.count.to_string());
     let status = match acked {
-        Some((Some(at), by)) => format!(
+        Some(AlertAck {
+            acked_unix_ns: Some(at),
+            acked_by,
+        }) => format!(
             "acknowledged {} by {}",
-            rfc3339(at as u64),
-            by.unwrap_or_default()
+            rfc3339(at),
+            acked_by.unwrap_or_default()
         ),
         _ => alert.status.clone(),
     };
@@ -377,14 +345,7 @@ fn ack(dir: &Path, id: i64, by: Option<String>) -> Result<String, AlertsCliError
     let by = by
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".into());
-    let changed = open(dir)?.with_conn(|c| {
-        Ok(c.execute(
-            "UPDATE alerts SET acked_unix_ns = COALESCE(acked_unix_ns, ?2), \
-             acked_by = COALESCE(acked_by, ?3) WHERE id = ?1",
-            params![id, now_unix_ns() as i64, by],
-        )?)
-    })?;
-    if changed == 0 {
+    if !open(dir)?.acknowledge(id, now_unix_ns(), &by)? {
         return Err(AlertsCliError::NoAlert(id, dir.to_path_buf()));
     }
     Ok(format!("alert {id} acknowledged by {by}\n"))
@@ -427,8 +388,8 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
             if !problems.is_empty() {
                 return Err(AlertsCliError::Usage(problems.join("; ")));
             }
-            let id = open(&data.data)?
-                .with_conn(|c| suppress::add(c, rule, &parsed, reason, now_unix_ns(), expires))?;
+            let id =
+                open(&data.data)?.add_suppression(rule, &parsed, reason, now_unix_ns(), expires)?;
             Ok(format!(
                 "suppression {id} added{}\n",
                 expires
@@ -437,7 +398,7 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
             ))
         }
         SuppressCommand::List { data } => {
-            let all = open(&data.data)?.with_conn(|c| suppress::list(c))?;
+            let all = open(&data.data)?.suppressions()?;
             let now = now_unix_ns();
             let mut out = String::new();
             for s in all {
@@ -471,7 +432,7 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
             Ok(out)
         }
         SuppressCommand::Remove { id, data } => {
-            if open(&data.data)?.with_conn(|c| suppress::remove(c, *id))? {
+            if open(&data.data)?.remove_suppression(*id)? {
                 Ok(format!("suppression {id} removed\n"))
             } else {
                 Err(AlertsCliError::NoSuppression(*id, data.data.clone()))

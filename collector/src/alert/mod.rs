@@ -5,6 +5,8 @@
 //! follow OCSF 1.3; the Kestrel keys (`rule`, `host`, `process`, `ancestors`, `container`,
 //! `event`) are a flat view of the same facts for scripts and the JSON-lines sink, and stay stable.
 
+pub mod fingerprint;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +16,6 @@ use kestrel_proto::{Ancestor, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::alerting::fingerprint;
 use crate::event;
 
 /// OCSF schema version the record follows.

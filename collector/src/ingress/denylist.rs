@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::identity::Identity;
+use crate::ingress::identity::Identity;
 
 /// The deny-list file cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use crate::alert::{rfc3339, Level, SystemAlert};
 use crate::alerting::AlertPipeline;
 use crate::clock::now_unix_ns;
-use crate::identity::Identity;
+use crate::ingress::identity::Identity;
 use crate::store::{AgentLiveness, Store};
 
 /// Rule id of the alert raised when an agent falls silent.

@@ -22,7 +22,7 @@ use tracing::Span;
 
 use crate::alerting::AlertPipeline;
 use crate::clock::now_unix_ns;
-use crate::identity::Identity;
+use crate::ingress::identity::Identity;
 use crate::store::{self, Store, StoreError};
 
 pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME};

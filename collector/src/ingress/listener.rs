@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
-use crate::denylist::DenyList;
-use crate::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
-use crate::tls::{refusal_reason, ReloadingConfig};
+use crate::ingress::denylist::DenyList;
+use crate::ingress::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
+use crate::ingress::tls::{refusal_reason, ReloadingConfig};
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +105,10 @@ pub struct Admission {
 
 impl Admission {
     /// The identity a verified leaf certificate may connect as, or why it may not.
-    pub fn identity(&self, leaf: &[u8]) -> Result<crate::identity::Identity, IdentityError> {
+    pub fn identity(
+        &self,
+        leaf: &[u8],
+    ) -> Result<crate::ingress::identity::Identity, IdentityError> {
         let identity = identity_from_cert(leaf)?;
         check_trust_domain(&identity, self.trust_domain.as_deref())?;
         if self.deny.contains(&identity) {

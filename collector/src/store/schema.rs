@@ -1,0 +1,227 @@
+//! Every table of the store, created when the store opens, and the migrations that bring a
+//! store made by an older collector up to date.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::events::read_event_count;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    identity     TEXT    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    time_unix_ns INTEGER NOT NULL,
+    kind         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    exe          TEXT    NOT NULL,
+    exec_id      TEXT    NOT NULL,
+    json         TEXT    NOT NULL,
+    PRIMARY KEY (identity, epoch, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_time ON events (time_unix_ns);
+CREATE INDEX IF NOT EXISTS events_exec_id ON events (identity, exec_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    id           INTEGER PRIMARY KEY,
+    time_unix_ns INTEGER NOT NULL,
+    rule_id      TEXT    NOT NULL,
+    rule_title   TEXT    NOT NULL,
+    level        TEXT    NOT NULL,
+    identity     TEXT    NOT NULL,
+    exec_id      TEXT    NOT NULL,
+    json         TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_unix_ns);
+CREATE TABLE IF NOT EXISTS gaps (
+    id                  INTEGER PRIMARY KEY,
+    identity            TEXT    NOT NULL,
+    epoch               INTEGER NOT NULL,
+    received_unix_ns    INTEGER NOT NULL,
+    kind                TEXT    NOT NULL,
+    cpu                 INTEGER NOT NULL,
+    count               INTEGER NOT NULL,
+    first_time_unix_ns  INTEGER NOT NULL,
+    last_time_unix_ns   INTEGER NOT NULL,
+    reason              TEXT    NOT NULL DEFAULT '',
+    first_seq           INTEGER NOT NULL DEFAULT 0,
+    last_seq            INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS agents (
+    identity            TEXT    PRIMARY KEY,
+    agent_version       TEXT    NOT NULL,
+    hostname            TEXT    NOT NULL,
+    kernel_release      TEXT    NOT NULL,
+    epoch               INTEGER NOT NULL,
+    connected_unix_ns   INTEGER NOT NULL,
+    last_seen_unix_ns   INTEGER NOT NULL,
+    last_heartbeat      TEXT,
+    silent_since_unix_ns INTEGER
+);
+PRAGMA user_version = 1;
+";
+
+/// Creates every table that is missing and migrates those of an older store, in the order the
+/// migrations depend on.
+pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(TABLES)?;
+    migrate_gaps(conn)?;
+    add_missing_columns(conn, "agents", &[("silent_since_unix_ns", "INTEGER")])?;
+    count_events(conn)?;
+    create_alerting(conn)
+}
+
+/// Creates the running event count of a store made before it existed (one `COUNT(*)`, once).
+fn count_events(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) \
+         WITHOUT ROWID",
+    )?;
+    if read_event_count(conn).optional()?.is_none() {
+        conn.execute(
+            "INSERT INTO counters (name, value) SELECT 'events', COUNT(*) FROM events",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds to `table` (from a store made by an older collector) the `columns` (name, definition)
+/// it lacks.
+fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> rusqlite::Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([table], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, definition) in columns {
+        if !present.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings a `gaps` table from before sequenced gaps up to date (reason and sequence columns),
+/// and makes a sequenced gap unique per (identity, epoch, first_seq).
+fn migrate_gaps(conn: &Connection) -> rusqlite::Result<()> {
+    add_missing_columns(
+        conn,
+        "gaps",
+        &[
+            ("reason", "TEXT NOT NULL DEFAULT ''"),
+            ("first_seq", "INTEGER NOT NULL DEFAULT 0"),
+            ("last_seq", "INTEGER NOT NULL DEFAULT 0"),
+        ],
+    )?;
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS gaps_seq ON gaps (identity, epoch, first_seq) \
+         WHERE first_seq > 0",
+    )
+}
+
+/// Columns the alerting layer adds to the `alerts` table, with their definitions.
+const ALERT_COLUMNS: &[(&str, &str)] = &[
+    ("uid", "TEXT NOT NULL DEFAULT ''"),
+    ("fingerprint", "TEXT NOT NULL DEFAULT ''"),
+    ("count", "INTEGER NOT NULL DEFAULT 1"),
+    ("first_seen_unix_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("last_seen_unix_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("acked_unix_ns", "INTEGER"),
+    ("acked_by", "TEXT"),
+];
+
+const ALERTING_TABLES: &str = "
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint, first_seen_unix_ns);
+-- Deliveries still to make: one row per (alert, sink) until delivered or dead-lettered.
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id                   INTEGER PRIMARY KEY,
+    sink                 TEXT    NOT NULL,
+    alert_id             INTEGER NOT NULL,
+    enqueued_unix_ns     INTEGER NOT NULL,
+    next_attempt_unix_ns INTEGER NOT NULL,
+    attempts             INTEGER NOT NULL DEFAULT 0,
+    last_error           TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox (sink, next_attempt_unix_ns);
+-- Deliveries given up on (too old, or refused for good); `alerts replay` moves them back.
+CREATE TABLE IF NOT EXISTS alert_dead_letters (
+    id                   INTEGER PRIMARY KEY,
+    sink                 TEXT    NOT NULL,
+    alert_id             INTEGER NOT NULL,
+    enqueued_unix_ns     INTEGER NOT NULL,
+    failed_unix_ns       INTEGER NOT NULL,
+    attempts             INTEGER NOT NULL,
+    last_error           TEXT    NOT NULL
+);
+-- Deliveries made.
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id                   INTEGER PRIMARY KEY,
+    sink                 TEXT    NOT NULL,
+    alert_id             INTEGER NOT NULL,
+    delivered_unix_ns    INTEGER NOT NULL,
+    attempts             INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_alert ON alert_deliveries (alert_id);
+-- Suppressions: rule id (or *) plus field matchers, until an optional expiry.
+CREATE TABLE IF NOT EXISTS alert_suppressions (
+    id                   INTEGER PRIMARY KEY,
+    rule_id              TEXT    NOT NULL,
+    matchers             TEXT    NOT NULL,
+    reason               TEXT    NOT NULL,
+    created_unix_ns      INTEGER NOT NULL,
+    expires_unix_ns      INTEGER,
+    hits                 INTEGER NOT NULL DEFAULT 0,
+    last_hit_unix_ns     INTEGER
+);
+-- Per-rule rate limit: the current window and what it let through or held back.
+CREATE TABLE IF NOT EXISTS alert_rate_limits (
+    rule_id              TEXT    PRIMARY KEY,
+    window_start_unix_ns INTEGER NOT NULL,
+    admitted             INTEGER NOT NULL,
+    suppressed           INTEGER NOT NULL,
+    suppressed_total     INTEGER NOT NULL
+);
+";
+
+/// Creates the alerting tables and adds the alerting columns to `alerts` where missing
+/// (a store created by an older collector).
+fn create_alerting(conn: &Connection) -> rusqlite::Result<()> {
+    add_missing_columns(conn, "alerts", ALERT_COLUMNS)?;
+    conn.execute_batch(ALERTING_TABLES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_table_of_an_older_store_gains_the_alerting_columns() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, time_unix_ns INTEGER NOT NULL, \
+             rule_id TEXT NOT NULL, rule_title TEXT NOT NULL, level TEXT NOT NULL, \
+             identity TEXT NOT NULL, exec_id TEXT NOT NULL, json TEXT NOT NULL); \
+             INSERT INTO alerts VALUES (1, 5, 'r', 't', 'high', 'h', 'e', '{}');",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        // Twice: opening an up-to-date store changes nothing.
+        create(&conn).unwrap();
+        let (count, fingerprint): (i64, String) = conn
+            .query_row(
+                "SELECT count, fingerprint FROM alerts WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((count, fingerprint.as_str()), (1, ""));
+        let pending: i64 = conn
+            .query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
+}
