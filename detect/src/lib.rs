@@ -13,6 +13,7 @@
 //! Invalid rules are reported as [`RuleError`]s (file, line, reason) so callers can log and
 //! skip them; the other rules still load.
 
+mod calendar;
 mod condition;
 mod correlation;
 mod correlator;
@@ -23,6 +24,7 @@ mod error;
 mod fields;
 pub mod fixture;
 mod logsource;
+mod lowercase;
 mod modifiers;
 mod pattern;
 mod prefilter;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use memchr::memmem::Finder;
 use regex::{Regex, RegexBuilder};
 
-use super::fields::{lowercase, lowercase_into, Value};
+use super::fields::Value;
+use crate::lowercase::{lowercase, lowercase_into};
 
 /// Compiled-program size limit for every regex (explicit `re` values and wildcard patterns).
 /// Hostile or accidental blow-ups (`(a{1000}){1000}`) fail at load with a clear error instead of
@@ -157,9 +158,9 @@ impl TimePart {
             TimePart::Hour => num(11..13)?,
             TimePart::Minute => num(14..16)?,
             TimePart::Week => {
-                let days = super::fields::days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
+                let days = crate::calendar::days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
                 let secs = u64::try_from(days).ok()?.checked_mul(86_400)?;
-                i64::from(super::fields::utc_parts(secs.checked_mul(1_000_000_000)?).week)
+                i64::from(crate::calendar::utc_parts(secs.checked_mul(1_000_000_000)?).week)
             }
         })
     }
