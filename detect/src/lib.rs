@@ -14,24 +14,14 @@
 //! skip them; the other rules still load.
 
 mod calendar;
-mod condition;
-mod correlation;
-mod correlator;
+mod compile;
 mod detection;
-mod detector;
-mod document;
 mod error;
 mod fields;
-pub mod fixture;
-mod logsource;
 mod lowercase;
-mod modifiers;
-mod pattern;
-mod prefilter;
-mod regex_literals;
-mod rule;
-mod selection;
-mod sessions;
+mod parse;
+mod runtime;
+mod testing;
 
 #[cfg(test)]
 mod tests;
@@ -42,21 +32,22 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use correlation::{Correlation, CorrelationType};
-pub use correlator::{CorrelationLimits, CorrelationStats};
 pub use detection::{Detection, RuleInfo, RuleKind};
-pub use detector::{Detector, DetectorStats, SharedRules};
 pub use error::{LoadError, RuleError, RuleErrorKind};
 pub use fields::sigma_json;
-pub use logsource::{categories_of, Category, CategorySet, CATEGORIES};
-pub use rule::Rule;
-pub use sessions::{SessionStats, DEFAULT_CAPACITY as DEFAULT_SESSION_CAPACITY};
+pub use parse::correlation::{Correlation, CorrelationType};
+pub use parse::logsource::{categories_of, Category, CategorySet, CATEGORIES};
+pub use parse::rule::Rule;
+pub use runtime::correlator::{CorrelationLimits, CorrelationStats};
+pub use runtime::detector::{Detector, DetectorStats, SharedRules};
+pub use runtime::sessions::{SessionStats, DEFAULT_CAPACITY as DEFAULT_SESSION_CAPACITY};
+pub use testing::fixture;
 
-use correlation::{CorrelationDef, Input, Source};
-use document::{Document, FilterDef};
+use compile::prefilter::Prefilter;
 use fields::{EventContext, Field, FieldValues};
-use logsource::CATEGORY_COUNT;
-use prefilter::Prefilter;
+use parse::correlation::{CorrelationDef, Input, Source};
+use parse::document::{Document, FilterDef};
+use parse::logsource::CATEGORY_COUNT;
 
 /// Rule files larger than this are rejected (rules are small; this bounds hostile input).
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
@@ -114,7 +105,7 @@ impl RuleSet {
         for path in files {
             match read_rule_file(&path) {
                 Ok(text) => {
-                    let (docs, errs) = document::parse_file(&path, &text);
+                    let (docs, errs) = parse::document::parse_file(&path, &text);
                     documents.extend(docs);
                     errors.extend(errs);
                 }
@@ -134,7 +125,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut documents = Vec::new();
         for (path, text) in files {
-            let (docs, errs) = document::parse_file(&path, text);
+            let (docs, errs) = parse::document::parse_file(&path, text);
             documents.extend(docs);
             errors.extend(errs);
         }
@@ -339,7 +330,7 @@ impl RuleSet {
             }
             values.fill(event, ctx, &group.fields);
             group.prefilter.candidates(values, scratch);
-            for i in prefilter::bits(scratch) {
+            for i in compile::prefilter::bits(scratch) {
                 let r = group.rules[i] as usize;
                 values.fill(event, ctx, &self.rule_fields[r]);
                 if self.rules[r].matches_values(values) {
@@ -584,7 +575,7 @@ fn resolve(
         let resolve_all = |list: &[String]| -> Result<Vec<Field>, RuleErrorKind> {
             list.iter()
                 .map(|name| {
-                    let field = correlation::resolve_field(def, name, &names)
+                    let field = parse::correlation::resolve_field(def, name, &names)
                         .map_err(RuleErrorKind::Correlation)?;
                     if let Some(category) = category {
                         if !field.def().categories.contains(category) {

@@ -13,7 +13,7 @@ pub fn sigma_json(
     session: Option<&str>,
 ) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::Value as J;
-    let categories = crate::logsource::categories_of(event);
+    let categories = crate::parse::logsource::categories_of(event);
     let mut values = FieldValues::default();
     values.load();
     let fields: Vec<Field> = FIELDS

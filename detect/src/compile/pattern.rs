@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use memchr::memmem::Finder;
 use regex::{Regex, RegexBuilder};
 
-use super::fields::Value;
+use crate::fields::Value;
 use crate::lowercase::{lowercase, lowercase_into};
 
 /// Compiled-program size limit for every regex (explicit `re` values and wildcard patterns).
@@ -335,7 +335,7 @@ impl Matcher {
         )
         .map(|regex| Matcher::Regex {
             regex,
-            texts: super::regex_literals::required_texts(pattern, flags),
+            texts: crate::compile::regex_literals::required_texts(pattern, flags),
         })
     }
 

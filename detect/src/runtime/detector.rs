@@ -7,12 +7,12 @@ use std::sync::{Arc, RwLock};
 
 use kestrel_proto::Event;
 
-use super::correlation::Source;
-use super::correlator::{self, CorrelationLimits, CorrelationStats, Correlator, Fired};
-use super::detection::Detection;
-use super::fields::{EventContext, FieldValues};
-use super::sessions::{SessionStats, Sessions, DEFAULT_CAPACITY};
-use super::RuleSet;
+use crate::detection::Detection;
+use crate::fields::{EventContext, FieldValues};
+use crate::parse::correlation::Source;
+use crate::runtime::correlator::{self, CorrelationLimits, CorrelationStats, Correlator, Fired};
+use crate::runtime::sessions::{SessionStats, Sessions, DEFAULT_CAPACITY};
+use crate::RuleSet;
 
 /// A rule set that can be replaced while detectors use it (hot reload).
 ///
@@ -234,7 +234,7 @@ impl Detector {
                 if !chained_values_loaded {
                     // Chained inputs may group by fields the base rules did not need.
                     self.chain_values.load();
-                    let all: Vec<_> = super::fields::FIELDS.iter().map(|d| d.field).collect();
+                    let all: Vec<_> = crate::fields::FIELDS.iter().map(|d| d.field).collect();
                     self.chain_values.fill(event, ctx, &all);
                     chained_values_loaded = true;
                 }

@@ -30,7 +30,7 @@ use kestrel_proto as pb;
 use kestrel_proto::event::Payload;
 use serde::Deserialize;
 
-use super::{Detector, RuleSet, FIXTURES_DIR};
+use crate::{Detector, RuleSet, FIXTURES_DIR};
 
 /// Time of the first event of every case (2023-11-14T22:13:20Z).
 const BASE_TIME_NS: u64 = 1_700_000_000_000_000_000;

@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::correlation::CorrelationDef;
-use super::error::{RuleError, RuleErrorKind};
-use super::rule::{check_logsource, Logic, RawLogsource, RawMeta, Rule};
+use crate::error::{RuleError, RuleErrorKind};
+use crate::parse::correlation::CorrelationDef;
+use crate::parse::rule::{check_logsource, Logic, RawLogsource, RawMeta, Rule};
 
 /// Files with more documents than this are rejected (bounds hostile input).
 pub(crate) const MAX_DOCUMENTS: usize = 256;
@@ -155,7 +155,7 @@ pub(crate) struct FilterDef {
     /// The compiled filter condition.
     pub(crate) logic: Logic,
     /// The filter's category (it applies only to rules of the same category).
-    pub(crate) category: super::Category,
+    pub(crate) category: crate::Category,
     /// Line of the `rules` key, for errors.
     pub(crate) line: Option<usize>,
 }
