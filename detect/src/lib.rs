@@ -18,6 +18,7 @@ mod compile;
 mod detection;
 mod error;
 mod fields;
+mod logsource;
 mod lowercase;
 mod parse;
 mod runtime;
@@ -35,8 +36,8 @@ use std::sync::Arc;
 pub use detection::{Detection, RuleInfo, RuleKind};
 pub use error::{LoadError, RuleError, RuleErrorKind};
 pub use fields::sigma_json;
+pub use logsource::{categories_of, Category, CategorySet, CATEGORIES};
 pub use parse::correlation::{Correlation, CorrelationType};
-pub use parse::logsource::{categories_of, Category, CategorySet, CATEGORIES};
 pub use parse::rule::Rule;
 pub use runtime::correlator::{CorrelationLimits, CorrelationStats};
 pub use runtime::detector::{Detector, DetectorStats, SharedRules};
@@ -45,9 +46,9 @@ pub use testing::fixture;
 
 use compile::prefilter::Prefilter;
 use fields::{EventContext, Field, FieldValues};
+use logsource::CATEGORY_COUNT;
 use parse::correlation::{CorrelationDef, Input, Source};
 use parse::document::{Document, FilterDef};
-use parse::logsource::CATEGORY_COUNT;
 
 /// Rule files larger than this are rejected (rules are small; this bounds hostile input).
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;

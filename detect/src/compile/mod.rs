@@ -4,5 +4,6 @@
 pub(crate) mod modifiers;
 pub(crate) mod pattern;
 pub(crate) mod prefilter;
+pub(crate) mod regex_flags;
 pub(crate) mod regex_literals;
 pub(crate) mod selection;

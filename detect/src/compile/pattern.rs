@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use memchr::memmem::Finder;
 use regex::{Regex, RegexBuilder};
 
+use crate::compile::regex_flags::RegexFlags;
 use crate::fields::Value;
 use crate::lowercase::{lowercase, lowercase_into};
 
@@ -222,17 +223,6 @@ impl Cidr {
             _ => false,
         }
     }
-}
-
-/// Regex flags from the `re` sub-modifiers `i`, `m`, `s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RegexFlags {
-    /// Case-insensitive (`i`).
-    pub(crate) case_insensitive: bool,
-    /// `^`/`$` match at line boundaries (`m`).
-    pub(crate) multi_line: bool,
-    /// `.` matches newline (`s`).
-    pub(crate) dot_all: bool,
 }
 
 /// A literal compared with the field value: the lowercase form (or the original with `cased`).

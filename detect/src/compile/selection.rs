@@ -10,7 +10,7 @@ use crate::compile::pattern::{self, Anchor, Cidr, Compare, Matcher};
 use crate::compile::prefilter::{self, Requirement};
 use crate::error::RuleErrorKind;
 use crate::fields::{Field, FieldKind, FieldValues, Value, NOT_PRODUCED};
-use crate::parse::logsource::Category;
+use crate::logsource::Category;
 
 /// Values longer than this are rejected (rules are small; this bounds hostile input).
 pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;

@@ -1,7 +1,7 @@
 //! The mapping table: every field Kestrel evaluates, with its Sigma names, value kind and the
 //! categories whose events carry it; and the Sigma taxonomy fields Kestrel does not produce.
 
-use crate::parse::logsource::{Category, CategorySet};
+use crate::logsource::{Category, CategorySet};
 
 /// What kind of values a field holds, which decides the modifiers that apply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,12 +9,18 @@ use kestrel_proto::{
 };
 
 use super::catalogue::Field;
-use super::values::EventContext;
 use super::words::{
     capability_names, file_op_name, namespace_names, network_op_name, ptrace_request_name,
     push_words, signal_name,
 };
 use crate::calendar::utc_time_into;
+
+/// Context the event alone does not carry, supplied by the detector.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EventContext<'c> {
+    /// The process's session root exec id, when the detector knows it.
+    pub(crate) session: Option<&'c str>,
+}
 
 /// Writes the value of `field` into `out` (empty on entry); false when the event lacks it.
 pub(super) fn compute(

@@ -23,5 +23,6 @@ mod words;
 mod tests;
 
 pub(crate) use catalogue::{Field, FieldKind, FIELDS, NOT_PRODUCED};
+pub(crate) use extract::EventContext;
 pub use sigma_json::sigma_json;
-pub(crate) use values::{EventContext, FieldValues, Value};
+pub(crate) use values::{FieldValues, Value};

@@ -3,7 +3,8 @@
 use kestrel_proto::Event;
 
 use super::catalogue::{Field, FieldKind, FIELDS};
-use super::values::{EventContext, FieldValues};
+use super::extract::EventContext;
+use super::values::FieldValues;
 
 /// The event as a flat JSON object of the Sigma fields it carries (numbers and booleans
 /// typed), as rules see it: for debugging rules, exporting events to other Sigma tools, and the
@@ -13,7 +14,7 @@ pub fn sigma_json(
     session: Option<&str>,
 ) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::Value as J;
-    let categories = crate::parse::logsource::categories_of(event);
+    let categories = crate::logsource::categories_of(event);
     let mut values = FieldValues::default();
     values.load();
     let fields: Vec<Field> = FIELDS

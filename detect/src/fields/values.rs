@@ -3,7 +3,7 @@
 use kestrel_proto::Event;
 
 use super::catalogue::{Field, FIELD_COUNT};
-use super::extract::compute;
+use super::extract::{compute, EventContext};
 use crate::lowercase::{lowercase_into, needs_lowercasing};
 
 /// One field value as seen by matchers: the original text and its lowercase form.
@@ -13,13 +13,6 @@ pub(crate) struct Value<'v> {
     pub(crate) raw: &'v str,
     /// `raw` lowercased (see [`lowercase_into`]), for case-insensitive matching.
     pub(crate) lower: &'v str,
-}
-
-/// Context the event alone does not carry, supplied by the detector.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct EventContext<'c> {
-    /// The process's session root exec id, when the detector knows it.
-    pub(crate) session: Option<&'c str>,
 }
 
 #[derive(Debug, Default)]

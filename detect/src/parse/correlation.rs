@@ -15,7 +15,7 @@ use serde_yaml::Value as Yaml;
 use crate::detection::{RuleInfo, RuleKind};
 use crate::error::RuleErrorKind;
 use crate::fields::Field;
-use crate::parse::document::{Chunk, DocumentError};
+use crate::parse::chunk::{Chunk, DocumentError};
 use crate::parse::rule::RawMeta;
 
 /// Longest timespan accepted (state for longer windows would be unbounded in practice).

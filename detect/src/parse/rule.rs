@@ -8,11 +8,12 @@ use serde_yaml::Value as Yaml;
 
 use crate::compile::prefilter::{self, Requirement};
 use crate::compile::selection::Selection;
-use crate::error::RuleErrorKind;
+use crate::detection::{RuleInfo, RuleKind};
+use crate::error::{RuleError, RuleErrorKind};
 use crate::fields::{EventContext, Field, FieldValues};
+use crate::logsource::{categories_of, Category};
+use crate::parse::chunk::{Chunk, DocumentError};
 use crate::parse::condition::{self, Expr};
-use crate::parse::document::{Chunk, DocumentError};
-use crate::parse::logsource::{categories_of, Category};
 
 /// Sigma levels, least severe first.
 pub(crate) const LEVELS: &[&str] = &["informational", "low", "medium", "high", "critical"];
@@ -111,27 +112,22 @@ impl Rule {
     /// Parses and compiles one single-document rule from its YAML `text`; `path` names it in
     /// errors and gives the default id (the file stem). Files with several documents (a
     /// correlation with its rules) load through [`RuleSet::load_dir`](crate::RuleSet::load_dir).
-    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, crate::RuleError> {
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, RuleError> {
         let chunk = Chunk::whole(text);
-        let fail = |(kind, line)| crate::RuleError::new(path, line, kind);
+        let fail = |(kind, line)| RuleError::new(path, line, kind);
         let doc = chunk.parse_value().map_err(fail)?;
-        if let Some(kind) = crate::parse::document::kind_of(&doc) {
+        if let Some(kind) = crate::parse::chunk::kind_of(&doc) {
             return Err(fail((
                 RuleErrorKind::UnsupportedDocument(match kind {
-                    crate::parse::document::Kind::Correlation => {
+                    crate::parse::chunk::Kind::Correlation => {
                         "correlation rules outside a rule set"
                     }
-                    crate::parse::document::Kind::Filter => "filters outside a rule set",
+                    crate::parse::chunk::Kind::Filter => "filters outside a rule set",
                 }),
                 None,
             )));
         }
-        Rule::compile(
-            path,
-            &chunk,
-            &crate::parse::document::default_id(path, 0, 1),
-        )
-        .map_err(fail)
+        Rule::compile(path, &chunk, &crate::parse::chunk::default_id(path, 0, 1)).map_err(fail)
     }
 
     /// Compiles the detection rule in `chunk` of the file at `path`; `default_id` is its id when
@@ -161,8 +157,8 @@ impl Rule {
     }
 
     /// The rule's identity and metadata as detections report it.
-    pub fn info(&self, kind: crate::RuleKind) -> crate::RuleInfo {
-        crate::RuleInfo {
+    pub fn info(&self, kind: RuleKind) -> RuleInfo {
+        RuleInfo {
             id: self.id.clone(),
             title: self.title.clone(),
             description: self.description.clone(),
