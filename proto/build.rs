@@ -5,8 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure()
-        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
+        // Readers (the rule fixtures) write only the fields they set; a misspelt key is an error.
+        .message_attribute(".", "#[serde(default, deny_unknown_fields)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -648,7 +648,7 @@ fn lookaround_and_backreference_regexes_are_rejected_with_the_reason() {
 
 #[test]
 fn huge_values_and_files_are_errors_not_crashes() {
-    let value = "x".repeat(super::selection::MAX_VALUE_BYTES + 1);
+    let value = "x".repeat(crate::compile::selection::MAX_VALUE_BYTES + 1);
     let err = rule(&format!(
         "    sel:\n        CommandLine|contains: '{value}'\n    condition: sel\n"
     ))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use kestrel_proto::Event;
 
-use super::fixture::parse_cases;
 use super::{CorrelationLimits, Detector, RuleErrorKind, RuleKind, RuleSet, SharedRules};
+use crate::testing::fixture::parse_cases;
 
 /// A rule set from `(file name, text)` pairs; panics on any error.
 fn set(files: &[(&str, &str)]) -> Arc<RuleSet> {

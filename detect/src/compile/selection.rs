@@ -5,12 +5,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_yaml::Value as Yaml;
 
-use super::error::RuleErrorKind;
-use super::fields::{Field, FieldKind, FieldValues, Value, NOT_PRODUCED};
-use super::logsource::Category;
-use super::modifiers::{parse_key, Base64, Modifiers, Utf16};
-use super::pattern::{self, Anchor, Cidr, Compare, Matcher};
-use super::prefilter::{self, Requirement};
+use crate::compile::modifiers::{parse_key, Base64, Modifiers, Utf16};
+use crate::compile::pattern::{self, Anchor, Cidr, Compare, Matcher};
+use crate::compile::prefilter::{self, Requirement};
+use crate::error::RuleErrorKind;
+use crate::fields::{Field, FieldKind, FieldValues, Value, NOT_PRODUCED};
+use crate::logsource::Category;
 
 /// Values longer than this are rejected (rules are small; this bounds hostile input).
 pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;

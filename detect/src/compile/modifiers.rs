@@ -1,7 +1,8 @@
 //! Parsing of a detection key `Field|mod1|mod2` into the field name and its value modifiers.
 
-use super::error::RuleErrorKind;
-use super::pattern::{Anchor, Compare, RegexFlags, TimePart};
+use crate::compile::pattern::{Anchor, Compare, TimePart};
+use crate::compile::regex_flags::RegexFlags;
+use crate::error::RuleErrorKind;
 
 /// How values are encoded before matching (`base64`, `base64offset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,18 +1,12 @@
-//! Rule files: YAML documents (separated by `---`) holding detection rules, correlation rules
-//! and filters, with the line numbers errors point to.
+//! One YAML document of a rule file: splitting a file at `---` lines, the file positions that
+//! errors point to, which kind of Sigma document it is, and its default id.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::correlation::CorrelationDef;
-use super::error::{RuleError, RuleErrorKind};
-use super::rule::{check_logsource, Logic, RawLogsource, RawMeta, Rule};
-
-/// Files with more documents than this are rejected (bounds hostile input).
-pub(crate) const MAX_DOCUMENTS: usize = 256;
+use crate::error::RuleErrorKind;
 
 /// A problem in one document and the 1-based file line it concerns, when known.
 pub(crate) type DocumentError = (RuleErrorKind, Option<usize>);
@@ -133,7 +127,8 @@ pub(crate) fn split(text: &str) -> Vec<Chunk<'_>> {
 }
 
 /// The kind of a Sigma document, `None` for a detection rule; rule collections (`action`)
-/// are reported as errors by [`parse_file`].
+/// are reported as errors by
+/// [`parse_file`](crate::parse::document::parse_file).
 pub(crate) fn kind_of(doc: &Yaml) -> Option<Kind> {
     let map = doc.as_mapping()?;
     if map.contains_key("correlation") {
@@ -143,107 +138,6 @@ pub(crate) fn kind_of(doc: &Yaml) -> Option<Kind> {
     } else {
         None
     }
-}
-
-/// A Sigma filter: a detection section AND-NOT-ed into the rules it names.
-#[derive(Debug)]
-pub(crate) struct FilterDef {
-    /// The file it was loaded from.
-    pub(crate) path: std::path::PathBuf,
-    /// Ids or names of the rules it applies to.
-    pub(crate) rules: Vec<String>,
-    /// The compiled filter condition.
-    pub(crate) logic: Logic,
-    /// The filter's category (it applies only to rules of the same category).
-    pub(crate) category: super::Category,
-    /// Line of the `rules` key, for errors.
-    pub(crate) line: Option<usize>,
-}
-
-#[derive(Deserialize)]
-struct RawFilter {
-    #[serde(flatten)]
-    meta: RawMeta,
-    logsource: RawLogsource,
-    filter: serde_yaml::Mapping,
-}
-
-impl FilterDef {
-    fn compile(path: &Path, chunk: &Chunk<'_>) -> Result<FilterDef, DocumentError> {
-        let raw: RawFilter = chunk.parse()?;
-        let category = check_logsource(&raw.logsource)
-            .map_err(|kind| (kind, chunk.line_of("logsource", 0)))?;
-        let line = chunk.line_of("rules", 0);
-        let rules = match raw.filter.get("rules") {
-            Some(Yaml::String(s)) => vec![s.clone()],
-            Some(Yaml::Sequence(items)) if !items.is_empty() => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    (
-                        RuleErrorKind::Filter("rules must be a list of rule ids or names".into()),
-                        line,
-                    )
-                })?,
-            _ => {
-                return Err((
-                    RuleErrorKind::Filter(
-                        "missing 'rules': the rules the filter applies to".into(),
-                    ),
-                    chunk.line_of("filter", 0),
-                ))
-            }
-        };
-        let logic = Logic::compile(&raw.filter, chunk, "filter", category)?;
-        // `meta` (the mandatory title) is only validated: filters raise no alerts of their own.
-        drop(raw.meta);
-        Ok(FilterDef {
-            path: path.to_path_buf(),
-            rules,
-            logic,
-            category,
-            line,
-        })
-    }
-}
-
-/// One document of a rule file, compiled on its own (references are resolved by the rule set).
-#[derive(Debug)]
-pub(crate) enum Document {
-    /// A detection rule.
-    Detection(Rule),
-    /// A correlation rule.
-    Correlation(CorrelationDef),
-    /// A filter.
-    Filter(FilterDef),
-}
-
-/// Parses every document of the file at `path`. A broken document is one error; the other
-/// documents still load.
-pub(crate) fn parse_file(path: &Path, text: &str) -> (Vec<Document>, Vec<RuleError>) {
-    let chunks = split(text);
-    if chunks.len() > MAX_DOCUMENTS {
-        let kind = RuleErrorKind::Detection(format!(
-            "{} YAML documents, more than the {MAX_DOCUMENTS} a rule file may have",
-            chunks.len()
-        ));
-        return (Vec::new(), vec![RuleError::new(path, None, kind)]);
-    }
-    if chunks.is_empty() {
-        let kind = RuleErrorKind::Detection("the file holds no YAML document".into());
-        return (Vec::new(), vec![RuleError::new(path, None, kind)]);
-    }
-    let mut documents = Vec::new();
-    let mut errors = Vec::new();
-    let count = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        match parse_document(path, &chunk, &default_id(path, i, count)) {
-            Ok(doc) => documents.push(doc),
-            Err((kind, line)) => errors.push(RuleError::new(path, line, kind)),
-        }
-    }
-    (documents, errors)
 }
 
 /// The id of document `index` of `count` in the file at `path` when it has no `id` or `name`:
@@ -257,27 +151,6 @@ pub(crate) fn default_id(path: &Path, index: usize, count: usize) -> String {
         stem
     } else {
         format!("{stem}#{}", index + 1)
-    }
-}
-
-fn parse_document(
-    path: &Path,
-    chunk: &Chunk<'_>,
-    default_id: &str,
-) -> Result<Document, DocumentError> {
-    let value = chunk.parse_value()?;
-    if value.as_mapping().is_some_and(|m| m.contains_key("action")) {
-        return Err((
-            RuleErrorKind::UnsupportedDocument("rule collections (action: global/reset/repeat)"),
-            chunk.line_of("action", 0),
-        ));
-    }
-    match kind_of(&value) {
-        None => Rule::compile(path, chunk, default_id).map(Document::Detection),
-        Some(Kind::Correlation) => {
-            CorrelationDef::compile(path, chunk, default_id).map(Document::Correlation)
-        }
-        Some(Kind::Filter) => FilterDef::compile(path, chunk).map(Document::Filter),
     }
 }
 

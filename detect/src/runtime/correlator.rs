@@ -13,8 +13,8 @@ use foldhash::fast::RandomState;
 
 use kestrel_proto::Event;
 
-use super::correlation::{Correlation, CorrelationType};
-use super::fields::FieldValues;
+use crate::fields::FieldValues;
+use crate::parse::correlation::{Correlation, CorrelationType};
 
 /// Caps on correlation state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +353,7 @@ const SEPARATOR: char = '\u{1f}';
 /// involved); `None` when the event lacks a group-by field.
 fn group_key(
     correlation: &Correlation,
-    fields: &[super::fields::Field],
+    fields: &[crate::fields::Field],
     values: &FieldValues,
     event: &Event,
     key: &mut String,
@@ -370,7 +370,7 @@ fn group_key(
     Some(())
 }
 
-fn joined(fields: &[super::fields::Field], values: &FieldValues) -> Option<String> {
+fn joined(fields: &[crate::fields::Field], values: &FieldValues) -> Option<String> {
     let mut out = String::new();
     for field in fields {
         out.push_str(values.get(*field)?.raw);
@@ -381,7 +381,7 @@ fn joined(fields: &[super::fields::Field], values: &FieldValues) -> Option<Strin
 
 fn display_key(
     correlation: &Correlation,
-    fields: &[super::fields::Field],
+    fields: &[crate::fields::Field],
     values: &FieldValues,
 ) -> String {
     correlation

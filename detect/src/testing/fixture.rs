@@ -30,7 +30,7 @@ use kestrel_proto as pb;
 use kestrel_proto::event::Payload;
 use serde::Deserialize;
 
-use super::{Detector, RuleSet, FIXTURES_DIR};
+use crate::{Detector, RuleSet, FIXTURES_DIR};
 
 /// Time of the first event of every case (2023-11-14T22:13:20Z).
 const BASE_TIME_NS: u64 = 1_700_000_000_000_000_000;
@@ -245,6 +245,9 @@ fn run_case(rules: &Arc<RuleSet>, case: &Case) -> Result<(), String> {
 }
 
 /// An event as written in a fixture.
+///
+/// The process, file and network parts have fixture defaults of their own (below); every other
+/// part is the proto message itself, whose absent fields are zero or empty.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FixtureEvent {
@@ -254,20 +257,20 @@ pub struct FixtureEvent {
     host: Option<String>,
     #[serde(default)]
     process: FixtureProcess,
-    container: Option<FixtureContainer>,
-    exec: Option<FixtureExec>,
-    fork: Option<FixtureFork>,
-    exit: Option<FixtureExit>,
+    container: Option<pb::Container>,
+    exec: Option<pb::ExecEvent>,
+    fork: Option<pb::ForkEvent>,
+    exit: Option<pb::ExitEvent>,
     file: Option<FixtureFile>,
     network: Option<FixtureNetwork>,
-    credential: Option<FixtureCredential>,
-    ptrace: Option<FixturePtrace>,
-    signal: Option<FixtureSignal>,
-    module: Option<FixtureModule>,
-    bpf: Option<FixtureBpf>,
-    memfd: Option<FixtureMemfd>,
-    namespace: Option<FixtureNamespace>,
-    io_uring: Option<FixtureIoUring>,
+    credential: Option<pb::CredentialEvent>,
+    ptrace: Option<pb::PtraceEvent>,
+    signal: Option<pb::SignalEvent>,
+    module: Option<pb::ModuleEvent>,
+    bpf: Option<pb::BpfEvent>,
+    memfd: Option<pb::MemfdEvent>,
+    namespace: Option<pb::NamespaceEvent>,
+    io_uring: Option<pb::IoUringEvent>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,72 +297,6 @@ struct FixtureProcess {
     container_id: String,
     #[serde(default)]
     tty: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureContainer {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    runtime: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    image: String,
-    #[serde(default)]
-    pod_name: String,
-    #[serde(default)]
-    pod_namespace: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureAncestor {
-    #[serde(default)]
-    pid: u32,
-    #[serde(default)]
-    exe: String,
-    argv: Option<Vec<String>>,
-    #[serde(default)]
-    uid: u32,
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    exec_id: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureExec {
-    #[serde(default)]
-    ancestors: Vec<FixtureAncestor>,
-    #[serde(default)]
-    cap_effective: u64,
-    #[serde(default)]
-    exe_deleted: bool,
-    #[serde(default)]
-    exe_memfd: bool,
-    #[serde(default)]
-    exe_upper_layer: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureFork {
-    #[serde(default)]
-    parent_tgid: u32,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureExit {
-    #[serde(default)]
-    code: i32,
-    #[serde(default)]
-    signal: i32,
-    #[serde(default)]
-    core_dumped: bool,
 }
 
 /// An integer, or octal digits in a string (`"4755"`) for modes.
@@ -436,129 +373,6 @@ struct FixtureDns {
 
 fn a_record() -> u32 {
     1
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureCredentials {
-    #[serde(default)]
-    ruid: u32,
-    #[serde(default)]
-    euid: u32,
-    #[serde(default)]
-    suid: u32,
-    #[serde(default)]
-    fsuid: u32,
-    #[serde(default)]
-    rgid: u32,
-    #[serde(default)]
-    egid: u32,
-    #[serde(default)]
-    cap_effective: u64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureCredential {
-    #[serde(default)]
-    syscall: String,
-    #[serde(default)]
-    old: FixtureCredentials,
-    #[serde(default)]
-    new: FixtureCredentials,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixturePtrace {
-    #[serde(default)]
-    syscall: String,
-    #[serde(default)]
-    request: i64,
-    #[serde(default)]
-    target_pid: u32,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureSignal {
-    #[serde(default)]
-    syscall: String,
-    #[serde(default)]
-    target_pid: u32,
-    #[serde(default)]
-    signal: i32,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureModule {
-    #[serde(default)]
-    syscall: String,
-    #[serde(default)]
-    path: String,
-    #[serde(default)]
-    params: String,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureBpf {
-    #[serde(default)]
-    command: i32,
-    #[serde(default)]
-    prog_type: u32,
-    #[serde(default)]
-    prog_name: String,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureMemfd {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    flags: u32,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureNamespace {
-    #[serde(default)]
-    syscall: String,
-    #[serde(default)]
-    flags: u64,
-    #[serde(default)]
-    fd: i64,
-    #[serde(default)]
-    result: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FixtureIoUring {
-    #[serde(default)]
-    op: String,
-    #[serde(default)]
-    entries: u32,
-    #[serde(default)]
-    flags: u32,
-    #[serde(default)]
-    opcode: u32,
-    #[serde(default)]
-    result: i64,
 }
 
 fn basename(path: &str) -> &str {
@@ -650,56 +464,18 @@ impl FixtureEvent {
             start_time_unix_ns: *time,
             ..Default::default()
         };
-        let container = self.container.as_ref().map(|c| pb::Container {
-            id: c.id.clone(),
-            runtime: c.runtime.clone(),
-            name: c.name.clone(),
-            image: c.image.clone(),
-            pod_name: c.pod_name.clone(),
-            pod_namespace: c.pod_namespace.clone(),
-            ..Default::default()
-        });
         let mut payloads = Vec::new();
         if let Some(e) = &self.exec {
-            payloads.push(Payload::Exec(pb::ExecEvent {
-                ancestors: e
-                    .ancestors
-                    .iter()
-                    .map(|a| pb::Ancestor {
-                        pid: a.pid,
-                        argv: a
-                            .argv
-                            .clone()
-                            .unwrap_or_else(|| vec![basename(&a.exe).to_string()]),
-                        exe: a.exe.clone(),
-                        uid: a.uid,
-                        user: if a.user.is_empty() && a.uid == 0 {
-                            "root".into()
-                        } else {
-                            a.user.clone()
-                        },
-                        exec_id: a.exec_id.clone(),
-                        start_time_unix_ns: 0,
-                    })
-                    .collect(),
-                cap_effective: e.cap_effective,
-                exe_deleted: e.exe_deleted,
-                exe_memfd: e.exe_memfd,
-                exe_upper_layer: e.exe_upper_layer,
-                ..Default::default()
-            }));
-        }
-        if let Some(f) = &self.fork {
-            payloads.push(Payload::Fork(pb::ForkEvent {
-                parent_tgid: f.parent_tgid,
-            }));
-        }
-        if let Some(e) = &self.exit {
-            payloads.push(Payload::Exit(pb::ExitEvent {
-                code: e.code,
-                signal: e.signal,
-                core_dumped: e.core_dumped,
-            }));
+            let mut exec = e.clone();
+            for a in &mut exec.ancestors {
+                if a.argv.is_empty() {
+                    a.argv = vec![basename(&a.exe).to_string()];
+                }
+                if a.user.is_empty() && a.uid == 0 {
+                    a.user = "root".into();
+                }
+            }
+            payloads.push(Payload::Exec(exec));
         }
         if let Some(f) = &self.file {
             let mode = match &f.mode {
@@ -764,79 +540,26 @@ impl FixtureEvent {
             }));
         }
         if let Some(c) = &self.credential {
-            let creds = |c: &FixtureCredentials| pb::Credentials {
-                ruid: c.ruid,
-                euid: c.euid,
-                suid: c.suid,
-                fsuid: c.fsuid,
-                rgid: c.rgid,
-                egid: c.egid,
-                cap_effective: c.cap_effective,
-                ..Default::default()
-            };
+            // Both credential sets are always present, as the agent sends them.
             payloads.push(Payload::Credential(pb::CredentialEvent {
-                syscall: c.syscall.clone(),
-                old: Some(creds(&c.old)),
-                new: Some(creds(&c.new)),
-                result: c.result,
+                old: Some(c.old.unwrap_or_default()),
+                new: Some(c.new.unwrap_or_default()),
+                ..c.clone()
             }));
         }
-        if let Some(p) = &self.ptrace {
-            payloads.push(Payload::Ptrace(pb::PtraceEvent {
-                syscall: p.syscall.clone(),
-                request: p.request,
-                target_pid: p.target_pid,
-                result: p.result,
-            }));
-        }
-        if let Some(s) = &self.signal {
-            payloads.push(Payload::Signal(pb::SignalEvent {
-                syscall: s.syscall.clone(),
-                target_pid: s.target_pid,
-                signal: s.signal,
-                result: s.result,
-            }));
-        }
-        if let Some(m) = &self.module {
-            payloads.push(Payload::Module(pb::ModuleEvent {
-                syscall: m.syscall.clone(),
-                path: m.path.clone(),
-                params: m.params.clone(),
-                result: m.result,
-            }));
-        }
-        if let Some(b) = &self.bpf {
-            payloads.push(Payload::Bpf(pb::BpfEvent {
-                command: b.command,
-                prog_type: b.prog_type,
-                prog_name: b.prog_name.clone(),
-                result: b.result,
-            }));
-        }
-        if let Some(m) = &self.memfd {
-            payloads.push(Payload::Memfd(pb::MemfdEvent {
-                name: m.name.clone(),
-                flags: m.flags,
-                result: m.result,
-            }));
-        }
-        if let Some(n) = &self.namespace {
-            payloads.push(Payload::Namespace(pb::NamespaceEvent {
-                syscall: n.syscall.clone(),
-                flags: n.flags,
-                fd: n.fd,
-                result: n.result,
-            }));
-        }
-        if let Some(u) = &self.io_uring {
-            payloads.push(Payload::IoUring(pb::IoUringEvent {
-                op: u.op.clone(),
-                entries: u.entries,
-                flags: u.flags,
-                opcode: u.opcode,
-                result: u.result,
-            }));
-        }
+        // The other payloads are written as the proto messages themselves.
+        let as_written = [
+            self.fork.map(Payload::Fork),
+            self.exit.map(Payload::Exit),
+            self.ptrace.clone().map(Payload::Ptrace),
+            self.signal.clone().map(Payload::Signal),
+            self.module.clone().map(Payload::Module),
+            self.bpf.clone().map(Payload::Bpf),
+            self.memfd.clone().map(Payload::Memfd),
+            self.namespace.clone().map(Payload::Namespace),
+            self.io_uring.clone().map(Payload::IoUring),
+        ];
+        payloads.extend(as_written.into_iter().flatten());
         if payloads.len() != 1 {
             return Err(format!(
                 "needs exactly one payload (exec, fork, exit, file, network, credential, ptrace, \
@@ -849,12 +572,12 @@ impl FixtureEvent {
             host: self.host.clone().unwrap_or_else(|| "fixture-host".into()),
             seq: index as u64,
             process: Some(process),
-            enrichment: if container.is_some() {
+            enrichment: if self.container.is_some() {
                 pb::Enrichment::Complete as i32
             } else {
                 pb::Enrichment::None as i32
             },
-            container,
+            container: self.container.clone(),
             payload: payloads.pop(),
         })
     }

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use memchr::memmem::Finder;
 use regex::{Regex, RegexBuilder};
 
-use super::fields::{lowercase, lowercase_into, Value};
+use crate::compile::regex_flags::RegexFlags;
+use crate::fields::Value;
+use crate::lowercase::{lowercase, lowercase_into};
 
 /// Compiled-program size limit for every regex (explicit `re` values and wildcard patterns).
 /// Hostile or accidental blow-ups (`(a{1000}){1000}`) fail at load with a clear error instead of
@@ -157,9 +159,9 @@ impl TimePart {
             TimePart::Hour => num(11..13)?,
             TimePart::Minute => num(14..16)?,
             TimePart::Week => {
-                let days = super::fields::days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
+                let days = crate::calendar::days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
                 let secs = u64::try_from(days).ok()?.checked_mul(86_400)?;
-                i64::from(super::fields::utc_parts(secs.checked_mul(1_000_000_000)?).week)
+                i64::from(crate::calendar::utc_parts(secs.checked_mul(1_000_000_000)?).week)
             }
         })
     }
@@ -221,17 +223,6 @@ impl Cidr {
             _ => false,
         }
     }
-}
-
-/// Regex flags from the `re` sub-modifiers `i`, `m`, `s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RegexFlags {
-    /// Case-insensitive (`i`).
-    pub(crate) case_insensitive: bool,
-    /// `^`/`$` match at line boundaries (`m`).
-    pub(crate) multi_line: bool,
-    /// `.` matches newline (`s`).
-    pub(crate) dot_all: bool,
 }
 
 /// A literal compared with the field value: the lowercase form (or the original with `cased`).
@@ -334,7 +325,7 @@ impl Matcher {
         )
         .map(|regex| Matcher::Regex {
             regex,
-            texts: super::regex_literals::required_texts(pattern, flags),
+            texts: crate::compile::regex_literals::required_texts(pattern, flags),
         })
     }
 

@@ -9,7 +9,7 @@
 //! (`regex-syntax`'s literal extractor would do this on the real syntax tree, but it finds
 //! prefixes and suffixes only, while Sigma regexes mostly start with `\s`, `^(\S*/)?` or `\b`.)
 
-use super::pattern::RegexFlags;
+use crate::compile::regex_flags::RegexFlags;
 
 /// Most alternatives a text set may have before it stops being useful (and growing).
 const MAX_ALTERNATIVES: usize = 16;

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::detection::{RuleInfo, RuleKind};
-use super::document::{Chunk, DocumentError};
-use super::error::RuleErrorKind;
-use super::fields::Field;
-use super::rule::RawMeta;
+use crate::detection::{RuleInfo, RuleKind};
+use crate::error::RuleErrorKind;
+use crate::fields::Field;
+use crate::parse::chunk::{Chunk, DocumentError};
+use crate::parse::rule::RawMeta;
 
 /// Longest timespan accepted (state for longer windows would be unbounded in practice).
 pub(crate) const MAX_TIMESPAN_NS: u64 = 30 * 24 * 3600 * 1_000_000_000;

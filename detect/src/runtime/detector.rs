@@ -7,12 +7,12 @@ use std::sync::{Arc, RwLock};
 
 use kestrel_proto::Event;
 
-use super::correlation::Source;
-use super::correlator::{self, CorrelationLimits, CorrelationStats, Correlator, Fired};
-use super::detection::Detection;
-use super::fields::{EventContext, FieldValues};
-use super::sessions::{SessionStats, Sessions, DEFAULT_CAPACITY};
-use super::RuleSet;
+use crate::detection::Detection;
+use crate::fields::{EventContext, FieldValues};
+use crate::parse::correlation::Source;
+use crate::rule_set::RuleSet;
+use crate::runtime::correlator::{self, CorrelationLimits, CorrelationStats, Correlator, Fired};
+use crate::runtime::sessions::{SessionStats, Sessions, DEFAULT_CAPACITY};
 
 /// A rule set that can be replaced while detectors use it (hot reload).
 ///
@@ -139,7 +139,7 @@ impl Detector {
         }
     }
 
-    /// Also report detection rules that only feed correlations (as [`RuleKind::Detection`]);
+    /// Also report detection rules that only feed correlations (as [`RuleKind::Detection`](crate::RuleKind::Detection));
     /// rule tests use this to check such rules on their own.
     pub fn report_correlation_inputs(mut self, yes: bool) -> Detector {
         self.verbose = yes;
@@ -196,7 +196,7 @@ impl Detector {
                     group: None,
                 });
             }
-            self.hits.extend(&rules.rule_links[r].feeds);
+            self.hits.extend(&rules.rule_links(r).feeds);
         }
         self.matched = matched;
         if !self.hits.is_empty() {
@@ -234,7 +234,7 @@ impl Detector {
                 if !chained_values_loaded {
                     // Chained inputs may group by fields the base rules did not need.
                     self.chain_values.load();
-                    let all: Vec<_> = super::fields::FIELDS.iter().map(|d| d.field).collect();
+                    let all: Vec<_> = crate::fields::FIELDS.iter().map(|d| d.field).collect();
                     self.chain_values.fill(event, ctx, &all);
                     chained_values_loaded = true;
                 }
@@ -252,7 +252,7 @@ impl Detector {
             else {
                 continue;
             };
-            let links = &rules.correlation_links[index];
+            let links = rules.correlation_links(index);
             if links.emits || self.verbose {
                 detections.push(Detection {
                     rule: Arc::new(correlation.info.clone()),

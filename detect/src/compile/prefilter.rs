@@ -11,7 +11,7 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind};
 
-use super::fields::{Field, FieldValues};
+use crate::fields::{Field, FieldValues};
 
 /// Texts shorter than this are not prefilter entries. One character is enough: the automaton
 /// costs the same per byte whatever its texts, a common text only costs a few more candidate

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::condition::{self, Expr};
-use super::document::{Chunk, DocumentError};
-use super::error::RuleErrorKind;
-use super::fields::{EventContext, Field, FieldValues};
-use super::logsource::{categories_of, Category};
-use super::prefilter::{self, Requirement};
-use super::selection::Selection;
+use crate::compile::prefilter::{self, Requirement};
+use crate::compile::selection::Selection;
+use crate::detection::{RuleInfo, RuleKind};
+use crate::error::{RuleError, RuleErrorKind};
+use crate::fields::{EventContext, Field, FieldValues};
+use crate::logsource::{categories_of, Category};
+use crate::parse::chunk::{Chunk, DocumentError};
+use crate::parse::condition::{self, Expr};
 
 /// Sigma levels, least severe first.
 pub(crate) const LEVELS: &[&str] = &["informational", "low", "medium", "high", "critical"];
@@ -110,21 +111,23 @@ impl RawMeta {
 impl Rule {
     /// Parses and compiles one single-document rule from its YAML `text`; `path` names it in
     /// errors and gives the default id (the file stem). Files with several documents (a
-    /// correlation with its rules) load through [`RuleSet::load_dir`](super::RuleSet::load_dir).
-    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, super::RuleError> {
+    /// correlation with its rules) load through [`RuleSet::load_dir`](crate::RuleSet::load_dir).
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Rule, RuleError> {
         let chunk = Chunk::whole(text);
-        let fail = |(kind, line)| super::RuleError::new(path, line, kind);
+        let fail = |(kind, line)| RuleError::new(path, line, kind);
         let doc = chunk.parse_value().map_err(fail)?;
-        if let Some(kind) = super::document::kind_of(&doc) {
+        if let Some(kind) = crate::parse::chunk::kind_of(&doc) {
             return Err(fail((
                 RuleErrorKind::UnsupportedDocument(match kind {
-                    super::document::Kind::Correlation => "correlation rules outside a rule set",
-                    super::document::Kind::Filter => "filters outside a rule set",
+                    crate::parse::chunk::Kind::Correlation => {
+                        "correlation rules outside a rule set"
+                    }
+                    crate::parse::chunk::Kind::Filter => "filters outside a rule set",
                 }),
                 None,
             )));
         }
-        Rule::compile(path, &chunk, &super::document::default_id(path, 0, 1)).map_err(fail)
+        Rule::compile(path, &chunk, &crate::parse::chunk::default_id(path, 0, 1)).map_err(fail)
     }
 
     /// Compiles the detection rule in `chunk` of the file at `path`; `default_id` is its id when
@@ -154,8 +157,8 @@ impl Rule {
     }
 
     /// The rule's identity and metadata as detections report it.
-    pub fn info(&self, kind: super::RuleKind) -> super::RuleInfo {
-        super::RuleInfo {
+    pub fn info(&self, kind: RuleKind) -> RuleInfo {
+        RuleInfo {
             id: self.id.clone(),
             title: self.title.clone(),
             description: self.description.clone(),
@@ -167,7 +170,7 @@ impl Rule {
     }
 
     /// True when `event` belongs to the rule's category and satisfies its detection (and none
-    /// of its filters). Session fields are absent here; the [`Detector`](super::Detector) has
+    /// of its filters). Session fields are absent here; the [`Detector`](crate::Detector) has
     /// them.
     pub fn matches(&self, event: &kestrel_proto::Event) -> bool {
         if !categories_of(event).contains(self.category) {

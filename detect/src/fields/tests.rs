@@ -1,0 +1,322 @@
+use kestrel_proto::event::Payload;
+use kestrel_proto::{
+    Ancestor, Container, CredentialEvent, Credentials, Event, ExecEvent, ExitEvent, FileEvent,
+    FileOp, NetworkEvent, NetworkOp, Process,
+};
+
+use super::*;
+
+fn exec_event(argv: &[&str], ancestors: Vec<Ancestor>) -> Event {
+    Event {
+        process: Some(Process {
+            tgid: 4242,
+            ppid: 7,
+            user: "Alice".into(),
+            exe: "/usr/bin/Cat".into(),
+            cwd: "/home/alice".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            exec_id: "e-1".into(),
+            tty: "pts/3".into(),
+            ..Default::default()
+        }),
+        payload: Some(Payload::Exec(ExecEvent {
+            ancestors,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn values(event: &Event) -> FieldValues {
+    let mut values = FieldValues::default();
+    values.load();
+    let all: Vec<Field> = FIELDS.iter().map(|d| d.field).collect();
+    values.fill(event, &EventContext::default(), &all);
+    values
+}
+
+fn raw(values: &FieldValues, field: Field) -> Option<String> {
+    values.get(field).map(|v| v.raw.to_string())
+}
+
+#[test]
+fn table_is_in_variant_order_and_names_are_unique() {
+    let mut seen = std::collections::HashSet::new();
+    for (i, def) in FIELDS.iter().enumerate() {
+        assert_eq!(def.field.index(), i, "{}", def.names[0]);
+        for name in def.names {
+            assert!(seen.insert(*name), "{name} is in the table twice");
+            assert_eq!(Field::from_name(name), Some(def.field));
+        }
+    }
+    assert_eq!(Field::from_name("commandline"), None);
+    for (name, _) in NOT_PRODUCED {
+        assert_eq!(Field::from_name(name), None, "{name} is produced after all");
+    }
+    assert_eq!(Field::from_name("ProcessGuid"), Some(Field::ExecId));
+}
+
+#[test]
+fn exec_fields_map_to_process_and_first_ancestor() {
+    let parent = Ancestor {
+        exe: "/bin/bash".into(),
+        argv: vec!["bash".into(), "-i".into()],
+        user: "root".into(),
+        ..Default::default()
+    };
+    let grandparent = Ancestor {
+        exe: "/usr/sbin/sshd".into(),
+        ..Default::default()
+    };
+    let event = exec_event(&["cat", "/etc/Shadow"], vec![parent, grandparent]);
+    let v = values(&event);
+    assert_eq!(raw(&v, Field::Image).as_deref(), Some("/usr/bin/Cat"));
+    assert_eq!(
+        raw(&v, Field::CommandLine).as_deref(),
+        Some("cat /etc/Shadow")
+    );
+    assert_eq!(raw(&v, Field::ParentImage).as_deref(), Some("/bin/bash"));
+    assert_eq!(
+        raw(&v, Field::ParentCommandLine).as_deref(),
+        Some("bash -i")
+    );
+    assert_eq!(
+        raw(&v, Field::GrandparentImage).as_deref(),
+        Some("/usr/sbin/sshd")
+    );
+    assert_eq!(raw(&v, Field::User).as_deref(), Some("Alice"));
+    assert_eq!(
+        raw(&v, Field::CurrentDirectory).as_deref(),
+        Some("/home/alice")
+    );
+    assert_eq!(raw(&v, Field::ProcessId).as_deref(), Some("4242"));
+    assert_eq!(raw(&v, Field::ParentProcessId).as_deref(), Some("7"));
+    assert_eq!(raw(&v, Field::ParentUser).as_deref(), Some("root"));
+    assert_eq!(raw(&v, Field::ExecId).as_deref(), Some("e-1"));
+    assert_eq!(raw(&v, Field::Terminal).as_deref(), Some("pts/3"));
+    assert_eq!(v.get(Field::CommandLine).unwrap().lower, "cat /etc/shadow");
+    assert_eq!(raw(&v, Field::TargetFilename), None);
+    assert_eq!(raw(&v, Field::ContainerId), None);
+    assert_eq!(raw(&v, Field::SessionExecId), None);
+}
+
+#[test]
+fn parent_fields_are_absent_without_ancestors() {
+    let v = values(&exec_event(&["ls"], Vec::new()));
+    assert!(v.get(Field::ParentImage).is_none());
+    assert!(v.get(Field::ParentUser).is_none());
+    assert!(v.get(Field::Image).is_some());
+}
+
+fn file_event(op: FileOp, path: &str, target: &str, mode: u32) -> Event {
+    Event {
+        process: Some(Process::default()),
+        payload: Some(Payload::File(FileEvent {
+            op: op as i32,
+            path: path.into(),
+            target_path: target.into(),
+            mode,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn rename_and_link_name_the_new_file_target() {
+    let v = values(&file_event(
+        FileOp::FileRename,
+        "/tmp/a",
+        "/etc/cron.d/a",
+        0,
+    ));
+    assert_eq!(
+        raw(&v, Field::TargetFilename).as_deref(),
+        Some("/etc/cron.d/a")
+    );
+    assert_eq!(raw(&v, Field::SourceFilename).as_deref(), Some("/tmp/a"));
+    assert_eq!(raw(&v, Field::FileOperation).as_deref(), Some("rename"));
+    let v = values(&file_event(FileOp::FileSymlink, "/tmp/l", "/etc/shadow", 0));
+    assert_eq!(raw(&v, Field::TargetFilename).as_deref(), Some("/tmp/l"));
+    assert_eq!(
+        raw(&v, Field::SourceFilename).as_deref(),
+        Some("/etc/shadow")
+    );
+    let v = values(&file_event(FileOp::FileUnlink, "/var/log/wtmp", "", 0));
+    assert_eq!(raw(&v, Field::SourceFilename), None);
+}
+
+#[test]
+fn chmod_mode_is_octal_with_flag_words() {
+    let v = values(&file_event(FileOp::FileChmod, "/tmp/x", "", 0o104755));
+    assert_eq!(raw(&v, Field::FileMode).as_deref(), Some("4755"));
+    assert_eq!(
+        raw(&v, Field::FileModeFlags).as_deref(),
+        Some("setuid executable")
+    );
+    let v = values(&file_event(FileOp::FileChmod, "/tmp/x", "", 0o644));
+    assert_eq!(raw(&v, Field::FileModeFlags).as_deref(), Some(""));
+    let v = values(&file_event(FileOp::FileUnlink, "/tmp/x", "", 0o755));
+    assert_eq!(raw(&v, Field::FileMode), None, "unlink sets no mode");
+}
+
+#[test]
+fn network_fields_follow_sysmon_direction() {
+    let event = Event {
+        payload: Some(Payload::Network(NetworkEvent {
+            op: NetworkOp::NetworkConnect as i32,
+            protocol: 6,
+            local_ip: "10.0.0.2".into(),
+            local_port: 40000,
+            remote_ip: "2001:db8::1".into(),
+            remote_port: 443,
+            initiated: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&event);
+    assert_eq!(raw(&v, Field::SourceIp).as_deref(), Some("10.0.0.2"));
+    assert_eq!(raw(&v, Field::SourcePort).as_deref(), Some("40000"));
+    assert_eq!(
+        raw(&v, Field::DestinationIp).as_deref(),
+        Some("2001:db8::1")
+    );
+    assert_eq!(raw(&v, Field::DestinationPort).as_deref(), Some("443"));
+    assert_eq!(raw(&v, Field::Protocol).as_deref(), Some("tcp"));
+    assert_eq!(raw(&v, Field::Initiated).as_deref(), Some("true"));
+    assert_eq!(raw(&v, Field::DestinationIsIpv6).as_deref(), Some("true"));
+    assert_eq!(raw(&v, Field::SourceIsIpv6).as_deref(), Some("false"));
+    assert_eq!(raw(&v, Field::NetworkOperation).as_deref(), Some("connect"));
+    assert_eq!(raw(&v, Field::Image), None, "no process context");
+    assert_eq!(raw(&v, Field::DestinationHostname), None, "not resolved");
+}
+
+#[test]
+fn dns_answers_and_resolved_destinations_have_their_fields() {
+    let answer = Event {
+        payload: Some(Payload::Network(NetworkEvent {
+            op: NetworkOp::NetworkDnsAnswer as i32,
+            remote_ip: "127.0.0.53".into(),
+            remote_port: 53,
+            dns: Some(kestrel_proto::DnsAnswer {
+                query: "tunnel.us.ngrok.com".into(),
+                query_type: 1,
+                rcode: 0,
+                answers: vec!["edge.ngrok.example".into(), "3.20.1.5".into()],
+                truncated: false,
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&answer);
+    assert_eq!(
+        raw(&v, Field::QueryName).as_deref(),
+        Some("tunnel.us.ngrok.com")
+    );
+    assert_eq!(
+        raw(&v, Field::QueryResults).as_deref(),
+        Some("edge.ngrok.example;3.20.1.5")
+    );
+    assert_eq!(raw(&v, Field::QueryStatus).as_deref(), Some("0"));
+    assert_eq!(
+        raw(&v, Field::NetworkOperation).as_deref(),
+        Some("dns_answer")
+    );
+    let connect = Event {
+        payload: Some(Payload::Network(NetworkEvent {
+            op: NetworkOp::NetworkConnect as i32,
+            remote_ip: "3.20.1.5".into(),
+            remote_port: 443,
+            remote_hostname: "tunnel.us.ngrok.com".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&connect);
+    assert_eq!(
+        raw(&v, Field::DestinationHostname).as_deref(),
+        Some("tunnel.us.ngrok.com")
+    );
+    assert_eq!(raw(&v, Field::QueryName), None);
+}
+
+#[test]
+fn credential_change_reports_gained_capabilities() {
+    let event = Event {
+        payload: Some(Payload::Credential(CredentialEvent {
+            syscall: "capset".into(),
+            old: Some(Credentials {
+                cap_effective: 1 << 13,
+                ..Default::default()
+            }),
+            new: Some(Credentials {
+                cap_effective: (1 << 13) | (1 << 21),
+                euid: 0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&event);
+    assert_eq!(
+        raw(&v, Field::CapabilitiesGained).as_deref(),
+        Some("cap_sys_admin")
+    );
+    assert_eq!(
+        raw(&v, Field::NewCapabilities).as_deref(),
+        Some("cap_net_raw cap_sys_admin")
+    );
+    assert_eq!(raw(&v, Field::Syscall).as_deref(), Some("capset"));
+}
+
+#[test]
+fn container_fields_come_from_the_container_context() {
+    let mut event = exec_event(&["sh"], Vec::new());
+    event.container = Some(Container {
+        id: "abc".into(),
+        name: "web".into(),
+        ..Default::default()
+    });
+    let v = values(&event);
+    assert_eq!(raw(&v, Field::ContainerId).as_deref(), Some("abc"));
+    assert_eq!(raw(&v, Field::ContainerName).as_deref(), Some("web"));
+    assert_eq!(raw(&v, Field::PodName), None);
+}
+
+#[test]
+fn exit_fields() {
+    let event = Event {
+        payload: Some(Payload::Exit(ExitEvent {
+            code: 0,
+            signal: 9,
+            core_dumped: false,
+        })),
+        ..Default::default()
+    };
+    let v = values(&event);
+    assert_eq!(raw(&v, Field::ExitSignal).as_deref(), Some("9"));
+    assert_eq!(raw(&v, Field::CoreDumped).as_deref(), Some("false"));
+}
+
+#[test]
+fn values_from_the_previous_event_are_not_reused() {
+    let mut values = FieldValues::default();
+    values.load();
+    values.fill(
+        &exec_event(&["a"], Vec::new()),
+        &EventContext::default(),
+        &[Field::CommandLine],
+    );
+    assert_eq!(values.get(Field::CommandLine).unwrap().raw, "a");
+    values.load();
+    values.fill(
+        &exec_event(&["b", "C"], Vec::new()),
+        &EventContext::default(),
+        &[Field::CommandLine],
+    );
+    let v = values.get(Field::CommandLine).unwrap();
+    assert_eq!((v.raw, v.lower), ("b C", "b c"));
+}
