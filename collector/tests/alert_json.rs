@@ -5,8 +5,8 @@ mod common;
 
 use std::path::Path;
 
+use kestrel_collector::alert::render;
 use kestrel_collector::alert::{Alert, Level, SystemAlert};
-use kestrel_collector::alerting::render;
 use kestrel_collector::sinks::jsonl::JsonlFile;
 use kestrel_detect::{Detection, Rule, RuleKind};
 use serde_json::json;

@@ -6,6 +6,7 @@
 //! `event`) are a flat view of the same facts for scripts and the JSON-lines sink, and stay stable.
 
 pub mod fingerprint;
+pub mod render;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

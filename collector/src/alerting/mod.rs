@@ -23,7 +23,6 @@ pub mod admit;
 pub mod backoff;
 pub mod batch;
 pub mod glob;
-pub mod render;
 pub mod suppress;
 pub mod worker;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use crate::alert::render;
 use crate::alert::rfc3339;
-use crate::alerting::render;
 use crate::alerting::suppress::Matcher;
 use crate::clock::now_unix_ns;
 use crate::store::{AlertAck, SinkBacklog, Store, StoreError};

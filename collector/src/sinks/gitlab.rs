@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::endpoint::{Endpoint, Http, HttpKind};
 use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use crate::alert::render;
 use crate::alert::{Alert, Level};
-use crate::alerting::render;
 
 /// `kind = "gitlab"`: the endpoint keys and its own; `url` and `token` are required.
 pub type Options = Http<Keys>;

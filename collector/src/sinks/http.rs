@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::DeliveryError;
-use crate::alerting::render::truncate;
+use crate::alert::render::truncate;
 
 /// Longest response body quoted in an error.
 const BODY_QUOTE: usize = 200;

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::endpoint::{Endpoint, Http, HttpKind};
 use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use crate::alert::render::truncate;
 use crate::alert::{Alert, Level};
-use crate::alerting::render::truncate;
 
 /// The Events API v2 endpoint used when `url` is not set.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 
 use super::endpoint::{Endpoint, Http, HttpKind};
 use super::{http, Check, DeliveryError, Sink, SinkError, SinkSettings};
+use crate::alert::render;
+use crate::alert::render::truncate;
 use crate::alert::{Alert, Level};
-use crate::alerting::render;
-use crate::alerting::render::truncate;
 
 /// `kind = "slack"`: the endpoint keys and its own; `url` (the webhook URL, a secret) is required.
 pub type Options = Http<Keys>;

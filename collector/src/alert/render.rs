@@ -1,6 +1,6 @@
 //! Human-readable views of an alert shared by the CLI and the chat/ticket sinks.
 
-use crate::alert::Alert;
+use super::Alert;
 
 /// Longest command line shown per process in the tree (the record keeps it whole).
 pub const MAX_COMMAND_CHARS: usize = 200;
