@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kestrel_ebpf_abi::{sys, KIND_FILE};
+use kestrel_ebpf_abi::{linux::CLONE_NEWNS, sys, KIND_FILE};
 use kestrel_proto::{
     event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap,
     NetworkEvent, Process,
@@ -228,7 +228,7 @@ impl Pipeline {
             .unwrap_or_default();
         let path = syscall_events::first_path(syscall, &self.bases(syscall, &cwd));
         self.directories
-            .learn((syscall.aux[2], syscall.aux[3]), path);
+            .learn(syscall.aux.file().opened_directory.into(), path);
     }
 
     /// What the relative paths of `syscall` are resolved against: the followed working
@@ -241,23 +241,22 @@ impl Pipeline {
     }
 
     /// The paths of the directories a file call's descriptors name (first and second path;
-    /// for `fchdir`, its descriptor), from the identities the kernel put in `aux[4..8]`. Other
-    /// kinds use those slots for other things.
+    /// for `fchdir`, its descriptor), from the identities the kernel put in the file view's
+    /// `path_directories`. Other kinds use those bytes for other things.
     fn known_directories(&mut self, syscall: &Syscall) -> [Option<String>; 2] {
         if syscall.kind != KIND_FILE {
             return [None, None];
         }
-        [4, 6].map(|at| {
-            self.directories
-                .path_of((syscall.aux[at], syscall.aux[at + 1]))
-                .map(str::to_owned)
-        })
+        syscall
+            .aux
+            .file()
+            .path_directories
+            .map(|identity| self.directories.path_of(identity.into()).map(str::to_owned))
     }
 
     /// After a successful `setns`: joining a mount namespace moves the working directory to
     /// its root; a descriptor of unknown type (`nstype` 0) may have done so.
     fn join_namespace(&mut self, tgid: u32, nstype: u64) {
-        const CLONE_NEWNS: u64 = 0x0002_0000;
         if nstype & CLONE_NEWNS != 0 {
             self.table.set_cwd(tgid, "/".to_owned());
         } else if nstype == 0 {
@@ -459,7 +458,7 @@ fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kestrel_ebpf_abi::sys::kind_of;
+    use kestrel_ebpf_abi::{sys::kind_of, Aux, DirectoryId};
     use kestrel_proto::FileEvent;
 
     use super::*;
@@ -484,7 +483,7 @@ mod tests {
             syscall: id,
             result,
             args,
-            aux: [0; 16],
+            aux: Aux::ZERO,
             euid: 0,
             path: path.into(),
             path_truncated: false,
@@ -560,14 +559,30 @@ mod tests {
         assert_eq!(created(&mut p, "x"), "x", "a namespace of unknown type");
     }
 
-    /// `record` (a syscall) with `aux[at..at + 2]` set to `identity`.
-    fn tagged(record: KernelRecord, at: usize, identity: (u64, u64)) -> KernelRecord {
+    /// Which directory identity of a file record a test sets.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tag {
+        /// The directory a directory open opened.
+        Opened,
+        /// The directory the first path is relative to (for `fchdir`, its descriptor's).
+        FirstPath,
+    }
+
+    /// `record` (a syscall) with the directory identity `tag` names set to `identity`.
+    fn tagged(record: KernelRecord, tag: Tag, identity: (u64, u64)) -> KernelRecord {
         let KernelRecord::Syscall(mut s) = record else {
             unreachable!()
         };
-        s.aux[at] = identity.0;
-        s.aux[at + 1] = identity.1;
-        s.directory_open = at == 2;
+        let identity = DirectoryId {
+            generation_dev: identity.0,
+            inode: identity.1,
+        };
+        let file = s.aux.file_mut();
+        match tag {
+            Tag::Opened => file.opened_directory = identity,
+            Tag::FirstPath => file.path_directories[0] = identity,
+        }
+        s.directory_open = tag == Tag::Opened;
         KernelRecord::Syscall(s)
     }
 
@@ -583,23 +598,27 @@ mod tests {
         let mut p = pipeline();
         let audit = (8, 42);
         let opened = call(sys::OPEN, "/var/log/audit", [0, 0o200000, 0, 0, 0, 0], 3);
-        assert_eq!(p.event_for(tagged(opened, 2, audit)), None, "not an event");
+        assert_eq!(
+            p.event_for(tagged(opened, Tag::Opened, audit)),
+            None,
+            "not an event"
+        );
         let unlink = call(sys::UNLINKAT, "audit.log", [3, 0, 0, 0, 0, 0], 0);
         assert_eq!(
-            path_of(p.event_for(tagged(unlink.clone(), 4, audit))),
+            path_of(p.event_for(tagged(unlink.clone(), Tag::FirstPath, audit))),
             "/var/log/audit/audit.log"
         );
         assert_eq!(
-            path_of(p.event_for(tagged(unlink, 4, (8, 43)))),
+            path_of(p.event_for(tagged(unlink, Tag::FirstPath, (8, 43)))),
             "audit.log",
             "a directory never seen opened: left relative"
         );
         // A directory opened relative to another one.
         let nested = call(sys::OPENAT, "old", [3, 0, 0o200000, 0, 0, 0], 4);
-        let nested = tagged(tagged(nested, 4, audit), 2, (8, 44));
+        let nested = tagged(tagged(nested, Tag::FirstPath, audit), Tag::Opened, (8, 44));
         assert_eq!(p.event_for(nested), None);
         let fchdir = call(sys::FCHDIR, "", [4, 0, 0, 0, 0, 0], 0);
-        assert_eq!(p.event_for(tagged(fchdir, 4, (8, 44))), None);
+        assert_eq!(p.event_for(tagged(fchdir, Tag::FirstPath, (8, 44))), None);
         assert_eq!(created(&mut p, "x"), "/var/log/audit/old/x");
     }
 

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use kestrel_ebpf_abi::{
-    sys, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD, KIND_MODULE,
-    KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL,
+    linux::{AF_INET, AF_INET6, AF_PACKET, AT_FDCWD, AT_REMOVEDIR, O_CREAT, O_TRUNC},
+    sys, CredentialSet, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD,
+    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL,
 };
 use kestrel_proto::{
     event::Payload, BpfEvent, CredentialEvent, Credentials, FileEvent, FileOp, IoUringEvent,
@@ -13,13 +14,6 @@ use kestrel_proto::{
 };
 
 use crate::decode::Syscall;
-
-const O_CREAT: u64 = 0o100;
-const O_TRUNC: u64 = 0o1000;
-const AT_REMOVEDIR: u64 = 0x200;
-const AF_INET: u64 = 2;
-const AF_INET6: u64 = 10;
-const AF_PACKET: u32 = 17;
 
 /// The `syscalls:sys_enter_<name>` tracepoint name of a followed syscall (`None` for the
 /// io_uring submissions, which have a tracepoint of their own).
@@ -131,8 +125,8 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
         KIND_NETWORK => Payload::Network(network(s)),
         KIND_CREDENTIAL => Payload::Credential(CredentialEvent {
             syscall: syscall_name(s.syscall).into(),
-            old: Some(credentials(&s.aux[0..7])),
-            new: Some(credentials(&s.aux[8..15])),
+            old: Some(credentials(&s.aux.cred().old)),
+            new: Some(credentials(&s.aux.cred().new)),
             result: s.result,
         }),
         KIND_PTRACE => Payload::Ptrace(PtraceEvent {
@@ -169,8 +163,8 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
         }),
         KIND_BPF => Payload::Bpf(BpfEvent {
             command: s.args[0] as i32,
-            prog_type: s.aux[0] as u32,
-            prog_name: c_bytes(&[s.aux[1].to_ne_bytes(), s.aux[2].to_ne_bytes()].concat()),
+            prog_type: s.aux.bpf().prog_type as u32,
+            prog_name: c_bytes(&s.aux.bpf().prog_name),
             result: s.result,
         }),
         KIND_MEMFD => Payload::Memfd(MemfdEvent {
@@ -194,15 +188,15 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
         }),
         KIND_IO_URING => Payload::IoUring(if s.syscall == sys::IO_URING_SUBMIT {
             IoUringEvent {
-                op: uring_op_name(s.aux[0] as u32).into(),
-                opcode: s.aux[0] as u32,
+                op: uring_op_name(s.aux.uring().opcode as u32).into(),
+                opcode: s.aux.uring().opcode as u32,
                 ..Default::default()
             }
         } else {
             IoUringEvent {
                 op: "setup".into(),
-                entries: s.aux[1] as u32,
-                flags: s.aux[2] as u32,
+                entries: s.aux.uring().entries as u32,
+                flags: s.aux.uring().flags as u32,
                 result: s.result,
                 ..Default::default()
             }
@@ -231,10 +225,11 @@ fn file(s: &Syscall, bases: &Bases) -> FileEvent {
     };
     let op = match s.syscall {
         sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT => {
-            event.flags = s.aux[0];
-            event.mode = (s.aux[1] & 0o7777) as u32;
-            event.created = s.aux[0] & O_CREAT != 0;
-            event.truncated = s.aux[0] & O_TRUNC != 0;
+            let aux = s.aux.file();
+            event.flags = aux.open_flags;
+            event.mode = (aux.mode & 0o7777) as u32;
+            event.created = aux.open_flags & O_CREAT != 0;
+            event.truncated = aux.open_flags & O_TRUNC != 0;
             if s.sensitive_read {
                 FileOp::FileReadSensitive
             } else {
@@ -277,12 +272,7 @@ fn file(s: &Syscall, bases: &Bases) -> FileEvent {
         sys::MOUNT => {
             event.target_path = s.second_path.clone();
             event.flags = a[3];
-            event.fs_type = c_bytes(
-                &s.aux[8..12]
-                    .iter()
-                    .flat_map(|w| w.to_ne_bytes())
-                    .collect::<Vec<u8>>(),
-            );
+            event.fs_type = c_bytes(&s.aux.file().fs_type);
             FileOp::FileMount
         }
         sys::UMOUNT => {
@@ -313,9 +303,6 @@ fn path_argument(s: &Syscall, slot: usize, bases: &Bases) -> String {
         bases.cwd,
     )
 }
-
-/// `AT_FDCWD`: a path relative to the working directory.
-const AT_FDCWD: i32 = -100;
 
 /// The directory descriptors of the first and second path arguments (`AT_FDCWD` for calls
 /// without one).
@@ -418,16 +405,17 @@ pub fn normalize(path: &str) -> String {
 }
 
 fn network(s: &Syscall) -> NetworkEvent {
-    let family = s.aux[0];
-    let socket_local = ip(family, s.aux[3], s.aux[4]);
-    let socket_remote = ip(family, s.aux[6], s.aux[7]);
-    let passed = sockaddr(&s.aux[9..13]);
+    let aux = s.aux.net();
+    let family = aux.family;
+    let socket_local = ip(family, &aux.local_address);
+    let socket_remote = ip(family, &aux.remote_address);
+    let passed = sockaddr(&aux.sockaddr);
     let mut event = NetworkEvent {
         family: family as u32,
-        protocol: s.aux[1] as u32,
+        protocol: aux.protocol as u32,
         result: s.result,
         local_ip: socket_local.map(|ip| ip.to_string()).unwrap_or_default(),
-        local_port: s.aux[5] as u32,
+        local_port: aux.local_port as u32,
         ..Default::default()
     };
     let op = match s.syscall {
@@ -458,7 +446,7 @@ fn network(s: &Syscall) -> NetworkEvent {
         }
         sys::ACCEPT | sys::ACCEPT4 => {
             event.remote_ip = socket_remote.map(|ip| ip.to_string()).unwrap_or_default();
-            event.remote_port = s.aux[8] as u32;
+            event.remote_port = aux.remote_port as u32;
             NetworkOp::NetworkAccept
         }
         sys::LISTEN => NetworkOp::NetworkListen,
@@ -472,14 +460,14 @@ fn network(s: &Syscall) -> NetworkEvent {
                 }
                 None => {
                     event.remote_ip = socket_remote.map(|ip| ip.to_string()).unwrap_or_default();
-                    event.remote_port = s.aux[8] as u32;
+                    event.remote_port = aux.remote_port as u32;
                 }
             }
             event.dns = crate::dns::parse(&s.received, s.path_truncated);
             NetworkOp::NetworkDnsAnswer
         }
         _ => {
-            event.family = AF_PACKET;
+            event.family = AF_PACKET as u32;
             event.protocol = u16::from_be(s.args[2] as u16) as u32;
             NetworkOp::NetworkPacketSocket
         }
@@ -488,55 +476,49 @@ fn network(s: &Syscall) -> NetworkEvent {
     event
 }
 
-/// An address from the socket's own fields (IPv4 in the low 4 bytes of the first word).
-fn ip(family: u64, first: u64, second: u64) -> Option<IpAddr> {
+/// An address from the socket's own fields (IPv4 in the first 4 bytes).
+fn ip(family: u64, bytes: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::from((first as u32).to_ne_bytes()))),
-        AF_INET6 => {
-            let mut bytes = [0u8; 16];
-            bytes[..8].copy_from_slice(&first.to_ne_bytes());
-            bytes[8..].copy_from_slice(&second.to_ne_bytes());
-            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
-        }
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
         _ => None,
     }
 }
 
 /// A `sockaddr_in`/`sockaddr_in6` as passed by the caller: (family, address, port).
-fn sockaddr(words: &[u64]) -> Option<(u32, IpAddr, u16)> {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+fn sockaddr(bytes: &[u8; 32]) -> Option<(u32, IpAddr, u16)> {
     let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as u64;
     let port = u16::from_be_bytes([bytes[2], bytes[3]]);
     match family {
         AF_INET => Some((
-            2,
+            AF_INET as u32,
             IpAddr::V4(Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7])),
             port,
         )),
         AF_INET6 => {
             let octets: [u8; 16] = bytes[8..24].try_into().ok()?;
-            Some((10, IpAddr::V6(Ipv6Addr::from(octets)), port))
+            Some((AF_INET6 as u32, IpAddr::V6(Ipv6Addr::from(octets)), port))
         }
         _ => None,
     }
 }
 
-/// Credentials packed by the kernel side: ids two per word, then the capability sets.
-fn credentials(words: &[u64]) -> Credentials {
-    let low = |w: u64| w as u32;
-    let high = |w: u64| (w >> 32) as u32;
+/// The protocol form of a credential set the kernel side read.
+fn credentials(set: &CredentialSet) -> Credentials {
     Credentials {
-        ruid: low(words[0]),
-        euid: high(words[0]),
-        suid: low(words[1]),
-        fsuid: high(words[1]),
-        rgid: low(words[2]),
-        egid: high(words[2]),
-        sgid: low(words[3]),
-        fsgid: high(words[3]),
-        cap_effective: words[4],
-        cap_permitted: words[5],
-        cap_inheritable: words[6],
+        ruid: set.ruid,
+        euid: set.euid,
+        suid: set.suid,
+        fsuid: set.fsuid,
+        rgid: set.rgid,
+        egid: set.egid,
+        sgid: set.sgid,
+        fsgid: set.fsgid,
+        cap_effective: set.cap_effective,
+        cap_permitted: set.cap_permitted,
+        cap_inheritable: set.cap_inheritable,
     }
 }
 
@@ -594,22 +576,11 @@ mod tests {
         v4[..2].copy_from_slice(&2u16.to_ne_bytes());
         v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        let words: Vec<u64> = v4
-            .chunks(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(
-            sockaddr(&words),
-            Some((2, "127.0.0.1".parse().unwrap(), 8080))
-        );
+        assert_eq!(sockaddr(&v4), Some((2, "127.0.0.1".parse().unwrap(), 8080)));
         let mut v6 = [0u8; 32];
         v6[..2].copy_from_slice(&10u16.to_ne_bytes());
         v6[2..4].copy_from_slice(&443u16.to_be_bytes());
         v6[8..24].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
-        let words: Vec<u64> = v6
-            .chunks(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(sockaddr(&words), Some((10, "::1".parse().unwrap(), 443)));
+        assert_eq!(sockaddr(&v6), Some((10, "::1".parse().unwrap(), 443)));
     }
 }

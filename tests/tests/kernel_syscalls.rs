@@ -292,8 +292,10 @@ async fn tcp_and_udp_over_ipv4_and_ipv6_carry_both_endpoints() {
         let (_server, _) = listener.accept().unwrap();
 
         let listen = network_payload(
-            &k.expect_syscall("listen", sys::LISTEN, |s| s.aux[5] == port as u64)
-                .await,
+            &k.expect_syscall("listen", sys::LISTEN, |s| {
+                s.aux.net().local_port == port as u64
+            })
+            .await,
         );
         assert_eq!(
             (listen.op, listen.local_port, listen.protocol),
@@ -309,8 +311,10 @@ async fn tcp_and_udp_over_ipv4_and_ipv6_carry_both_endpoints() {
         assert!(connect.initiated && connect.result == 0);
         assert_eq!(connect.family, if host == "::1" { 10 } else { 2 });
         let accept = network_payload(
-            &k.expect_syscall("accept", sys::ACCEPT4, |s| s.aux[8] == client_port as u64)
-                .await,
+            &k.expect_syscall("accept", sys::ACCEPT4, |s| {
+                s.aux.net().remote_port == client_port as u64
+            })
+            .await,
         );
         assert_eq!(
             (accept.local_port, accept.remote_port),

@@ -8,6 +8,11 @@
 
 #![no_std]
 
+pub mod aux;
+pub mod linux;
+
+pub use aux::{Aux, BpfAux, CredAux, CredentialSet, DirectoryId, FileAux, NetAux, UringAux};
+
 /// A process replaced its image: [`ExecRecord`].
 pub const KIND_EXEC: u32 = 1;
 /// A new process (not a thread) was created: [`ForkRecord`].
@@ -219,27 +224,13 @@ pub const SYS_STR1_TRUNCATED: u32 = 1 << 1;
 /// `SyscallRecord::flags`: the open was read-only and is reported because the path is sensitive.
 pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
 /// `SyscallRecord::flags`: a read-only open of a directory (`O_DIRECTORY`), not an event: it
-/// tells user space the path of the directory identified by `aux[2..4]`, for calls that later
-/// name paths relative to a descriptor of it.
+/// tells user space the path of the directory identified by [`FileAux::opened_directory`], for
+/// calls that later name paths relative to a descriptor of it.
 pub const SYS_DIRECTORY_OPEN: u32 = 1 << 5;
 
-/// One followed syscall (or io_uring operation). `args` are the raw syscall arguments;
-/// `aux` holds kind-specific values documented at each use:
-/// - credentials: `aux[0..4]` old ids packed two per word (ruid|euid, suid|fsuid, rgid|egid,
-///   sgid|fsgid, low|high), `aux[4..7]` old capabilities (effective, permitted, inheritable),
-///   `aux[8..12]` and `aux[12..15]` the same after the call.
-/// - network: `aux[0]` family, `aux[1]` protocol, `aux[2]` socket type, `aux[3..5]` local
-///   address (16 bytes, IPv4 in the first 4), `aux[5]` local port, `aux[6..8]` remote address,
-///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes; for
-///   a receive, the sender's address the call returned). A DNS answer received (`recvfrom`,
-///   `recvmsg` from port 53) has its first bytes in string slot 0.
-/// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode;
-///   `aux[2..4]` the identity of the directory a [`SYS_DIRECTORY_OPEN`] opened
-///   (`i_generation << 32 | s_dev`, inode number); `aux[4..6]` and `aux[6..8]` the identity of
-///   the directory descriptor a relative first and second path is resolved against (0 when the
-///   working directory is; for `fchdir`, of its descriptor).
-/// - bpf: `aux[0]` program type, `aux[1..3]` program name (16 bytes).
-/// - io_uring: `aux[0]` opcode, `aux[1]` entries, `aux[2]` flags.
+/// One followed syscall (or io_uring operation). `args` are the raw syscall arguments; `aux`
+/// holds kind-specific values, read through the view of the kind ([`Aux`]). A DNS answer
+/// received (`recvfrom`, `recvmsg` from port 53) has its first bytes in string slot 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRecord {
@@ -253,8 +244,8 @@ pub struct SyscallRecord {
     pub result: i64,
     /// Raw arguments.
     pub args: [u64; 6],
-    /// Kind-specific values (see the type's documentation).
-    pub aux: [u64; 16],
+    /// Kind-specific values, through the view of the record's kind.
+    pub aux: Aux,
     /// Bytes in use in each string slot: 0 = first path, 1 = second path.
     pub str_len: [u32; 2],
     /// Padding to keep `strings` 8-byte aligned.

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::generated::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use kestrel_ebpf_abi::sys;
+use kestrel_ebpf_abi::{sys, CredentialSet};
 
 use crate::{
     filter::wanted,
@@ -114,6 +114,6 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     }
     let mut args = [0u64; 6];
     args[0] = opcode as u64;
-    let _ = emit(sys::IO_URING_SUBMIT, &args, &[0; 7], 0);
+    let _ = emit(sys::IO_URING_SUBMIT, &args, &CredentialSet::default(), 0);
     0
 }

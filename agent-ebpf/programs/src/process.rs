@@ -67,10 +67,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 /// or has no link left). The working directory is left to user space.
 #[inline(always)]
 fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
-    let credentials = credentials(config, task).unwrap_or([0; 7]);
-    record.euid = (credentials[0] >> 32) as u32;
-    record.egid = (credentials[2] >> 32) as u32;
-    record.cap_effective = credentials[4];
+    let credentials = credentials(config, task).unwrap_or_default();
+    record.euid = credentials.euid;
+    record.egid = credentials.egid;
+    record.cap_effective = credentials.cap_effective;
     record.exe_dev = 0;
     record.exe_inode = 0;
     record.exe_nlink = 1;
