@@ -17,7 +17,6 @@ use kestrel_ebpf_abi::{
 use crate::{
     config::AgentConfig,
     kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
-    syscall_events,
 };
 
 /// The eBPF object built by `build.rs`.
@@ -63,12 +62,12 @@ fn hooks(config: &AgentConfig) -> Vec<(String, Attach)> {
     // Syscalls are followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the
     // programs have the same names as their tracepoints.
     let receives = [sys::RECVFROM, sys::RECVMSG];
-    for id in (1..sys::COUNT).filter(|id| config.dns_answers || !receives.contains(id)) {
-        let Some(name) = syscall_events::tracepoint_name(id) else {
-            continue;
-        };
-        for phase in ["enter", "exit"] {
-            hooks.push((format!("sys_{phase}_{name}"), Attach::Syscall));
+    for id in sys::ALL
+        .into_iter()
+        .filter(|id| config.dns_answers || !receives.contains(id))
+    {
+        for program in sys::programs(id).into_iter().flatten() {
+            hooks.push((program.to_owned(), Attach::Syscall));
         }
     }
     hooks

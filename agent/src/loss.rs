@@ -3,10 +3,8 @@
 //! time range), so every lost event is accounted for.
 
 use aya::maps::{MapData, PerCpuArray};
-use kestrel_ebpf_abi::KIND_SLOTS;
+use kestrel_ebpf_abi::{kind_name, KIND_SLOTS};
 use kestrel_proto::Gap;
-
-use crate::config::KINDS;
 
 /// Watches the kernel's drop counters.
 pub struct LossMonitor {
@@ -77,13 +75,4 @@ impl LossMonitor {
             .map(|c| c.iter().sum())
             .unwrap_or(0)
     }
-}
-
-/// The configuration name of a kind number.
-pub fn kind_name(kind: u32) -> &'static str {
-    KINDS
-        .iter()
-        .find(|(_, k)| *k == kind)
-        .map(|(name, _)| *name)
-        .unwrap_or("unknown")
 }

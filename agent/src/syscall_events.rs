@@ -15,88 +15,6 @@ use kestrel_proto::{
 
 use crate::decode::Syscall;
 
-/// The `syscalls:sys_enter_<name>` tracepoint name of a followed syscall (`None` for the
-/// io_uring submissions, which have a tracepoint of their own).
-pub fn tracepoint_name(id: u32) -> Option<&'static str> {
-    match id {
-        sys::IO_URING_SUBMIT => None,
-        sys::UMOUNT => Some("umount"),
-        id if id > 0 && id < sys::COUNT => Some(syscall_name(id)),
-        _ => None,
-    }
-}
-
-/// The name of a followed call.
-pub fn syscall_name(id: u32) -> &'static str {
-    const NAMES: [&str; sys::COUNT as usize] = [
-        "unknown",
-        "open",
-        "openat",
-        "openat2",
-        "creat",
-        "rename",
-        "renameat",
-        "renameat2",
-        "unlink",
-        "unlinkat",
-        "rmdir",
-        "chmod",
-        "fchmod",
-        "fchmodat",
-        "fchmodat2",
-        "chown",
-        "fchown",
-        "lchown",
-        "fchownat",
-        "link",
-        "linkat",
-        "symlink",
-        "symlinkat",
-        "truncate",
-        "ftruncate",
-        "mount",
-        "umount2",
-        "utime",
-        "utimes",
-        "utimensat",
-        "futimesat",
-        "setuid",
-        "setgid",
-        "setreuid",
-        "setregid",
-        "setresuid",
-        "setresgid",
-        "setfsuid",
-        "setfsgid",
-        "capset",
-        "ptrace",
-        "process_vm_writev",
-        "kill",
-        "tkill",
-        "tgkill",
-        "connect",
-        "accept",
-        "accept4",
-        "listen",
-        "bind",
-        "sendto",
-        "socket",
-        "init_module",
-        "finit_module",
-        "bpf",
-        "memfd_create",
-        "setns",
-        "unshare",
-        "io_uring_setup",
-        "io_uring_submit",
-        "recvfrom",
-        "recvmsg",
-        "chdir",
-        "fchdir",
-    ];
-    NAMES.get(id as usize).copied().unwrap_or("unknown")
-}
-
 /// What the relative paths of a call are resolved against, as far as the agent knows it.
 #[derive(Debug, Clone, Default)]
 pub struct Bases<'a> {
@@ -124,13 +42,13 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
         KIND_FILE => Payload::File(file(s, bases)),
         KIND_NETWORK => Payload::Network(network(s)),
         KIND_CREDENTIAL => Payload::Credential(CredentialEvent {
-            syscall: syscall_name(s.syscall).into(),
+            syscall: sys::name(s.syscall).into(),
             old: Some(credentials(&s.aux.cred().old)),
             new: Some(credentials(&s.aux.cred().new)),
             result: s.result,
         }),
         KIND_PTRACE => Payload::Ptrace(PtraceEvent {
-            syscall: syscall_name(s.syscall).into(),
+            syscall: sys::name(s.syscall).into(),
             request: if s.syscall == sys::PTRACE {
                 s.args[0] as i64
             } else {
@@ -144,7 +62,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
             result: s.result,
         }),
         KIND_SIGNAL => Payload::Signal(SignalEvent {
-            syscall: syscall_name(s.syscall).into(),
+            syscall: sys::name(s.syscall).into(),
             target_pid: s.args[0] as u32,
             signal: if s.syscall == sys::TGKILL {
                 s.args[2]
@@ -154,7 +72,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
             result: s.result,
         }),
         KIND_MODULE => Payload::Module(ModuleEvent {
-            syscall: syscall_name(s.syscall).into(),
+            syscall: sys::name(s.syscall).into(),
             path: acted_on_fd(s)
                 .and_then(|fd| fd_path(s.common.tgid, fd))
                 .unwrap_or_default(),
@@ -173,7 +91,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
             result: s.result,
         }),
         KIND_NAMESPACE => Payload::Namespace(NamespaceEvent {
-            syscall: syscall_name(s.syscall).into(),
+            syscall: sys::name(s.syscall).into(),
             flags: if s.syscall == sys::SETNS {
                 s.args[1]
             } else {
@@ -188,7 +106,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
         }),
         KIND_IO_URING => Payload::IoUring(if s.syscall == sys::IO_URING_SUBMIT {
             IoUringEvent {
-                op: uring_op_name(s.aux.uring().opcode as u32).into(),
+                op: sys::uring_op_name(s.aux.uring().opcode as u32).into(),
                 opcode: s.aux.uring().opcode as u32,
                 ..Default::default()
             }
@@ -218,7 +136,7 @@ fn file(s: &Syscall, bases: &Bases) -> FileEvent {
         target_path: second,
         result: s.result,
         path_truncated: s.path_truncated,
-        syscall: syscall_name(s.syscall).into(),
+        syscall: sys::name(s.syscall).into(),
         uid: -1,
         gid: -1,
         ..Default::default()
@@ -528,22 +446,6 @@ fn c_bytes(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Names of the io_uring operations the kernel side reports.
-fn uring_op_name(opcode: u32) -> &'static str {
-    match opcode {
-        13 => "accept",
-        16 => "connect",
-        18 => "openat",
-        28 => "openat2",
-        35 => "renameat",
-        36 => "unlinkat",
-        38 => "symlinkat",
-        39 => "linkat",
-        45 => "socket",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,7 +468,7 @@ mod tests {
     #[test]
     fn every_followed_call_has_a_name() {
         for id in 1..sys::COUNT {
-            assert_ne!(syscall_name(id), "unknown", "syscall id {id}");
+            assert_ne!(sys::name(id), "unknown", "syscall id {id}");
         }
     }
 

@@ -200,11 +200,7 @@ pub fn emit(
             true
         }
         KIND_MODULE => {
-            if id == sys::FINIT_MODULE {
-                copy_user_str(args[1], record, 1);
-            } else {
-                copy_user_str(args[2], record, 1);
-            }
+            copy_string_args(id, record);
             true
         }
         KIND_BPF => {
@@ -218,7 +214,7 @@ pub fn emit(
             true
         }
         KIND_MEMFD => {
-            copy_user_str(args[0], record, 0);
+            copy_string_args(id, record);
             true
         }
         KIND_NAMESPACE => true,
@@ -264,6 +260,17 @@ pub fn submit(record: &mut SyscallRecord) {
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count_drop(record.header.kind);
     }
+}
+
+/// Copies the arguments the syscall table names for the string slots (the paths, a name,
+/// parameters) into them.
+#[inline(always)]
+fn copy_string_args(id: u32, record: &mut SyscallRecord) {
+    let [first, second] = sys::string_args(id);
+    let arg = |i: usize| record.args.get(i).copied().unwrap_or(0);
+    let (first, second) = (arg(first), arg(second));
+    copy_user_str(first, record, 0);
+    copy_user_str(second, record, 1);
 }
 
 /// Copies a NUL-terminated user string into string slot `slot` (0 or 1).
@@ -324,41 +331,7 @@ fn basename_start(record: &SyscallRecord, len: u32) -> u32 {
 #[inline(always)]
 fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<bool, i64> {
     let a = record.args;
-    // (first path, second path); directory and file descriptors are resolved in user space.
-    let (first, second) = match id {
-        sys::OPEN
-        | sys::CREAT
-        | sys::UNLINK
-        | sys::RMDIR
-        | sys::CHMOD
-        | sys::CHOWN
-        | sys::LCHOWN
-        | sys::TRUNCATE
-        | sys::UMOUNT
-        | sys::UTIME
-        | sys::UTIMES
-        | sys::CHDIR => (a[0], 0),
-        sys::OPENAT
-        | sys::OPENAT2
-        | sys::UNLINKAT
-        | sys::FCHMODAT
-        | sys::FCHMODAT2
-        | sys::FCHOWNAT
-        | sys::FUTIMESAT => (a[1], 0),
-        sys::UTIMENSAT if a[1] == 0 => (0, 0),
-        sys::UTIMENSAT => (a[1], 0),
-        sys::RENAME => (a[0], a[1]),
-        sys::RENAMEAT | sys::RENAMEAT2 => (a[1], a[3]),
-        sys::LINK => (a[1], a[0]),
-        sys::LINKAT => (a[3], a[1]),
-        sys::SYMLINK => (a[1], a[0]),
-        sys::SYMLINKAT => (a[2], a[0]),
-        sys::MOUNT => (a[1], a[0]),
-        sys::FCHMOD | sys::FCHOWN | sys::FTRUNCATE => (0, 0),
-        _ => (0, 0),
-    };
-    copy_user_str(first, record, 0);
-    copy_user_str(second, record, 1);
+    copy_string_args(id, record);
     // Every successful change of directory, muted or not: relative paths are resolved against
     // the directory user space follows from them.
     if matches!(id, sys::CHDIR | sys::FCHDIR) {
