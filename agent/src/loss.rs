@@ -1,6 +1,7 @@
-//! Loss accounting: the kernel counts, per CPU and per kind, every record it could not put in
-//! the ring buffer; this turns increases of those counters into Gap records (kind, CPU, count,
-//! time range), so every lost event is accounted for.
+//! Loss accounting: the kernel counts, per CPU and per kind, every record it lost (the ring
+//! buffer was full, or a read the record needed failed); this turns increases of those
+//! counters into Gap records (kind, CPU, count, time range), so every lost event is accounted
+//! for.
 
 use aya::maps::{MapData, PerCpuArray};
 use kestrel_ebpf_abi::{kind_name, KIND_SLOTS};

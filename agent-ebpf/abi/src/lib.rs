@@ -149,7 +149,9 @@ pub const EXEC_UPPER_LAYER: u32 = 1 << 4;
 pub const CONFIG_GLOBAL: &str = "KESTREL_CONFIG";
 /// Name of the ring buffer map the programs write records into.
 pub const EVENTS_MAP: &str = "KESTREL_EVENTS";
-/// Name of the per-CPU array (indexed by kind) counting records lost because the ring buffer was full.
+/// Name of the per-CPU array (indexed by kind) of `u64` counting every record the programs lost:
+/// the ring buffer was full, or a read or map update the record could not do without failed.
+/// The agent turns increases into Gap records.
 pub const DROPS_MAP: &str = "KESTREL_DROPS";
 
 /// Common prefix of every record.

@@ -55,6 +55,6 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     }
     let mut args = [0u64; 6];
     args[0] = opcode as u64;
-    let _ = emit(sys::IO_URING_SUBMIT, &args, &CredentialSet::default(), 0);
+    emit(sys::IO_URING_SUBMIT, &args, &CredentialSet::default(), 0);
     0
 }

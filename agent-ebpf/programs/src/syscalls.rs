@@ -90,7 +90,13 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     if kind_of(id) == KIND_CREDENTIAL {
         pending.old_credentials = credentials(&config, current_task()).unwrap_or_default();
     }
-    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        // Without its arguments the exit cannot report the call.
+        count_drop(kind_of(id));
+    }
     0
 }
 
@@ -138,7 +144,7 @@ pub fn exit(ctx: &TracePointContext, id: u32) -> u32 {
     {
         return 0;
     }
-    let _ = emit(id, &pending.args, &pending.old_credentials, result);
+    emit(id, &pending.args, &pending.old_credentials, result);
     0
 }
 
@@ -166,9 +172,18 @@ fn from_dns_port(config: &ProbeConfig, id: u32, args: &[u64; 6]) -> bool {
     matches!(read_at::<u16>(sk, config.skc[2]), Ok(port) if u16::from_be(port) as u64 == DNS_PORT)
 }
 
-/// Builds, filters and sends the record for a finished call.
+/// Builds, filters and sends the record for a finished call; a record lost on the way (no
+/// scratch space, a failed read it cannot do without, a full ring buffer) is counted as a drop
+/// of its kind.
 #[inline(always)]
-pub fn emit(
+pub fn emit(id: u32, args: &[u64; 6], old_credentials: &CredentialSet, result: i64) {
+    if try_emit(id, args, old_credentials, result).is_err() {
+        count_drop(kind_of(id));
+    }
+}
+
+#[inline(always)]
+fn try_emit(
     id: u32,
     args: &[u64; 6],
     old_credentials: &CredentialSet,
@@ -235,14 +250,14 @@ pub fn emit(
         _ => true,
     };
     if keep {
-        submit(record);
+        submit(record)?;
     }
     Ok(())
 }
 
-/// Sends the used prefix of the record.
+/// Sends the used prefix of the record (an error when the ring buffer is full).
 #[inline(always)]
-pub fn submit(record: &mut SyscallRecord) {
+fn submit(record: &mut SyscallRecord) -> Result<(), i64> {
     let used = if record.str_len[1] > 0 {
         STR_SLOT + record.str_len[1] as usize + 1
     } else if record.str_len[0] > 0 {
@@ -257,9 +272,7 @@ pub fn submit(record: &mut SyscallRecord) {
     record.header.size = size as u32;
     let bytes =
         unsafe { core::slice::from_raw_parts(record as *const SyscallRecord as *const u8, size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_drop(record.header.kind);
-    }
+    EVENTS.output::<[u8]>(bytes, 0).map_err(|e| e as i64)
 }
 
 /// Copies the arguments the syscall table names for the string slots (the paths, a name,
