@@ -10,7 +10,7 @@ use std::{
 use kestrel_ebpf_abi::{KIND_NAMES, KIND_SLOTS, PREFIX_MAX, PREFIX_SLOTS};
 use serde::Deserialize;
 
-use crate::{container::ContainerConfig, spool::priority::Priorities};
+use crate::{enrich::container::ContainerConfig, ship::spool::priority::Priorities};
 
 /// Every event kind by its configuration name (the ABI's kinds and names).
 pub fn kinds() -> impl Iterator<Item = (&'static str, u32)> {
@@ -243,7 +243,7 @@ mod tests {
         )
         .unwrap();
         let file = AgentConfig::load(&path).unwrap().spool;
-        let flags = crate::shipper::DeliveryArgs {
+        let flags = crate::ship::shipper::DeliveryArgs {
             spool: None,
             spool_max_bytes: Some(2 << 20),
             spool_segment_bytes: None,
@@ -260,7 +260,7 @@ mod tests {
         let tier = |kind| {
             spool
                 .priorities
-                .tier(crate::spool::priority::kind_code(kind))
+                .tier(crate::ship::spool::priority::kind_code(kind))
         };
         assert_eq!(tier("file"), "high".parse().unwrap());
         assert_eq!(tier("exec"), "high".parse().unwrap(), "the flag wins");

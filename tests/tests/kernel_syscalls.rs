@@ -16,10 +16,10 @@ use std::{
 use kernel_support::{everything, load, only_this_process};
 use kestrel_agent::{
     config::AgentConfig,
-    decode::{KernelRecord, Syscall},
-    pipeline::{Outputs, Pipeline},
-    process_table::ProcessTable,
-    syscall_events::payload,
+    enrich::process_table::ProcessTable,
+    events::pipeline::{Outputs, Pipeline},
+    events::syscalls::payload,
+    kernel::decode::{KernelRecord, Syscall},
 };
 use kestrel_ebpf_abi::{sys, KIND_CREDENTIAL, KIND_FILE};
 use kestrel_proto::{event::Payload, FileOp, NetworkOp};
@@ -787,7 +787,7 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
         kinds: vec!["signal".into()],
         ..AgentConfig::default()
     };
-    let options = kestrel_agent::loader::LoadOptions {
+    let options = kestrel_agent::kernel::loader::LoadOptions {
         ring_buffer_bytes: Some(4096),
         agent_tgid: 0,
         only_tgid: flooder as u32,
@@ -802,14 +802,15 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
     };
     let mut ring = probes.take_ring_buffer().unwrap();
     let mut loss =
-        kestrel_agent::loss::LossMonitor::new(probes.take_drop_counters().unwrap(), 0).unwrap();
+        kestrel_agent::kernel::loss::LossMonitor::new(probes.take_drop_counters().unwrap(), 0)
+            .unwrap();
     // Nobody reads while the flooder runs: the ring fills and the kernel counts the rest.
     unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
     let mut status = 0;
     unsafe { libc::waitpid(flooder, &mut status, 0) };
     let mut received = 0u64;
     while let Some(item) = ring.next() {
-        if let Ok(KernelRecord::Syscall(s)) = kestrel_agent::decode::decode(&item) {
+        if let Ok(KernelRecord::Syscall(s)) = kestrel_agent::kernel::decode::decode(&item) {
             assert_eq!((s.syscall, s.args[0] as i32), (sys::KILL, target_pid));
             received += 1;
         }

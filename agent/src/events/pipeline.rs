@@ -12,15 +12,16 @@ use tokio::sync::mpsc;
 
 use crate::{
     clock::BootClock,
-    container::ContainerResolver,
-    decode::{Exec, Exit, Fork, KernelRecord, Syscall},
-    directories::Directories,
-    dns::Resolved,
-    jsonl::JsonlWriter,
-    loss::LossMonitor,
-    process_table::{ProcessInfo, ProcessTable},
-    syscall_events::{self, fd_path, proc_link, Bases},
-    users::UserNames,
+    enrich::container::ContainerResolver,
+    enrich::directories::Directories,
+    enrich::dns::Resolved,
+    enrich::paths::{self, fd_path, proc_link},
+    enrich::process_table::{ProcessInfo, ProcessTable},
+    enrich::users::UserNames,
+    events::syscalls::{self, Bases},
+    kernel::decode::{Exec, Exit, Fork, KernelRecord, Syscall},
+    kernel::loss::LossMonitor,
+    ship::jsonl::JsonlWriter,
 };
 
 /// How often the kernel drop counters are read.
@@ -32,7 +33,7 @@ pub struct Outputs {
     /// `--events-jsonl`.
     pub jsonl: Option<JsonlWriter>,
     /// The queue into the spool that the shipper sends from (overflow is counted in a Gap).
-    pub shipper: Option<crate::spool::SpoolSender>,
+    pub shipper: Option<crate::ship::spool::SpoolSender>,
     /// Where Gap records (lost events) go besides the JSON-lines file.
     pub gaps: Option<mpsc::Sender<Gap>>,
 }
@@ -50,7 +51,7 @@ pub struct Pipeline {
     /// Paths of directories opened, for calls relative to a descriptor of one.
     directories: Directories,
     /// Names of terminals.
-    terminals: crate::tty::Names,
+    terminals: crate::enrich::tty::Names,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -67,7 +68,7 @@ impl Pipeline {
             containers: None,
             resolved: Resolved::default(),
             directories: Directories::default(),
-            terminals: crate::tty::Names::default(),
+            terminals: crate::enrich::tty::Names::default(),
             shipper_overflow: 0,
         }
     }
@@ -191,8 +192,8 @@ impl Pipeline {
         let path = &syscall.path;
         let followed = match syscall.syscall {
             sys::CHDIR if syscall.path_truncated => None,
-            sys::CHDIR if path.starts_with('/') => Some(syscall_events::normalize(path)),
-            sys::CHDIR if !known.is_empty() => Some(syscall_events::join(known, path)),
+            sys::CHDIR if path.starts_with('/') => Some(paths::normalize(path)),
+            sys::CHDIR if !known.is_empty() => Some(paths::join(known, path)),
             sys::FCHDIR => {
                 let [known_directory, _] = self.known_directories(syscall);
                 known_directory.or_else(|| fd_path(tgid, syscall.args[0] as i32))
@@ -226,7 +227,7 @@ impl Pipeline {
             .get(syscall.common.tgid)
             .map(|p| p.cwd.clone())
             .unwrap_or_default();
-        let path = syscall_events::first_path(syscall, &self.bases(syscall, &cwd));
+        let path = syscalls::first_path(syscall, &self.bases(syscall, &cwd));
         self.directories
             .learn(syscall.aux.file().opened_directory.into(), path);
     }
@@ -275,7 +276,7 @@ impl Pipeline {
             self.join_namespace(tgid, syscall.args[1]);
         }
         let bases = self.bases(syscall, &info.cwd);
-        let mut payload = syscall_events::payload_in(syscall, &bases);
+        let mut payload = syscalls::payload_in(syscall, &bases);
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(network);
         }
@@ -451,7 +452,7 @@ fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
         return filename.to_owned();
     }
     if !cwd.is_empty() {
-        return syscall_events::join(cwd, filename);
+        return paths::join(cwd, filename);
     }
     proc_link(tgid, "exe").unwrap_or_else(|| filename.to_owned())
 }
@@ -462,7 +463,7 @@ mod tests {
     use kestrel_proto::FileEvent;
 
     use super::*;
-    use crate::decode::Common;
+    use crate::kernel::decode::Common;
 
     /// No such process: /proc cannot help, only what the records said.
     const TGID: u32 = u32::MAX - 1;

@@ -16,7 +16,7 @@ use kestrel_ebpf_abi::{
 
 use crate::{
     config::AgentConfig,
-    kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
+    kernel::layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
 };
 
 /// The eBPF object built by `build.rs`.
@@ -143,7 +143,7 @@ impl Probes {
     /// Resolves the kernel layout, loads the object and attaches every hook it can.
     /// Fails only when no hook at all could be attached.
     pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
-        let mut config = kernel_layout::probe_config(Path::new(VMLINUX_BTF), Path::new(TRACEFS))?;
+        let mut config = layout::probe_config(Path::new(VMLINUX_BTF), Path::new(TRACEFS))?;
         let muted_exes = muted_executables(&options.config);
         apply_options(&mut config, options, muted_exes.len());
         let mut loader = EbpfLoader::new();
@@ -203,7 +203,7 @@ impl Probes {
         })
     }
 
-    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::loss::LossMonitor`].
+    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::kernel::loss::LossMonitor`].
     pub fn take_drop_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         let map = self
             .ebpf

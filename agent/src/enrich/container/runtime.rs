@@ -248,7 +248,7 @@ async fn inspect_crio(socket: &Path, id: &str) -> Result<ContainerDetails, Runti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::details::{
+    use crate::enrich::container::details::{
         LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     };
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

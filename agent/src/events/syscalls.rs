@@ -13,7 +13,10 @@ use kestrel_proto::{
     MemfdEvent, ModuleEvent, NamespaceEvent, NetworkEvent, NetworkOp, PtraceEvent, SignalEvent,
 };
 
-use crate::decode::Syscall;
+use crate::{
+    enrich::paths::{absolute, fd_path},
+    kernel::decode::Syscall,
+};
 
 /// What the relative paths of a call are resolved against, as far as the agent knows it.
 #[derive(Debug, Clone, Default)]
@@ -214,7 +217,7 @@ pub fn first_path(s: &Syscall, bases: &Bases) -> String {
 fn path_argument(s: &Syscall, slot: usize, bases: &Bases) -> String {
     let path = if slot == 0 { &s.path } else { &s.second_path };
     absolute(
-        s,
+        s.common.tgid,
         path,
         directory_fds(s)[slot],
         bases.directories[slot].as_deref(),
@@ -256,70 +259,6 @@ fn same_final_name(resolved: &str, requested: &str) -> bool {
             .to_owned()
     };
     requested.is_empty() || last(resolved) == last(requested)
-}
-
-/// The path of descriptor `fd` (`AT_FDCWD`: the working directory) in process `tgid`, while
-/// both still exist.
-pub fn fd_path(tgid: u32, fd: i32) -> Option<String> {
-    if fd == AT_FDCWD {
-        proc_link(tgid, "cwd")
-    } else {
-        proc_link(tgid, &format!("fd/{fd}"))
-    }
-}
-
-/// Target of `/proc/<tgid>/<link>`, if the process still exists.
-pub fn proc_link(tgid: u32, link: &str) -> Option<String> {
-    std::fs::read_link(format!("/proc/{tgid}/{link}"))
-        .ok()
-        .map(|p| p.display().to_string())
-}
-
-/// The absolute form of a path argument: joined to its directory descriptor's path (`directory`
-/// as the agent knows it, else live from /proc), or to the process's working directory (`cwd`
-/// as the agent follows it, else live from /proc). Left relative when the base is not known: a
-/// made-up absolute path would mislead the rules.
-fn absolute(s: &Syscall, path: &str, dirfd: i32, directory: Option<&str>, cwd: &str) -> String {
-    if path.starts_with('/') || path.is_empty() {
-        return normalize(path);
-    }
-    let known = if dirfd == AT_FDCWD {
-        Some(cwd)
-    } else {
-        directory
-    };
-    let base = known
-        .filter(|base| !base.is_empty())
-        .map(str::to_owned)
-        .or_else(|| fd_path(s.common.tgid, dirfd));
-    match base {
-        Some(base) => join(&base, path),
-        None => normalize(path),
-    }
-}
-
-/// `path` (relative) under the directory `base`, normalized.
-pub fn join(base: &str, path: &str) -> String {
-    normalize(&format!("{}/{path}", base.trim_end_matches('/')))
-}
-
-/// Removes `.` and `..` components and repeated slashes (lexically: symlinks stay as they are).
-pub fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    if path.starts_with('/') {
-        format!("/{}", parts.join("/"))
-    } else {
-        parts.join("/")
-    }
 }
 
 fn network(s: &Syscall) -> NetworkEvent {
@@ -381,7 +320,7 @@ fn network(s: &Syscall) -> NetworkEvent {
                     event.remote_port = aux.remote_port as u32;
                 }
             }
-            event.dns = crate::dns::parse(&s.received, s.path_truncated);
+            event.dns = crate::enrich::dns::parse(&s.received, s.path_truncated);
             NetworkOp::NetworkDnsAnswer
         }
         _ => {
@@ -449,12 +388,6 @@ fn c_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_are_normalized_lexically() {
-        assert_eq!(normalize("/tmp/./a//b/../c"), "/tmp/a/c");
-        assert_eq!(normalize("/.."), "/");
-    }
 
     #[test]
     fn a_reused_descriptor_is_not_taken_for_the_opened_file() {
