@@ -7,7 +7,10 @@ use axum::{routing::get, Router};
 use kestrel_proto::Heartbeat;
 use tokio::net::TcpListener;
 
-use crate::{ship::shipper::AgentStats, ship::shipper::ProcessUsage, ship::spool::Spool};
+use crate::ship::{
+    shipper::{AgentStats, ProcessUsage},
+    spool::Spool,
+};
 
 /// Where the figures come from: the delivery's counters and spool when the agent ships to a
 /// collector; otherwise only the process's own CPU and memory.

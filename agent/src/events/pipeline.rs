@@ -18,7 +18,10 @@ use crate::{
     enrich::paths::{self, fd_path, proc_link},
     enrich::process_table::{ProcessInfo, ProcessTable},
     enrich::users::UserNames,
-    events::syscalls::{self, Bases},
+    events::{
+        file::{self, Bases},
+        syscalls,
+    },
     kernel::decode::{Exec, Exit, Fork, KernelRecord, Syscall},
     kernel::loss::LossMonitor,
     ship::jsonl::JsonlWriter,
@@ -227,7 +230,7 @@ impl Pipeline {
             .get(syscall.common.tgid)
             .map(|p| p.cwd.clone())
             .unwrap_or_default();
-        let path = syscalls::first_path(syscall, &self.bases(syscall, &cwd));
+        let path = file::first_path(syscall, &self.bases(syscall, &cwd));
         self.directories
             .learn(syscall.aux.file().opened_directory.into(), path);
     }
