@@ -7,37 +7,21 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kestrel_ebpf_abi::{
-    KIND_BPF, KIND_CREDENTIAL, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_IO_URING,
-    KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL, PREFIX_MAX,
-    PREFIX_SLOTS,
-};
+use kestrel_ebpf_abi::{KIND_NAMES, KIND_SLOTS, PREFIX_MAX, PREFIX_SLOTS};
 use serde::Deserialize;
 
-use crate::{container::ContainerConfig, spool::priority::Priorities};
+use crate::{enrich::container::ContainerConfig, ship::spool::priority::Priorities};
 
-/// Every event kind by its configuration name.
-pub const KINDS: [(&str, u32); 13] = [
-    ("exec", KIND_EXEC),
-    ("fork", KIND_FORK),
-    ("exit", KIND_EXIT),
-    ("file", KIND_FILE),
-    ("network", KIND_NETWORK),
-    ("credential", KIND_CREDENTIAL),
-    ("ptrace", KIND_PTRACE),
-    ("signal", KIND_SIGNAL),
-    ("module", KIND_MODULE),
-    ("bpf", KIND_BPF),
-    ("memfd", KIND_MEMFD),
-    ("namespace", KIND_NAMESPACE),
-    ("io_uring", KIND_IO_URING),
-];
+/// Every event kind by its configuration name (the ABI's kinds and names).
+pub fn kinds() -> impl Iterator<Item = (&'static str, u32)> {
+    (1..KIND_SLOTS).map(|kind| (KIND_NAMES[kind as usize], kind))
+}
 
 /// What the agent observes and what it leaves out, decided in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// Event kinds to report (names from [`KINDS`]). Default: all of them.
+    /// Event kinds to report (names from [`kinds`]). Default: all of them.
     pub kinds: Vec<String>,
     /// Path prefixes whose read-only opens are reported (writes are always reported).
     /// Default: the shadow files, sudoers (and sudoers.d) and SSH host keys.
@@ -80,7 +64,7 @@ pub struct SpoolSettings {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            kinds: KINDS.iter().map(|(name, _)| name.to_string()).collect(),
+            kinds: kinds().map(|(name, _)| name.to_string()).collect(),
             sensitive_paths: [
                 "/etc/shadow",
                 "/etc/gshadow",
@@ -158,8 +142,8 @@ impl AgentConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for kind in &self.kinds {
-            if !KINDS.iter().any(|(name, _)| name == kind) {
-                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+            if !kinds().any(|(name, _)| name == kind) {
+                let known: Vec<&str> = kinds().map(|(n, _)| n).collect();
                 problems.push(format!(
                     "kinds: unknown kind '{kind}' (known: {})",
                     known.join(", ")
@@ -207,8 +191,7 @@ impl AgentConfig {
 
     /// The kinds as the kernel's bit mask.
     pub fn kind_mask(&self) -> u32 {
-        KINDS
-            .iter()
+        kinds()
             .filter(|(name, _)| self.kinds.iter().any(|k| k == name))
             .fold(0, |mask, (_, kind)| mask | 1 << kind)
     }
@@ -222,7 +205,7 @@ mod tests {
     fn defaults_enable_every_kind_and_watch_shadow_and_ssh_keys() {
         let config = AgentConfig::default();
         assert!(config.problems().is_empty());
-        assert_eq!(config.kind_mask().count_ones(), KINDS.len() as u32);
+        assert_eq!(config.kind_mask().count_ones(), kinds().count() as u32);
         assert!(config.sensitive_paths.contains(&"/etc/shadow".to_string()));
         assert!(config.sensitive_names.contains(&"id_ed25519".to_string()));
     }
@@ -260,7 +243,7 @@ mod tests {
         )
         .unwrap();
         let file = AgentConfig::load(&path).unwrap().spool;
-        let flags = crate::shipper::DeliveryArgs {
+        let flags = crate::ship::shipper::DeliveryArgs {
             spool: None,
             spool_max_bytes: Some(2 << 20),
             spool_segment_bytes: None,
@@ -277,7 +260,7 @@ mod tests {
         let tier = |kind| {
             spool
                 .priorities
-                .tier(crate::spool::priority::kind_code(kind))
+                .tier(crate::ship::spool::priority::kind_code(kind))
         };
         assert_eq!(tier("file"), "high".parse().unwrap());
         assert_eq!(tier("exec"), "high".parse().unwrap(), "the flag wins");

@@ -7,17 +7,17 @@ use clap::{Parser, Subcommand};
 use kestrel_agent::{
     clock::BootClock,
     config::AgentConfig,
-    container::{ContainerConfig, ContainerResolver},
-    jsonl::JsonlWriter,
-    loader::{LoadOptions, Probes},
-    loss::LossMonitor,
+    enrich::container::{ContainerConfig, ContainerResolver},
+    enrich::process_table::ProcessTable,
+    events::pipeline::{Outputs, Pipeline},
+    kernel::loader::{LoadOptions, Probes},
+    kernel::loss::LossMonitor,
+    kernel::reader::RingReader,
     memory,
     metrics::{self, MetricsSource},
-    pipeline::{Outputs, Pipeline},
-    process_table::ProcessTable,
-    reader::RingReader,
-    shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
-    tls::TlsFiles,
+    ship::jsonl::JsonlWriter,
+    ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
+    ship::tls::TlsFiles,
 };
 use kestrel_proto::{HookStatus, KernelCapabilities};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
@@ -101,7 +101,7 @@ fn probe(config: Option<&std::path::Path>) -> anyhow::Result<()> {
         .unwrap_or_default();
     let release = kernel_release();
     println!("kernel:      {release}");
-    let btf = std::path::Path::new(kestrel_agent::kernel_layout::VMLINUX_BTF).exists();
+    let btf = std::path::Path::new(kestrel_agent::kernel::layout::VMLINUX_BTF).exists();
     println!("btf:         {}", if btf { "yes" } else { "missing" });
     let options = LoadOptions {
         config,

@@ -7,7 +7,10 @@ use axum::{routing::get, Router};
 use kestrel_proto::Heartbeat;
 use tokio::net::TcpListener;
 
-use crate::{shipper::AgentStats, shipper::ProcessUsage, spool::Spool};
+use crate::ship::{
+    shipper::{AgentStats, ProcessUsage},
+    spool::Spool,
+};
 
 /// Where the figures come from: the delivery's counters and spool when the agent ships to a
 /// collector; otherwise only the process's own CPU and memory.
@@ -119,7 +122,7 @@ mod tests {
     use std::io::{Read, Write as _};
 
     use super::*;
-    use crate::spool::SpoolConfig;
+    use crate::ship::spool::SpoolConfig;
 
     #[tokio::test]
     async fn metrics_are_served_over_http_from_the_delivery_counters() {

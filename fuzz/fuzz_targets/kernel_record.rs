@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = kestrel_agent::decode::decode(data);
+    let _ = kestrel_agent::kernel::decode::decode(data);
 });

@@ -1,7 +1,7 @@
 //! Spool record headers read back from disk (a damaged file must give an error, not a panic).
 #![no_main]
 
-use kestrel_agent::spool::record::{Header, HEADER_LEN};
+use kestrel_agent::ship::spool::record::{Header, HEADER_LEN};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Some(bytes) = data.get(..HEADER_LEN) {

@@ -23,14 +23,16 @@ use std::{
 };
 
 use kestrel_agent::{
-    container::{
+    enrich::container::{
         cgroup::CgroupFs,
         runtime::{ApiKind, Endpoint},
         Container, ContainerConfig, ContainerResolver, Enrichment,
     },
-    decode::{Exec, KernelRecord},
-    loader::{LoadOptions, Probes},
-    reader::RingReader,
+    kernel::{
+        decode::{Exec, KernelRecord},
+        loader::{LoadOptions, Probes},
+        reader::RingReader,
+    },
 };
 use kestrel_testkit::{poll, skip_or_fail, ChildGuard};
 use tokio::sync::mpsc;

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kestrel_agent::spool::inspect;
+use kestrel_agent::ship::spool::inspect;
 use kestrel_testkit::{
     poll, read_json_lines, require_root_for_ebpf,
     stack::{

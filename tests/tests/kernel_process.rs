@@ -5,7 +5,7 @@ mod kernel_support;
 use std::{process::Command, time::Duration};
 
 use kernel_support::{everything, load, Kernel};
-use kestrel_agent::decode::{Exec, KernelRecord};
+use kestrel_agent::kernel::decode::{Exec, KernelRecord};
 use kestrel_testkit::pty::{without_terminal, Pty};
 
 /// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.
@@ -202,7 +202,12 @@ async fn exec_names_the_controlling_terminal() {
     let seen: std::collections::BTreeMap<_, _> = marked_execs(&mut rx, &marker, 2)
         .await
         .into_iter()
-        .map(|exec| (exec.argv[2].clone(), kestrel_agent::tty::name(exec.tty)))
+        .map(|exec| {
+            (
+                exec.argv[2].clone(),
+                kestrel_agent::enrich::tty::name(exec.tty),
+            )
+        })
         .collect();
     assert_eq!(seen["with"].as_deref(), Some(pty.name.as_str()), "{seen:?}");
     assert_eq!(seen["without"], None, "{seen:?}");

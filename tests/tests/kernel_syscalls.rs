@@ -16,10 +16,10 @@ use std::{
 use kernel_support::{everything, load, only_this_process};
 use kestrel_agent::{
     config::AgentConfig,
-    decode::{KernelRecord, Syscall},
-    pipeline::{Outputs, Pipeline},
-    process_table::ProcessTable,
-    syscall_events::payload,
+    enrich::process_table::ProcessTable,
+    events::pipeline::{Outputs, Pipeline},
+    events::syscalls::payload,
+    kernel::decode::{KernelRecord, Syscall},
 };
 use kestrel_ebpf_abi::{sys, KIND_CREDENTIAL, KIND_FILE};
 use kestrel_proto::{event::Payload, FileOp, NetworkOp};
@@ -292,8 +292,10 @@ async fn tcp_and_udp_over_ipv4_and_ipv6_carry_both_endpoints() {
         let (_server, _) = listener.accept().unwrap();
 
         let listen = network_payload(
-            &k.expect_syscall("listen", sys::LISTEN, |s| s.aux[5] == port as u64)
-                .await,
+            &k.expect_syscall("listen", sys::LISTEN, |s| {
+                s.aux.net().local_port == port as u64
+            })
+            .await,
         );
         assert_eq!(
             (listen.op, listen.local_port, listen.protocol),
@@ -309,8 +311,10 @@ async fn tcp_and_udp_over_ipv4_and_ipv6_carry_both_endpoints() {
         assert!(connect.initiated && connect.result == 0);
         assert_eq!(connect.family, if host == "::1" { 10 } else { 2 });
         let accept = network_payload(
-            &k.expect_syscall("accept", sys::ACCEPT4, |s| s.aux[8] == client_port as u64)
-                .await,
+            &k.expect_syscall("accept", sys::ACCEPT4, |s| {
+                s.aux.net().remote_port == client_port as u64
+            })
+            .await,
         );
         assert_eq!(
             (accept.local_port, accept.remote_port),
@@ -783,7 +787,7 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
         kinds: vec!["signal".into()],
         ..AgentConfig::default()
     };
-    let options = kestrel_agent::loader::LoadOptions {
+    let options = kestrel_agent::kernel::loader::LoadOptions {
         ring_buffer_bytes: Some(4096),
         agent_tgid: 0,
         only_tgid: flooder as u32,
@@ -798,14 +802,15 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
     };
     let mut ring = probes.take_ring_buffer().unwrap();
     let mut loss =
-        kestrel_agent::loss::LossMonitor::new(probes.take_drop_counters().unwrap(), 0).unwrap();
+        kestrel_agent::kernel::loss::LossMonitor::new(probes.take_drop_counters().unwrap(), 0)
+            .unwrap();
     // Nobody reads while the flooder runs: the ring fills and the kernel counts the rest.
     unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
     let mut status = 0;
     unsafe { libc::waitpid(flooder, &mut status, 0) };
     let mut received = 0u64;
     while let Some(item) = ring.next() {
-        if let Ok(KernelRecord::Syscall(s)) = kestrel_agent::decode::decode(&item) {
+        if let Ok(KernelRecord::Syscall(s)) = kestrel_agent::kernel::decode::decode(&item) {
             assert_eq!((s.syscall, s.args[0] as i32), (sys::KILL, target_pid));
             received += 1;
         }

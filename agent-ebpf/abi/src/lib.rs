@@ -8,6 +8,15 @@
 
 #![no_std]
 
+pub mod aux;
+pub mod linux;
+pub mod syscalls;
+
+/// The followed syscalls by their short name: `sys::OPEN`, `sys::kind_of`.
+pub use syscalls as sys;
+
+pub use aux::{Aux, BpfAux, CredAux, CredentialSet, DirectoryId, FileAux, NetAux, UringAux};
+
 /// A process replaced its image: [`ExecRecord`].
 pub const KIND_EXEC: u32 = 1;
 /// A new process (not a thread) was created: [`ForkRecord`].
@@ -39,171 +48,31 @@ pub const KIND_IO_URING: u32 = 13;
 /// Number of slots in per-kind arrays (index 0 is unused, kinds start at 1).
 pub const KIND_SLOTS: u32 = 14;
 
-/// The syscalls (and io_uring tracepoints) the agent follows, as arch-independent ids: the
-/// programs know which syscall they run for from their attach point, not from a syscall number.
-pub mod sys {
-    /// `open(path, flags, mode)`.
-    pub const OPEN: u32 = 1;
-    /// `openat(dirfd, path, flags, mode)`.
-    pub const OPENAT: u32 = 2;
-    /// `openat2(dirfd, path, how, size)`.
-    pub const OPENAT2: u32 = 3;
-    /// `creat(path, mode)`.
-    pub const CREAT: u32 = 4;
-    /// `rename(old, new)`.
-    pub const RENAME: u32 = 5;
-    /// `renameat(olddirfd, old, newdirfd, new)`.
-    pub const RENAMEAT: u32 = 6;
-    /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
-    pub const RENAMEAT2: u32 = 7;
-    /// `unlink(path)`.
-    pub const UNLINK: u32 = 8;
-    /// `unlinkat(dirfd, path, flags)`.
-    pub const UNLINKAT: u32 = 9;
-    /// `rmdir(path)`.
-    pub const RMDIR: u32 = 10;
-    /// `chmod(path, mode)`.
-    pub const CHMOD: u32 = 11;
-    /// `fchmod(fd, mode)`.
-    pub const FCHMOD: u32 = 12;
-    /// `fchmodat(dirfd, path, mode)`.
-    pub const FCHMODAT: u32 = 13;
-    /// `fchmodat2(dirfd, path, mode, flags)`.
-    pub const FCHMODAT2: u32 = 14;
-    /// `chown(path, uid, gid)`.
-    pub const CHOWN: u32 = 15;
-    /// `fchown(fd, uid, gid)`.
-    pub const FCHOWN: u32 = 16;
-    /// `lchown(path, uid, gid)`.
-    pub const LCHOWN: u32 = 17;
-    /// `fchownat(dirfd, path, uid, gid, flags)`.
-    pub const FCHOWNAT: u32 = 18;
-    /// `link(old, new)`.
-    pub const LINK: u32 = 19;
-    /// `linkat(olddirfd, old, newdirfd, new, flags)`.
-    pub const LINKAT: u32 = 20;
-    /// `symlink(target, linkpath)`.
-    pub const SYMLINK: u32 = 21;
-    /// `symlinkat(target, newdirfd, linkpath)`.
-    pub const SYMLINKAT: u32 = 22;
-    /// `truncate(path, length)`.
-    pub const TRUNCATE: u32 = 23;
-    /// `ftruncate(fd, length)`.
-    pub const FTRUNCATE: u32 = 24;
-    /// `mount(source, target, fstype, flags, data)`.
-    pub const MOUNT: u32 = 25;
-    /// `umount2(target, flags)`.
-    pub const UMOUNT: u32 = 26;
-    /// `utime(path, times)`.
-    pub const UTIME: u32 = 27;
-    /// `utimes(path, times)`.
-    pub const UTIMES: u32 = 28;
-    /// `utimensat(dirfd, path, times, flags)`.
-    pub const UTIMENSAT: u32 = 29;
-    /// `futimesat(dirfd, path, times)`.
-    pub const FUTIMESAT: u32 = 30;
-    /// `setuid(uid)`.
-    pub const SETUID: u32 = 31;
-    /// `setgid(gid)`.
-    pub const SETGID: u32 = 32;
-    /// `setreuid(ruid, euid)`.
-    pub const SETREUID: u32 = 33;
-    /// `setregid(rgid, egid)`.
-    pub const SETREGID: u32 = 34;
-    /// `setresuid(ruid, euid, suid)`.
-    pub const SETRESUID: u32 = 35;
-    /// `setresgid(rgid, egid, sgid)`.
-    pub const SETRESGID: u32 = 36;
-    /// `setfsuid(fsuid)`.
-    pub const SETFSUID: u32 = 37;
-    /// `setfsgid(fsgid)`.
-    pub const SETFSGID: u32 = 38;
-    /// `capset(header, data)`.
-    pub const CAPSET: u32 = 39;
-    /// `ptrace(request, pid, addr, data)`.
-    pub const PTRACE: u32 = 40;
-    /// `process_vm_writev(pid, ...)`.
-    pub const PROCESS_VM_WRITEV: u32 = 41;
-    /// `kill(pid, sig)`.
-    pub const KILL: u32 = 42;
-    /// `tkill(tid, sig)`.
-    pub const TKILL: u32 = 43;
-    /// `tgkill(tgid, tid, sig)`.
-    pub const TGKILL: u32 = 44;
-    /// `connect(fd, addr, len)`.
-    pub const CONNECT: u32 = 45;
-    /// `accept(fd, addr, len)`.
-    pub const ACCEPT: u32 = 46;
-    /// `accept4(fd, addr, len, flags)`.
-    pub const ACCEPT4: u32 = 47;
-    /// `listen(fd, backlog)`.
-    pub const LISTEN: u32 = 48;
-    /// `bind(fd, addr, len)`.
-    pub const BIND: u32 = 49;
-    /// `sendto(fd, buf, len, flags, addr, addrlen)`.
-    pub const SENDTO: u32 = 50;
-    /// `socket(family, type, protocol)` (reported for AF_PACKET only).
-    pub const SOCKET: u32 = 51;
-    /// `init_module(image, len, params)`.
-    pub const INIT_MODULE: u32 = 52;
-    /// `finit_module(fd, params, flags)`.
-    pub const FINIT_MODULE: u32 = 53;
-    /// `bpf(cmd, attr, size)` (reported for BPF_PROG_LOAD).
-    pub const BPF: u32 = 54;
-    /// `memfd_create(name, flags)`.
-    pub const MEMFD_CREATE: u32 = 55;
-    /// `setns(fd, nstype)`.
-    pub const SETNS: u32 = 56;
-    /// `unshare(flags)`.
-    pub const UNSHARE: u32 = 57;
-    /// `io_uring_setup(entries, params)`.
-    pub const IO_URING_SETUP: u32 = 58;
-    /// The `io_uring:io_uring_submit_req` tracepoint: one operation submitted through a ring.
-    pub const IO_URING_SUBMIT: u32 = 59;
-    /// `recvfrom(fd, buf, len, flags, addr, addrlen)` (reported for DNS answers only).
-    pub const RECVFROM: u32 = 60;
-    /// `recvmsg(fd, msg, flags)` (reported for DNS answers only).
-    pub const RECVMSG: u32 = 61;
-    /// `chdir(path)`: not reported, it keeps the agent's view of the working directory.
-    pub const CHDIR: u32 = 62;
-    /// `fchdir(fd)`: not reported, it keeps the agent's view of the working directory.
-    pub const FCHDIR: u32 = 63;
-    /// One past the largest id.
-    pub const COUNT: u32 = 64;
+/// The name of each kind, indexed by kind (index 0, `unknown`, is no kind): the names the
+/// agent's configuration, its Gap records and its spool use.
+pub const KIND_NAMES: [&str; KIND_SLOTS as usize] = [
+    "unknown",
+    "exec",
+    "fork",
+    "exit",
+    "file",
+    "network",
+    "credential",
+    "ptrace",
+    "signal",
+    "module",
+    "bpf",
+    "memfd",
+    "namespace",
+    "io_uring",
+];
 
-    /// No argument: a path is relative to the working directory (see [`directory_args`]).
-    pub const NO_ARG: usize = 6;
-
-    /// Which arguments hold the directory descriptors the first and second path of a call are
-    /// relative to ([`NO_ARG`]: the working directory); for `fchdir`, its descriptor. One
-    /// table, so that the programs and the agent agree.
-    pub const fn directory_args(id: u32) -> [usize; 2] {
-        match id {
-            OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | FUTIMESAT
-            | UTIMENSAT | FCHDIR => [0, NO_ARG],
-            RENAMEAT | RENAMEAT2 => [0, 2],
-            LINKAT => [2, 0],
-            SYMLINKAT => [1, NO_ARG],
-            _ => [NO_ARG, NO_ARG],
-        }
-    }
-
-    /// The record kind a syscall id reports as.
-    pub const fn kind_of(id: u32) -> u32 {
-        use super::*;
-        match id {
-            OPEN..=FUTIMESAT | CHDIR | FCHDIR => KIND_FILE,
-            SETUID..=CAPSET => KIND_CREDENTIAL,
-            PTRACE | PROCESS_VM_WRITEV => KIND_PTRACE,
-            KILL..=TGKILL => KIND_SIGNAL,
-            CONNECT..=SOCKET | RECVFROM | RECVMSG => KIND_NETWORK,
-            INIT_MODULE | FINIT_MODULE => KIND_MODULE,
-            BPF => KIND_BPF,
-            MEMFD_CREATE => KIND_MEMFD,
-            SETNS | UNSHARE => KIND_NAMESPACE,
-            IO_URING_SETUP | IO_URING_SUBMIT => KIND_IO_URING,
-            _ => 0,
-        }
+/// The name of a kind (`unknown` for a number that is no kind).
+pub const fn kind_name(kind: u32) -> &'static str {
+    if kind < KIND_SLOTS {
+        KIND_NAMES[kind as usize]
+    } else {
+        KIND_NAMES[0]
     }
 }
 
@@ -219,27 +88,13 @@ pub const SYS_STR1_TRUNCATED: u32 = 1 << 1;
 /// `SyscallRecord::flags`: the open was read-only and is reported because the path is sensitive.
 pub const SYS_SENSITIVE_READ: u32 = 1 << 4;
 /// `SyscallRecord::flags`: a read-only open of a directory (`O_DIRECTORY`), not an event: it
-/// tells user space the path of the directory identified by `aux[2..4]`, for calls that later
-/// name paths relative to a descriptor of it.
+/// tells user space the path of the directory identified by [`FileAux::opened_directory`], for
+/// calls that later name paths relative to a descriptor of it.
 pub const SYS_DIRECTORY_OPEN: u32 = 1 << 5;
 
-/// One followed syscall (or io_uring operation). `args` are the raw syscall arguments;
-/// `aux` holds kind-specific values documented at each use:
-/// - credentials: `aux[0..4]` old ids packed two per word (ruid|euid, suid|fsuid, rgid|egid,
-///   sgid|fsgid, low|high), `aux[4..7]` old capabilities (effective, permitted, inheritable),
-///   `aux[8..12]` and `aux[12..15]` the same after the call.
-/// - network: `aux[0]` family, `aux[1]` protocol, `aux[2]` socket type, `aux[3..5]` local
-///   address (16 bytes, IPv4 in the first 4), `aux[5]` local port, `aux[6..8]` remote address,
-///   `aux[8]` remote port, `aux[9..13]` the sockaddr passed by the caller (up to 32 bytes; for
-///   a receive, the sender's address the call returned). A DNS answer received (`recvfrom`,
-///   `recvmsg` from port 53) has its first bytes in string slot 0.
-/// - file: `aux[0]` open flags actually used (openat2's `how.flags`), `aux[1]` mode;
-///   `aux[2..4]` the identity of the directory a [`SYS_DIRECTORY_OPEN`] opened
-///   (`i_generation << 32 | s_dev`, inode number); `aux[4..6]` and `aux[6..8]` the identity of
-///   the directory descriptor a relative first and second path is resolved against (0 when the
-///   working directory is; for `fchdir`, of its descriptor).
-/// - bpf: `aux[0]` program type, `aux[1..3]` program name (16 bytes).
-/// - io_uring: `aux[0]` opcode, `aux[1]` entries, `aux[2]` flags.
+/// One followed syscall (or io_uring operation). `args` are the raw syscall arguments; `aux`
+/// holds kind-specific values, read through the view of the kind ([`Aux`]). A DNS answer
+/// received (`recvfrom`, `recvmsg` from port 53) has its first bytes in string slot 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRecord {
@@ -253,8 +108,8 @@ pub struct SyscallRecord {
     pub result: i64,
     /// Raw arguments.
     pub args: [u64; 6],
-    /// Kind-specific values (see the type's documentation).
-    pub aux: [u64; 16],
+    /// Kind-specific values, through the view of the record's kind.
+    pub aux: Aux,
     /// Bytes in use in each string slot: 0 = first path, 1 = second path.
     pub str_len: [u32; 2],
     /// Padding to keep `strings` 8-byte aligned.
@@ -294,7 +149,9 @@ pub const EXEC_UPPER_LAYER: u32 = 1 << 4;
 pub const CONFIG_GLOBAL: &str = "KESTREL_CONFIG";
 /// Name of the ring buffer map the programs write records into.
 pub const EVENTS_MAP: &str = "KESTREL_EVENTS";
-/// Name of the per-CPU array (indexed by kind) counting records lost because the ring buffer was full.
+/// Name of the per-CPU array (indexed by kind) of `u64` counting every record the programs lost:
+/// the ring buffer was full, or a read or map update the record could not do without failed.
+/// The agent turns increases into Gap records.
 pub const DROPS_MAP: &str = "KESTREL_DROPS";
 
 /// Common prefix of every record.

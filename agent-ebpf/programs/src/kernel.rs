@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use kestrel_ebpf_abi::{ProbeConfig, RecordHeader};
+use kestrel_ebpf_abi::{CredentialSet, DirectoryId, ProbeConfig, RecordHeader};
 
 /// A kernel pointer, as an address.
 pub type Ptr = u64;
@@ -72,10 +72,9 @@ pub fn header(kind: u32, size: usize, pid: u32, tgid: u32) -> RecordHeader {
     }
 }
 
-/// The task's credentials: ids packed two per word and the three capability sets, in the
-/// layout of `SyscallRecord::aux` (see the abi).
+/// The task's credentials: the ids and the three capability sets.
 #[inline(always)]
-pub fn credentials(config: &ProbeConfig, task: Ptr) -> Result<[u64; 7], i64> {
+pub fn credentials(config: &ProbeConfig, task: Ptr) -> Result<CredentialSet, i64> {
     let cred: u64 = read_at(task, config.task_cred)?;
     let mut ids = [0u32; 8];
     let mut i = 0;
@@ -83,15 +82,19 @@ pub fn credentials(config: &ProbeConfig, task: Ptr) -> Result<[u64; 7], i64> {
         ids[i] = read_at(cred, config.cred_ids[i])?;
         i += 1;
     }
-    Ok([
-        ids[0] as u64 | (ids[1] as u64) << 32,
-        ids[2] as u64 | (ids[3] as u64) << 32,
-        ids[4] as u64 | (ids[5] as u64) << 32,
-        ids[6] as u64 | (ids[7] as u64) << 32,
-        read_at(cred, config.cred_caps[0])?,
-        read_at(cred, config.cred_caps[1])?,
-        read_at(cred, config.cred_caps[2])?,
-    ])
+    Ok(CredentialSet {
+        ruid: ids[0],
+        euid: ids[1],
+        suid: ids[2],
+        fsuid: ids[3],
+        rgid: ids[4],
+        egid: ids[5],
+        sgid: ids[6],
+        fsgid: ids[7],
+        cap_effective: read_at(cred, config.cred_caps[0])?,
+        cap_permitted: read_at(cred, config.cred_caps[1])?,
+        cap_inheritable: read_at(cred, config.cred_caps[2])?,
+    })
 }
 
 /// The `struct file *` open as `fd` in the task, if any.
@@ -143,16 +146,18 @@ pub fn in_upper_layer(config: &ProbeConfig, file: Ptr) -> Result<bool, i64> {
     Ok(upper_dentry != 0)
 }
 
-/// The identity of a file's inode that stays unique when inode numbers are reused:
-/// (`i_generation << 32 | s_dev`, inode number).
+/// The identity of a file's inode that stays unique when inode numbers are reused.
 #[inline(always)]
-pub fn inode_identity(config: &ProbeConfig, file: Ptr) -> Result<[u64; 2], i64> {
+pub fn inode_identity(config: &ProbeConfig, file: Ptr) -> Result<DirectoryId, i64> {
     let inode: u64 = read_at(file, config.file_inode)?;
     let ino: u64 = read_at(inode, config.inode_ino)?;
     let generation: u32 = read_at(inode, config.inode_generation)?;
     let sb: u64 = read_at(inode, config.inode_sb)?;
     let dev: u32 = read_at(sb, config.sb_dev)?;
-    Ok([(generation as u64) << 32 | dev as u64, ino])
+    Ok(DirectoryId {
+        generation_dev: (generation as u64) << 32 | dev as u64,
+        inode: ino,
+    })
 }
 
 /// (device, inode, link count) of a `struct file *`.

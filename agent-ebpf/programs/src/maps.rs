@@ -12,7 +12,8 @@ use kestrel_ebpf_abi::{ProbeConfig, KIND_SLOTS};
 #[map(name = "KESTREL_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Records lost because the ring buffer was full, per CPU, indexed by kind.
+/// Records lost, per CPU, indexed by kind: the ring buffer was full, or a read or map update
+/// the record could not do without failed (see the ABI's `DROPS_MAP`).
 #[map(name = "KESTREL_DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 
@@ -28,7 +29,7 @@ pub fn config() -> ProbeConfig {
     unsafe { core::ptr::read_volatile(&KESTREL_CONFIG) }
 }
 
-/// Counts one record of `kind` lost on this CPU.
+/// Counts one record of `kind` lost on this CPU (every path that loses a record calls this).
 #[inline(always)]
 pub fn count_drop(kind: u32) {
     if let Some(counter) = DROPS.get_ptr_mut(kind) {

@@ -31,7 +31,10 @@ const ARGV_READ_MAX: u64 = ARGV_MAX as u64 - 1;
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     match try_exec(&ctx) {
         Ok(()) => 0,
-        Err(_) => 1,
+        Err(_) => {
+            count_drop(KIND_EXEC);
+            1
+        }
     }
 }
 
@@ -42,7 +45,6 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count_drop(KIND_EXEC);
         return Err(-1);
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };
@@ -67,10 +69,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 /// or has no link left). The working directory is left to user space.
 #[inline(always)]
 fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
-    let credentials = credentials(config, task).unwrap_or([0; 7]);
-    record.euid = (credentials[0] >> 32) as u32;
-    record.egid = (credentials[2] >> 32) as u32;
-    record.cap_effective = credentials[4];
+    let credentials = credentials(config, task).unwrap_or_default();
+    record.euid = credentials.euid;
+    record.egid = credentials.egid;
+    record.cap_effective = credentials.cap_effective;
     record.exe_dev = 0;
     record.exe_inode = 0;
     record.exe_nlink = 1;
@@ -162,7 +164,10 @@ fn read_argv(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     match try_fork(&ctx) {
         Ok(()) => 0,
-        Err(_) => 1,
+        Err(_) => {
+            count_drop(KIND_FORK);
+            1
+        }
     }
 }
 
@@ -180,7 +185,6 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(()); // a new thread, not a new process
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count_drop(KIND_FORK);
         return Err(-1);
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };
@@ -199,7 +203,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     match try_exit(&ctx) {
         Ok(()) => 0,
-        Err(_) => 1,
+        Err(_) => {
+            count_drop(KIND_EXIT);
+            1
+        }
     }
 }
 
@@ -215,7 +222,6 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(()); // other threads of the process live on
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_drop(KIND_EXIT);
         return Err(-1);
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };

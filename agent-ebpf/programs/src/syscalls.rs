@@ -16,10 +16,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use kestrel_ebpf_abi::{
+    linux::{
+        AF_INET6, AF_PACKET, AT_FDCWD, BPF_ATTR_PROG_NAME, BPF_PROG_LOAD, DNS_PORT,
+        IO_URING_PARAMS_FLAGS, MSGHDR_IOV, O_ACCMODE, O_CREAT, O_DIRECTORY, O_TRUNC, SOCK_DGRAM,
+    },
     sys::{self, kind_of},
-    ProbeConfig, SyscallRecord, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD,
-    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN,
-    SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
+    Aux, CredentialSet, DirectoryId, ProbeConfig, SyscallRecord, KIND_BPF, KIND_CREDENTIAL,
+    KIND_FILE, KIND_IO_URING, KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT,
+    SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED,
+    SYS_STR1_TRUNCATED,
 };
 
 use crate::{
@@ -30,15 +35,6 @@ use crate::{
 
 /// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
 const ARGS_OFFSET: usize = 16;
-const O_ACCMODE: u64 = 3;
-const O_CREAT: u64 = 0o100;
-const O_TRUNC: u64 = 0o1000;
-const O_DIRECTORY: u64 = 0o200000;
-const AT_FDCWD: i32 = -100;
-const AF_PACKET: u64 = 17;
-const BPF_PROG_LOAD: u64 = 5;
-const SOCK_DGRAM: u64 = 2;
-const DNS_PORT: u64 = 53;
 /// How far back a file name is looked for (names of sensitive keys are short).
 const NAME_SCAN: u32 = 64;
 
@@ -47,7 +43,7 @@ const NAME_SCAN: u32 = 64;
 #[derive(Clone, Copy)]
 pub struct Pending {
     args: [u64; 6],
-    old_credentials: [u64; 7],
+    old_credentials: CredentialSet,
 }
 
 /// Calls in flight, by thread. LRU, so a thread that dies inside a call cannot leak an entry.
@@ -89,12 +85,18 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     }
     let mut pending = Pending {
         args,
-        old_credentials: [0; 7],
+        old_credentials: CredentialSet::default(),
     };
     if kind_of(id) == KIND_CREDENTIAL {
-        pending.old_credentials = credentials(&config, current_task()).unwrap_or([0; 7]);
+        pending.old_credentials = credentials(&config, current_task()).unwrap_or_default();
     }
-    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        // Without its arguments the exit cannot report the call.
+        count_drop(kind_of(id));
+    }
     0
 }
 
@@ -142,7 +144,7 @@ pub fn exit(ctx: &TracePointContext, id: u32) -> u32 {
     {
         return 0;
     }
-    let _ = emit(id, &pending.args, &pending.old_credentials, result);
+    emit(id, &pending.args, &pending.old_credentials, result);
     0
 }
 
@@ -170,9 +172,23 @@ fn from_dns_port(config: &ProbeConfig, id: u32, args: &[u64; 6]) -> bool {
     matches!(read_at::<u16>(sk, config.skc[2]), Ok(port) if u16::from_be(port) as u64 == DNS_PORT)
 }
 
-/// Builds, filters and sends the record for a finished call.
+/// Builds, filters and sends the record for a finished call; a record lost on the way (no
+/// scratch space, a failed read it cannot do without, a full ring buffer) is counted as a drop
+/// of its kind.
 #[inline(always)]
-pub fn emit(id: u32, args: &[u64; 6], old_credentials: &[u64; 7], result: i64) -> Result<(), i64> {
+pub fn emit(id: u32, args: &[u64; 6], old_credentials: &CredentialSet, result: i64) {
+    if try_emit(id, args, old_credentials, result).is_err() {
+        count_drop(kind_of(id));
+    }
+}
+
+#[inline(always)]
+fn try_emit(
+    id: u32,
+    args: &[u64; 6],
+    old_credentials: &CredentialSet,
+    result: i64,
+) -> Result<(), i64> {
     let config = config();
     let (pid, tgid) = current_pid_tgid();
     let kind = kind_of(id);
@@ -184,55 +200,49 @@ pub fn emit(id: u32, args: &[u64; 6], old_credentials: &[u64; 7], result: i64) -
     record.flags = 0;
     record.result = result;
     record.args = *args;
-    record.aux = [0; 16];
+    record.aux = Aux::ZERO;
     record.str_len = [0; 2];
     record.reserved = 0;
-    record.euid = credentials(&config, task)
-        .map(|c| (c[0] >> 32) as u32)
-        .unwrap_or(0);
+    record.euid = credentials(&config, task).map(|c| c.euid).unwrap_or(0);
     let keep = match kind {
         KIND_FILE => file(&config, id, record)?,
         KIND_NETWORK => network(&config, task, id, result, record)?,
         KIND_CREDENTIAL => {
             let new = credentials(&config, task)?;
-            record.aux[..7].copy_from_slice(old_credentials);
-            record.aux[8..15].copy_from_slice(&new);
+            let cred = record.aux.cred_mut();
+            cred.old = *old_credentials;
+            cred.new = new;
             true
         }
         KIND_MODULE => {
-            if id == sys::FINIT_MODULE {
-                copy_user_str(args[1], record, 1);
-            } else {
-                copy_user_str(args[2], record, 1);
-            }
+            copy_string_args(id, record);
             true
         }
         KIND_BPF => {
             let prog_type: u32 = unsafe { bpf_probe_read_user(args[1] as *const u32) }.unwrap_or(0);
-            record.aux[0] = prog_type as u64;
-            let name: [u8; 16] = unsafe { bpf_probe_read_user((args[1] + 48) as *const [u8; 16]) }
-                .unwrap_or([0; 16]);
-            record.aux[1] = u64::from_ne_bytes([
-                name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
-            ]);
-            record.aux[2] = u64::from_ne_bytes([
-                name[8], name[9], name[10], name[11], name[12], name[13], name[14], name[15],
-            ]);
+            let name: [u8; 16] =
+                unsafe { bpf_probe_read_user((args[1] + BPF_ATTR_PROG_NAME) as *const [u8; 16]) }
+                    .unwrap_or([0; 16]);
+            let bpf = record.aux.bpf_mut();
+            bpf.prog_type = prog_type as u64;
+            bpf.prog_name = name;
             true
         }
         KIND_MEMFD => {
-            copy_user_str(args[0], record, 0);
+            copy_string_args(id, record);
             true
         }
         KIND_NAMESPACE => true,
         KIND_IO_URING => {
+            let uring = record.aux.uring_mut();
             if id == sys::IO_URING_SUBMIT {
-                record.aux[0] = args[0];
+                uring.opcode = args[0];
             } else {
                 let flags: u32 =
-                    unsafe { bpf_probe_read_user((args[1] + 8) as *const u32) }.unwrap_or(0);
-                record.aux[1] = args[0];
-                record.aux[2] = flags as u64;
+                    unsafe { bpf_probe_read_user((args[1] + IO_URING_PARAMS_FLAGS) as *const u32) }
+                        .unwrap_or(0);
+                uring.entries = args[0];
+                uring.flags = flags as u64;
             }
             true
         }
@@ -240,14 +250,14 @@ pub fn emit(id: u32, args: &[u64; 6], old_credentials: &[u64; 7], result: i64) -
         _ => true,
     };
     if keep {
-        submit(record);
+        submit(record)?;
     }
     Ok(())
 }
 
-/// Sends the used prefix of the record.
+/// Sends the used prefix of the record (an error when the ring buffer is full).
 #[inline(always)]
-pub fn submit(record: &mut SyscallRecord) {
+fn submit(record: &mut SyscallRecord) -> Result<(), i64> {
     let used = if record.str_len[1] > 0 {
         STR_SLOT + record.str_len[1] as usize + 1
     } else if record.str_len[0] > 0 {
@@ -262,9 +272,18 @@ pub fn submit(record: &mut SyscallRecord) {
     record.header.size = size as u32;
     let bytes =
         unsafe { core::slice::from_raw_parts(record as *const SyscallRecord as *const u8, size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_drop(record.header.kind);
-    }
+    EVENTS.output::<[u8]>(bytes, 0).map_err(|e| e as i64)
+}
+
+/// Copies the arguments the syscall table names for the string slots (the paths, a name,
+/// parameters) into them.
+#[inline(always)]
+fn copy_string_args(id: u32, record: &mut SyscallRecord) {
+    let [first, second] = sys::string_args(id);
+    let arg = |i: usize| record.args.get(i).copied().unwrap_or(0);
+    let (first, second) = (arg(first), arg(second));
+    copy_user_str(first, record, 0);
+    copy_user_str(second, record, 1);
 }
 
 /// Copies a NUL-terminated user string into string slot `slot` (0 or 1).
@@ -325,41 +344,7 @@ fn basename_start(record: &SyscallRecord, len: u32) -> u32 {
 #[inline(always)]
 fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<bool, i64> {
     let a = record.args;
-    // (first path, second path); directory and file descriptors are resolved in user space.
-    let (first, second) = match id {
-        sys::OPEN
-        | sys::CREAT
-        | sys::UNLINK
-        | sys::RMDIR
-        | sys::CHMOD
-        | sys::CHOWN
-        | sys::LCHOWN
-        | sys::TRUNCATE
-        | sys::UMOUNT
-        | sys::UTIME
-        | sys::UTIMES
-        | sys::CHDIR => (a[0], 0),
-        sys::OPENAT
-        | sys::OPENAT2
-        | sys::UNLINKAT
-        | sys::FCHMODAT
-        | sys::FCHMODAT2
-        | sys::FCHOWNAT
-        | sys::FUTIMESAT => (a[1], 0),
-        sys::UTIMENSAT if a[1] == 0 => (0, 0),
-        sys::UTIMENSAT => (a[1], 0),
-        sys::RENAME => (a[0], a[1]),
-        sys::RENAMEAT | sys::RENAMEAT2 => (a[1], a[3]),
-        sys::LINK => (a[1], a[0]),
-        sys::LINKAT => (a[3], a[1]),
-        sys::SYMLINK => (a[1], a[0]),
-        sys::SYMLINKAT => (a[2], a[0]),
-        sys::MOUNT => (a[1], a[0]),
-        sys::FCHMOD | sys::FCHOWN | sys::FTRUNCATE => (0, 0),
-        _ => (0, 0),
-    };
-    copy_user_str(first, record, 0);
-    copy_user_str(second, record, 1);
+    copy_string_args(id, record);
     // Every successful change of directory, muted or not: relative paths are resolved against
     // the directory user space follows from them.
     if matches!(id, sys::CHDIR | sys::FCHDIR) {
@@ -379,14 +364,13 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
             }
             _ => (O_CREAT | O_TRUNC | 1, a[1]),
         };
-        record.aux[0] = flags;
-        record.aux[1] = mode;
+        let file = record.aux.file_mut();
+        file.open_flags = flags;
+        file.mode = mode;
         write_like = flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0;
     }
     if id == sys::MOUNT {
-        let fs_type = unsafe {
-            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(8) as *mut u8, 32)
-        };
+        let fs_type = &mut record.aux.file_mut().fs_type;
         let _ = unsafe { bpf_probe_read_user_str_bytes(a[2] as *const u8, fs_type) };
     }
     let Some((path, len, leaf, absolute)) = first_path(record) else {
@@ -397,9 +381,10 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
         return Ok(false);
     }
     if !write_like {
-        if record.aux[0] & O_DIRECTORY != 0 && record.result >= 0 {
-            directory_identity(config, record.result as u64, record, 2);
-            if !directory_worth_reporting([record.aux[2], record.aux[3]]) {
+        if record.aux.file().open_flags & O_DIRECTORY != 0 && record.result >= 0 {
+            let opened = directory_identity(config, record.result as u64);
+            record.aux.file_mut().opened_directory = opened;
+            if !directory_worth_reporting(opened) {
                 return Ok(false);
             }
             record.flags |= SYS_DIRECTORY_OPEN;
@@ -423,27 +408,28 @@ fn file(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result<boo
 fn relative_bases(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) {
     let (first, second) = directory_fds(id, &record.args);
     if id == sys::FCHDIR || (record.str_len[0] > 0 && record.strings[0] != b'/') {
-        directory_identity(config, first, record, 4);
+        record.aux.file_mut().path_directories[0] = directory_identity(config, first);
     }
     if record.str_len[1] > 0 && record.strings[STR_SLOT] != b'/' {
-        directory_identity(config, second, record, 6);
+        record.aux.file_mut().path_directories[1] = directory_identity(config, second);
     }
 }
 
 /// A directory open is reported at most once a minute per directory: the agent remembers the
 /// path, so `find` or `ls` going over the same directories again costs no records.
 #[inline(always)]
-fn directory_worth_reporting(identity: [u64; 2]) -> bool {
-    if identity[1] == 0 {
+fn directory_worth_reporting(identity: DirectoryId) -> bool {
+    if identity.inode == 0 {
         return false;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(&last) = unsafe { DIRECTORIES_REPORTED.get(&identity) } {
+    let key = [identity.generation_dev, identity.inode];
+    if let Some(&last) = unsafe { DIRECTORIES_REPORTED.get(&key) } {
         if now.wrapping_sub(last) < DIRECTORY_REPORT_INTERVAL_NS {
             return false;
         }
     }
-    let _ = DIRECTORIES_REPORTED.insert(&identity, &now, 0);
+    let _ = DIRECTORIES_REPORTED.insert(&key, &now, 0);
     true
 }
 
@@ -456,20 +442,17 @@ fn directory_fds(id: u32, a: &[u64; 6]) -> (u64, u64) {
     (arg(first), arg(second))
 }
 
-/// Stores the identity of directory descriptor `fd` at `aux[at..at + 2]`; nothing for the
-/// working directory or a descriptor that is not open.
+/// The identity of directory descriptor `fd`; zero for the working directory or a descriptor
+/// that is not open.
 #[inline(always)]
-fn directory_identity(config: &ProbeConfig, fd: u64, record: &mut SyscallRecord, at: usize) {
+fn directory_identity(config: &ProbeConfig, fd: u64) -> DirectoryId {
     if fd as i32 == AT_FDCWD {
-        return;
+        return DirectoryId::default();
     }
     let Ok(file) = fd_file(config, current_task(), fd as u32 as u64) else {
-        return;
+        return DirectoryId::default();
     };
-    if let Ok([key, ino]) = inode_identity(config, file) {
-        record.aux[at & 15] = key;
-        record.aux[(at + 1) & 15] = ino;
-    }
+    inode_identity(config, file).unwrap_or_default()
 }
 
 /// Network calls: the address passed by the caller and what the socket itself says.
@@ -499,15 +482,13 @@ fn network(
         } else {
             address_len as usize
         };
-        let dst = unsafe {
-            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(9) as *mut u8, 32)
-        };
+        let dst = &mut record.aux.net_mut().sockaddr;
         let _ = unsafe { bpf_probe_read_user_buf(address as *const u8, &mut dst[..len & 63]) };
     }
     if let Ok(sk) = fd_sock(config, task, fd) {
         let _ = socket_facts(config, sk, record);
     }
-    if id == sys::SENDTO && record.aux[2] != SOCK_DGRAM {
+    if id == sys::SENDTO && record.aux.net().socket_type != SOCK_DGRAM {
         return Ok(false);
     }
     if id == sys::RECVFROM || id == sys::RECVMSG {
@@ -517,7 +498,8 @@ fn network(
 }
 
 /// For a DNS answer received (`result` > 0 bytes from port 53, as `exit` checked with
-/// [`from_dns_port`]): its first bytes into string slot 0, the sender into `aux[9..13]`.
+/// [`from_dns_port`]): its first bytes into string slot 0, the sender into
+/// [`NetAux::sockaddr`](kestrel_ebpf_abi::NetAux::sockaddr).
 #[inline(always)]
 fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
     let a = record.args;
@@ -525,9 +507,10 @@ fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
     let (buffer, capacity, sender) = if id == sys::RECVFROM {
         (a[1], a[2], a[4])
     } else {
-        // struct msghdr: msg_name at 0, msg_iov at 16; struct iovec: base at 0, len at 8.
+        // struct msghdr: msg_name at 0; struct iovec: base at 0, len at 8.
         let name: u64 = unsafe { bpf_probe_read_user(a[1] as *const u64) }.unwrap_or(0);
-        let iov: u64 = unsafe { bpf_probe_read_user((a[1] + 16) as *const u64) }.unwrap_or(0);
+        let iov: u64 =
+            unsafe { bpf_probe_read_user((a[1] + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
         let first: [u64; 2] = if iov == 0 {
             [0; 2]
         } else {
@@ -536,9 +519,7 @@ fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
         (first[0], first[1], name)
     };
     if sender != 0 {
-        let dst = unsafe {
-            core::slice::from_raw_parts_mut(record.aux.as_mut_ptr().add(9) as *mut u8, 32)
-        };
+        let dst = &mut record.aux.net_mut().sockaddr;
         let _ = unsafe { bpf_probe_read_user_buf(sender as *const u8, &mut dst[..28]) };
     }
     if buffer == 0 {
@@ -564,22 +545,27 @@ fn dns_answer(id: u32, result: i64, record: &mut SyscallRecord) -> bool {
 /// Family, protocol, type and both endpoints of socket `sk`.
 #[inline(always)]
 fn socket_facts(config: &ProbeConfig, sk: Ptr, record: &mut SyscallRecord) -> Result<(), i64> {
+    let net = record.aux.net_mut();
     let family: u16 = read_at(sk, config.skc[4])?;
-    record.aux[0] = family as u64;
-    record.aux[1] = read_at::<u16>(sk, config.sk_protocol)? as u64;
-    record.aux[2] = read_at::<u16>(sk, config.sk_type)? as u64;
-    if family == 10 {
-        let local: [u64; 2] = read_at(sk, config.skc[6])?;
-        let remote: [u64; 2] = read_at(sk, config.skc[5])?;
-        record.aux[3] = local[0];
-        record.aux[4] = local[1];
-        record.aux[6] = remote[0];
-        record.aux[7] = remote[1];
+    net.family = family as u64;
+    net.protocol = read_at::<u16>(sk, config.sk_protocol)? as u64;
+    net.socket_type = read_at::<u16>(sk, config.sk_type)? as u64;
+    if family as u64 == AF_INET6 {
+        let local = read_at(sk, config.skc[6])?;
+        let remote = read_at(sk, config.skc[5])?;
+        net.local_address = local;
+        net.remote_address = remote;
     } else {
-        record.aux[3] = read_at::<u32>(sk, config.skc[1])? as u64;
-        record.aux[6] = read_at::<u32>(sk, config.skc[0])? as u64;
+        net.local_address = ipv4_address(read_at(sk, config.skc[1])?);
+        net.remote_address = ipv4_address(read_at(sk, config.skc[0])?);
     }
-    record.aux[5] = read_at::<u16>(sk, config.skc[3])? as u64;
-    record.aux[8] = u16::from_be(read_at::<u16>(sk, config.skc[2])?) as u64;
+    net.local_port = read_at::<u16>(sk, config.skc[3])? as u64;
+    net.remote_port = u16::from_be(read_at::<u16>(sk, config.skc[2])?) as u64;
     Ok(())
+}
+
+/// An IPv4 address in the first 4 bytes of a 16-byte address.
+#[inline(always)]
+fn ipv4_address(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }

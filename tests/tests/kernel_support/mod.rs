@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use kestrel_agent::{
     config::AgentConfig,
-    decode::{KernelRecord, Syscall},
-    loader::{LoadOptions, Probes},
-    reader::RingReader,
+    kernel::decode::{KernelRecord, Syscall},
+    kernel::loader::{LoadOptions, Probes},
+    kernel::reader::RingReader,
 };
 use kestrel_testkit::{require_root_for_ebpf, skip_or_fail};
 use tokio::sync::mpsc;

@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Endpoint as GrpcEndpoint, Uri};
 
-use super::runtime::{ContainerDetails, RuntimeError};
+use super::details::{ContainerDetails, RuntimeError};
 
 /// The gRPC method called.
 pub const GET_METHOD: &str = "/containerd.services.containers.v1.Containers/Get";

@@ -1,12 +1,11 @@
-//! Loss accounting: the kernel counts, per CPU and per kind, every record it could not put in
-//! the ring buffer; this turns increases of those counters into Gap records (kind, CPU, count,
-//! time range), so every lost event is accounted for.
+//! Loss accounting: the kernel counts, per CPU and per kind, every record it lost (the ring
+//! buffer was full, or a read the record needed failed); this turns increases of those
+//! counters into Gap records (kind, CPU, count, time range), so every lost event is accounted
+//! for.
 
 use aya::maps::{MapData, PerCpuArray};
-use kestrel_ebpf_abi::KIND_SLOTS;
+use kestrel_ebpf_abi::{kind_name, KIND_SLOTS};
 use kestrel_proto::Gap;
-
-use crate::config::KINDS;
 
 /// Watches the kernel's drop counters.
 pub struct LossMonitor {
@@ -77,13 +76,4 @@ impl LossMonitor {
             .map(|c| c.iter().sum())
             .unwrap_or(0)
     }
-}
-
-/// The configuration name of a kind number.
-pub fn kind_name(kind: u32) -> &'static str {
-    KINDS
-        .iter()
-        .find(|(_, k)| *k == kind)
-        .map(|(name, _)| *name)
-        .unwrap_or("unknown")
 }

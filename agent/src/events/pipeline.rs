@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kestrel_ebpf_abi::{sys, KIND_FILE};
+use kestrel_ebpf_abi::{linux::CLONE_NEWNS, sys, KIND_FILE};
 use kestrel_proto::{
     event::Payload, Ancestor, Enrichment, Event, ExecEvent, ExitEvent, ForkEvent, Gap,
     NetworkEvent, Process,
@@ -12,15 +12,19 @@ use tokio::sync::mpsc;
 
 use crate::{
     clock::BootClock,
-    container::ContainerResolver,
-    decode::{Exec, Exit, Fork, KernelRecord, Syscall},
-    directories::Directories,
-    dns::Resolved,
-    jsonl::JsonlWriter,
-    loss::LossMonitor,
-    process_table::{ProcessInfo, ProcessTable},
-    syscall_events::{self, fd_path, proc_link, Bases},
-    users::UserNames,
+    enrich::container::ContainerResolver,
+    enrich::directories::Directories,
+    enrich::dns::Resolved,
+    enrich::paths::{self, fd_path, proc_link},
+    enrich::process_table::{ProcessInfo, ProcessTable},
+    enrich::users::UserNames,
+    events::{
+        file::{self, Bases},
+        syscalls,
+    },
+    kernel::decode::{Exec, Exit, Fork, KernelRecord, Syscall},
+    kernel::loss::LossMonitor,
+    ship::jsonl::JsonlWriter,
 };
 
 /// How often the kernel drop counters are read.
@@ -32,7 +36,7 @@ pub struct Outputs {
     /// `--events-jsonl`.
     pub jsonl: Option<JsonlWriter>,
     /// The queue into the spool that the shipper sends from (overflow is counted in a Gap).
-    pub shipper: Option<crate::spool::SpoolSender>,
+    pub shipper: Option<crate::ship::spool::SpoolSender>,
     /// Where Gap records (lost events) go besides the JSON-lines file.
     pub gaps: Option<mpsc::Sender<Gap>>,
 }
@@ -50,7 +54,7 @@ pub struct Pipeline {
     /// Paths of directories opened, for calls relative to a descriptor of one.
     directories: Directories,
     /// Names of terminals.
-    terminals: crate::tty::Names,
+    terminals: crate::enrich::tty::Names,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -67,7 +71,7 @@ impl Pipeline {
             containers: None,
             resolved: Resolved::default(),
             directories: Directories::default(),
-            terminals: crate::tty::Names::default(),
+            terminals: crate::enrich::tty::Names::default(),
             shipper_overflow: 0,
         }
     }
@@ -191,8 +195,8 @@ impl Pipeline {
         let path = &syscall.path;
         let followed = match syscall.syscall {
             sys::CHDIR if syscall.path_truncated => None,
-            sys::CHDIR if path.starts_with('/') => Some(syscall_events::normalize(path)),
-            sys::CHDIR if !known.is_empty() => Some(syscall_events::join(known, path)),
+            sys::CHDIR if path.starts_with('/') => Some(paths::normalize(path)),
+            sys::CHDIR if !known.is_empty() => Some(paths::join(known, path)),
             sys::FCHDIR => {
                 let [known_directory, _] = self.known_directories(syscall);
                 known_directory.or_else(|| fd_path(tgid, syscall.args[0] as i32))
@@ -226,9 +230,9 @@ impl Pipeline {
             .get(syscall.common.tgid)
             .map(|p| p.cwd.clone())
             .unwrap_or_default();
-        let path = syscall_events::first_path(syscall, &self.bases(syscall, &cwd));
+        let path = file::first_path(syscall, &self.bases(syscall, &cwd));
         self.directories
-            .learn((syscall.aux[2], syscall.aux[3]), path);
+            .learn(syscall.aux.file().opened_directory.into(), path);
     }
 
     /// What the relative paths of `syscall` are resolved against: the followed working
@@ -241,23 +245,22 @@ impl Pipeline {
     }
 
     /// The paths of the directories a file call's descriptors name (first and second path;
-    /// for `fchdir`, its descriptor), from the identities the kernel put in `aux[4..8]`. Other
-    /// kinds use those slots for other things.
+    /// for `fchdir`, its descriptor), from the identities the kernel put in the file view's
+    /// `path_directories`. Other kinds use those bytes for other things.
     fn known_directories(&mut self, syscall: &Syscall) -> [Option<String>; 2] {
         if syscall.kind != KIND_FILE {
             return [None, None];
         }
-        [4, 6].map(|at| {
-            self.directories
-                .path_of((syscall.aux[at], syscall.aux[at + 1]))
-                .map(str::to_owned)
-        })
+        syscall
+            .aux
+            .file()
+            .path_directories
+            .map(|identity| self.directories.path_of(identity.into()).map(str::to_owned))
     }
 
     /// After a successful `setns`: joining a mount namespace moves the working directory to
     /// its root; a descriptor of unknown type (`nstype` 0) may have done so.
     fn join_namespace(&mut self, tgid: u32, nstype: u64) {
-        const CLONE_NEWNS: u64 = 0x0002_0000;
         if nstype & CLONE_NEWNS != 0 {
             self.table.set_cwd(tgid, "/".to_owned());
         } else if nstype == 0 {
@@ -276,7 +279,7 @@ impl Pipeline {
             self.join_namespace(tgid, syscall.args[1]);
         }
         let bases = self.bases(syscall, &info.cwd);
-        let mut payload = syscall_events::payload_in(syscall, &bases);
+        let mut payload = syscalls::payload_in(syscall, &bases);
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(network);
         }
@@ -452,18 +455,18 @@ fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
         return filename.to_owned();
     }
     if !cwd.is_empty() {
-        return syscall_events::join(cwd, filename);
+        return paths::join(cwd, filename);
     }
     proc_link(tgid, "exe").unwrap_or_else(|| filename.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
-    use kestrel_ebpf_abi::sys::kind_of;
+    use kestrel_ebpf_abi::{sys::kind_of, Aux, DirectoryId};
     use kestrel_proto::FileEvent;
 
     use super::*;
-    use crate::decode::Common;
+    use crate::kernel::decode::Common;
 
     /// No such process: /proc cannot help, only what the records said.
     const TGID: u32 = u32::MAX - 1;
@@ -484,7 +487,7 @@ mod tests {
             syscall: id,
             result,
             args,
-            aux: [0; 16],
+            aux: Aux::ZERO,
             euid: 0,
             path: path.into(),
             path_truncated: false,
@@ -560,14 +563,30 @@ mod tests {
         assert_eq!(created(&mut p, "x"), "x", "a namespace of unknown type");
     }
 
-    /// `record` (a syscall) with `aux[at..at + 2]` set to `identity`.
-    fn tagged(record: KernelRecord, at: usize, identity: (u64, u64)) -> KernelRecord {
+    /// Which directory identity of a file record a test sets.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tag {
+        /// The directory a directory open opened.
+        Opened,
+        /// The directory the first path is relative to (for `fchdir`, its descriptor's).
+        FirstPath,
+    }
+
+    /// `record` (a syscall) with the directory identity `tag` names set to `identity`.
+    fn tagged(record: KernelRecord, tag: Tag, identity: (u64, u64)) -> KernelRecord {
         let KernelRecord::Syscall(mut s) = record else {
             unreachable!()
         };
-        s.aux[at] = identity.0;
-        s.aux[at + 1] = identity.1;
-        s.directory_open = at == 2;
+        let identity = DirectoryId {
+            generation_dev: identity.0,
+            inode: identity.1,
+        };
+        let file = s.aux.file_mut();
+        match tag {
+            Tag::Opened => file.opened_directory = identity,
+            Tag::FirstPath => file.path_directories[0] = identity,
+        }
+        s.directory_open = tag == Tag::Opened;
         KernelRecord::Syscall(s)
     }
 
@@ -583,23 +602,27 @@ mod tests {
         let mut p = pipeline();
         let audit = (8, 42);
         let opened = call(sys::OPEN, "/var/log/audit", [0, 0o200000, 0, 0, 0, 0], 3);
-        assert_eq!(p.event_for(tagged(opened, 2, audit)), None, "not an event");
+        assert_eq!(
+            p.event_for(tagged(opened, Tag::Opened, audit)),
+            None,
+            "not an event"
+        );
         let unlink = call(sys::UNLINKAT, "audit.log", [3, 0, 0, 0, 0, 0], 0);
         assert_eq!(
-            path_of(p.event_for(tagged(unlink.clone(), 4, audit))),
+            path_of(p.event_for(tagged(unlink.clone(), Tag::FirstPath, audit))),
             "/var/log/audit/audit.log"
         );
         assert_eq!(
-            path_of(p.event_for(tagged(unlink, 4, (8, 43)))),
+            path_of(p.event_for(tagged(unlink, Tag::FirstPath, (8, 43)))),
             "audit.log",
             "a directory never seen opened: left relative"
         );
         // A directory opened relative to another one.
         let nested = call(sys::OPENAT, "old", [3, 0, 0o200000, 0, 0, 0], 4);
-        let nested = tagged(tagged(nested, 4, audit), 2, (8, 44));
+        let nested = tagged(tagged(nested, Tag::FirstPath, audit), Tag::Opened, (8, 44));
         assert_eq!(p.event_for(nested), None);
         let fchdir = call(sys::FCHDIR, "", [4, 0, 0, 0, 0, 0], 0);
-        assert_eq!(p.event_for(tagged(fchdir, 4, (8, 44))), None);
+        assert_eq!(p.event_for(tagged(fchdir, Tag::FirstPath, (8, 44))), None);
         assert_eq!(created(&mut p, "x"), "/var/log/audit/old/x");
     }
 

@@ -31,10 +31,10 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::{
     config::SpoolSettings,
-    spool::{
+    ship::spool::{
         run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
     },
-    tls::{TlsError, TlsFiles},
+    ship::tls::{TlsError, TlsFiles},
 };
 
 /// Events between the pipeline and the spool writer. Bounded in count so the agent's memory

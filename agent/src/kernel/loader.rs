@@ -16,8 +16,7 @@ use kestrel_ebpf_abi::{
 
 use crate::{
     config::AgentConfig,
-    kernel_layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
-    syscall_events,
+    kernel::layout::{self, LayoutError, TRACEFS, VMLINUX_BTF},
 };
 
 /// The eBPF object built by `build.rs`.
@@ -63,12 +62,12 @@ fn hooks(config: &AgentConfig) -> Vec<(String, Attach)> {
     // Syscalls are followed through `syscalls:sys_enter_<name>` and `sys_exit_<name>`; the
     // programs have the same names as their tracepoints.
     let receives = [sys::RECVFROM, sys::RECVMSG];
-    for id in (1..sys::COUNT).filter(|id| config.dns_answers || !receives.contains(id)) {
-        let Some(name) = syscall_events::tracepoint_name(id) else {
-            continue;
-        };
-        for phase in ["enter", "exit"] {
-            hooks.push((format!("sys_{phase}_{name}"), Attach::Syscall));
+    for id in sys::ALL
+        .into_iter()
+        .filter(|id| config.dns_answers || !receives.contains(id))
+    {
+        for program in sys::programs(id).into_iter().flatten() {
+            hooks.push((program.to_owned(), Attach::Syscall));
         }
     }
     hooks
@@ -144,7 +143,7 @@ impl Probes {
     /// Resolves the kernel layout, loads the object and attaches every hook it can.
     /// Fails only when no hook at all could be attached.
     pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
-        let mut config = kernel_layout::probe_config(Path::new(VMLINUX_BTF), Path::new(TRACEFS))?;
+        let mut config = layout::probe_config(Path::new(VMLINUX_BTF), Path::new(TRACEFS))?;
         let muted_exes = muted_executables(&options.config);
         apply_options(&mut config, options, muted_exes.len());
         let mut loader = EbpfLoader::new();
@@ -204,7 +203,7 @@ impl Probes {
         })
     }
 
-    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::loss::LossMonitor`].
+    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::kernel::loss::LossMonitor`].
     pub fn take_drop_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         let map = self
             .ebpf

@@ -3,7 +3,7 @@
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use crate::decode::{decode, KernelRecord};
+use crate::kernel::decode::{decode, KernelRecord};
 
 /// Reads the ring buffer until the receiving side closes.
 pub struct RingReader {

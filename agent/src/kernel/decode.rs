@@ -2,7 +2,7 @@
 //! length checked against the bytes actually received.
 
 use kestrel_ebpf_abi::{
-    ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX, COMM_LEN,
+    Aux, ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX,
     EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD,
     EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS,
     STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED,
@@ -65,7 +65,7 @@ pub struct Syscall {
     pub syscall: u32,
     pub result: i64,
     pub args: [u64; 6],
-    pub aux: [u64; 16],
+    pub aux: Aux,
     pub euid: u32,
     /// First path argument (as the caller passed it).
     pub path: String,
@@ -76,7 +76,7 @@ pub struct Syscall {
     /// A read-only open reported because its path is sensitive.
     pub sensitive_read: bool,
     /// A read-only open of a directory, reported only so that the agent learns its path
-    /// (`aux[2..4]` identify it).
+    /// (`aux.file().opened_directory` identifies it).
     pub directory_open: bool,
     /// The bytes received, for a DNS answer (`recvfrom`, `recvmsg`); empty otherwise.
     pub received: Vec<u8>,
@@ -312,8 +312,9 @@ fn checked_len(
     Ok(len)
 }
 
-/// The text before the first NUL.
-fn c_string(bytes: &[u8; COMM_LEN]) -> String {
+/// The text before the first NUL (lossy UTF-8): a task name, a file-system type, a program
+/// name.
+pub fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -341,6 +342,8 @@ fn split_argv(area: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use kestrel_ebpf_abi::COMM_LEN;
+
     use super::*;
 
     fn as_bytes<T>(record: &T) -> Vec<u8> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::decode::{bounded_argv, Exec, Fork};
+use crate::kernel::decode::{bounded_argv, Exec, Fork};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTORS: usize = 16;
@@ -192,7 +192,7 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Common;
+    use crate::kernel::decode::Common;
 
     fn exec(tgid: u32, ppid: u32, argv: &[&str], boot_ns: u64) -> Exec {
         Exec {

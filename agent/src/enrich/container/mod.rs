@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod cgroup;
 pub mod containerd;
+pub mod details;
 pub mod runtime;
 
 use std::{
@@ -32,10 +33,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use cache::CgroupCache;
 use cgroup::{parse_cgroup_path, CgroupError, CgroupFs, ContainerRef, Runtime};
-use runtime::{
-    ApiKind, ContainerDetails, Endpoint, RuntimeError, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
-    LABEL_POD_UID,
-};
+use details::{ContainerDetails, RuntimeError, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use runtime::{ApiKind, Endpoint};
 
 /// Settings of the container resolver (the `containers` section of the agent config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

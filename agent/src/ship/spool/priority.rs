@@ -9,25 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use kestrel_ebpf_abi::KIND_NAMES;
 use kestrel_proto::Gap;
 
-/// Event kind names indexed by the code stored in record headers (the ABI's kind numbers).
-pub const KINDS: [&str; 14] = [
-    "unknown",
-    "exec",
-    "fork",
-    "exit",
-    "file",
-    "network",
-    "credential",
-    "ptrace",
-    "signal",
-    "module",
-    "bpf",
-    "memfd",
-    "namespace",
-    "io_uring",
-];
+/// Event kind names indexed by the code stored in record headers: the ABI's kinds and names.
+pub const KINDS: [&str; KIND_NAMES.len()] = KIND_NAMES;
 
 /// The code of an event kind name (0, `unknown`, for names not in [`KINDS`]).
 pub fn kind_code(name: &str) -> u8 {
