@@ -1,6 +1,19 @@
-//! Converts kernel boot-relative timestamps into wall-clock time.
+//! The wall clock: kernel boot-relative timestamps converted to it, and its time now.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::time::{clock_gettime, ClockId};
+
+/// Nanoseconds since the Unix epoch now.
+pub fn now_unix_ns() -> u64 {
+    unix_ns(SystemTime::now())
+}
+
+/// Nanoseconds since the Unix epoch of `time` (0 before the epoch).
+pub fn unix_ns(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// Maps `bpf_ktime_get_boot_ns` values to nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +54,7 @@ mod tests {
     fn boot_time_now_maps_to_wall_clock_now() {
         let clock = BootClock::now();
         let unix = clock.unix_ns(BootClock::boot_ns_now());
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        let wall = now_unix_ns();
         assert!(
             unix.abs_diff(wall) < 1_000_000_000,
             "off by {} ns",

@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::{
+    clock,
     config::SpoolSettings,
     ship::spool::{
         run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
@@ -127,7 +128,7 @@ impl AgentStats {
     pub fn snapshot(&self, spool: &Spool) -> Heartbeat {
         let usage = ProcessUsage::now();
         Heartbeat {
-            time_unix_ns: unix_ns(SystemTime::now()),
+            time_unix_ns: clock::now_unix_ns(),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
             queue_depth: spool.queue_depth(),
@@ -667,11 +668,6 @@ fn report(error: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-fn unix_ns(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Exponential backoff from 200 ms doubling up to `max`, with "equal jitter": a random delay

@@ -40,7 +40,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
@@ -441,10 +441,7 @@ fn recover_state(found: &[segment::Found]) -> State {
 
 /// The current time in nanoseconds since the Unix epoch (at least 1).
 fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        .max(1)
+    crate::clock::now_unix_ns().max(1)
 }
 
 /// Scans the last segment left by an earlier run and returns the sequence number after it and
