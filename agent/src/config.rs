@@ -2,15 +2,15 @@
 //! empty file (or none) gives a working agent; unknown fields are errors, and validation
 //! reports every problem at once.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use kestrel_ebpf_abi::{KIND_NAMES, KIND_SLOTS, PREFIX_MAX, PREFIX_SLOTS};
 use serde::Deserialize;
 
-use crate::{enrich::container::ContainerConfig, ship::spool::priority::Priorities};
+use crate::{
+    enrich::container::ContainerConfig,
+    ship::spool::{priority::Priorities, SpoolSettings},
+};
 
 /// Every event kind by its configuration name (the ABI's kinds and names).
 pub fn kinds() -> impl Iterator<Item = (&'static str, u32)> {
@@ -44,21 +44,6 @@ pub struct AgentConfig {
     /// Where events wait for the collector and what is shed first when that fills
     /// (`--spool*` flags override).
     pub spool: SpoolSettings,
-}
-
-/// The `[spool]` table: the spool options of `kestrel-agent` (see its `--spool*` flags, which
-/// win over these).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpoolSettings {
-    /// Spool directory (`--spool`).
-    pub dir: Option<PathBuf>,
-    /// Most bytes the spool may hold (`--spool-max-bytes`, default 256 MiB).
-    pub max_bytes: Option<u64>,
-    /// Size of one segment file (`--spool-segment-bytes`, default 8 MiB).
-    pub segment_bytes: Option<u64>,
-    /// Shedding tier per event kind: `low`, `normal` or `high` (`--spool-priority`).
-    pub priority: BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {

@@ -31,9 +31,9 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::{
     clock,
-    config::SpoolSettings,
     ship::spool::{
         run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
+        SpoolSettings,
     },
     ship::tls::{TlsError, TlsFiles},
 };

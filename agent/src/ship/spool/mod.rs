@@ -33,7 +33,7 @@ pub mod state;
 mod writer;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     fs::File,
     path::{Path, PathBuf},
     sync::{
@@ -43,6 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::Deserialize;
 use tokio::sync::watch;
 
 pub use priority::{Priorities, ShedLedger, ShedReason, Tier};
@@ -52,6 +53,21 @@ pub use writer::SpoolWriter;
 
 use segment::{Next, RecordCursor};
 use state::State;
+
+/// The `[spool]` table: the spool options of `kestrel-agent` (see its `--spool*` flags, which
+/// win over these).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// Spool directory (`--spool`).
+    pub dir: Option<PathBuf>,
+    /// Most bytes the spool may hold (`--spool-max-bytes`, default 256 MiB).
+    pub max_bytes: Option<u64>,
+    /// Size of one segment file (`--spool-segment-bytes`, default 8 MiB).
+    pub segment_bytes: Option<u64>,
+    /// Shedding tier per event kind: `low`, `normal` or `high` (`--spool-priority`).
+    pub priority: BTreeMap<String, String>,
+}
 
 /// Size bounds and shedding policy of a spool.
 #[derive(Debug, Clone)]
