@@ -10,7 +10,7 @@ use std::{
 use kestrel_proto::Event;
 use tokio::sync::mpsc;
 
-use super::{priority::kind_code, ShedReason, Spool, SpoolWriter};
+use super::{ShedReason, Spool, SpoolWriter};
 
 /// Most events the writer takes from the queue for one append (one write and one fsync).
 const BURST: usize = 4096;
@@ -48,7 +48,8 @@ impl SpoolSender {
     /// after forks and exits are shed. A refused event is counted as shed (`queue_full`,
     /// reported in a Gap).
     pub fn try_send(&self, event: Event) -> Result<(), NotQueued> {
-        let kind = kind_code(event.kind_name());
+        // Kinds are below KIND_SLOTS (14): the ABI number is the record header code.
+        let kind = event.kind() as u8;
         let share = self
             .spool
             .config
