@@ -2,8 +2,8 @@
 //! run, locating the built binaries, running children that are killed when the test ends,
 //! waiting for a JSON line that matches (with a failure message that shows what did arrive), a
 //! throw-away PKI ([`pki`]), an HTTP receiver for sinks ([`receiver`]), a gRPC agent client
-//! ([`grpc`]), the release stack of collector and agent ([`stack`]) and benchmark support
-//! ([`bench`], [`procstat`], [`pty`]).
+//! ([`grpc`]), the kernel tests' loader and record stream ([`kernel`]), the release stack of
+//! collector and agent ([`stack`]) and benchmark support ([`bench`], [`procstat`], [`pty`]).
 
 use std::{
     fmt::Display,
@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub mod bench;
 pub mod grpc;
+pub mod kernel;
 pub mod pki;
 pub mod procstat;
 pub mod pty;

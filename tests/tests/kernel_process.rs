@@ -1,11 +1,9 @@
 //! Kernel tests: load the real eBPF programs, trigger process activity, assert the decoded records.
 
-mod kernel_support;
-
 use std::{process::Command, time::Duration};
 
-use kernel_support::{everything, load, Kernel};
 use kestrel_agent::kernel::decode::{Exec, KernelRecord};
+use kestrel_testkit::kernel::{everything, load, Kernel};
 use kestrel_testkit::pty::{without_terminal, Pty};
 
 /// Loads the programs (reporting `agent_tgid` as the agent) and starts a reader.

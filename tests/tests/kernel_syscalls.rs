@@ -1,8 +1,6 @@
 //! Kernel tests for the followed syscalls: each triggers the behaviour for real and asserts the
 //! decoded record (and, through the agent's conversion, the protocol payload where it matters).
 
-mod kernel_support;
-
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -13,7 +11,6 @@ use std::{
     process::Command,
 };
 
-use kernel_support::{everything, load, only_this_process};
 use kestrel_agent::{
     config::AgentConfig,
     enrich::process_table::ProcessTable,
@@ -23,6 +20,7 @@ use kestrel_agent::{
 };
 use kestrel_ebpf_abi::{sys, KIND_CREDENTIAL, KIND_FILE};
 use kestrel_proto::{event::Payload, FileOp, NetworkOp};
+use kestrel_testkit::kernel::{everything, load, only_this_process};
 
 /// The file payload of `s`, for a process whose working directory the agent does not follow
 /// (it is read from /proc).
@@ -457,7 +455,7 @@ async fn module_bpf_memfd_namespace_and_io_uring_calls_are_reported() {
 
     // A module load that the kernel refuses still shows who tried. Kernels built without
     // module support have no such tracepoints: then the hook must say it is unavailable.
-    if kernel_support::tracepoint_exists("sys_enter_finit_module") {
+    if kestrel_testkit::kernel::tracepoint_exists("sys_enter_finit_module") {
         let null = std::fs::File::open("/dev/null").unwrap();
         let params = CString::new("kestrel=1").unwrap();
         unsafe { libc::syscall(libc::SYS_finit_module, null.as_raw_fd(), params.as_ptr(), 0) };
@@ -793,7 +791,7 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
         only_tgid: flooder as u32,
         config,
     };
-    let probes = kernel_support::load_probes(options);
+    let probes = kestrel_testkit::kernel::load_probes(options);
     let Some(mut probes) = probes else {
         unsafe { libc::kill(flooder, libc::SIGKILL) };
         target.kill().unwrap();

@@ -1,22 +1,22 @@
-//! Shared by the kernel tests: load the real programs with chosen options, read decoded
+//! The kernel tests' harness: load the real programs with chosen options, read decoded
 //! records, wait for one that matches with a failure message that shows what did arrive.
-
-#![allow(dead_code)]
 
 use std::time::Duration;
 
+use crate::{require_root_for_ebpf, skip_or_fail};
 use kestrel_agent::{
     config::AgentConfig,
     kernel::decode::{KernelRecord, Syscall},
     kernel::loader::{LoadOptions, Probes},
     kernel::reader::RingReader,
 };
-use kestrel_testkit::{require_root_for_ebpf, skip_or_fail};
 use tokio::sync::mpsc;
 
 /// Loaded programs and the stream of their records.
 pub struct Kernel {
+    /// The loaded programs.
     pub probes: Probes,
+    /// Their decoded records.
     pub records: mpsc::Receiver<KernelRecord>,
 }
 
