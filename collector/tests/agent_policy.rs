@@ -17,16 +17,12 @@ use kestrel_collector::serve::{Collector, ServeError};
 use kestrel_collector::store::DB_FILE;
 use kestrel_proto::agent_message::Msg;
 use kestrel_proto::ingest_client::IngestClient;
-use kestrel_proto::{
-    collector_message, AgentMessage, CollectorMessage, Event, EventBatch, Gap, Heartbeat, Hello,
-};
-use tokio::sync::{mpsc, oneshot};
+use kestrel_proto::{AgentMessage, Event, Gap, Heartbeat, Hello};
+use kestrel_testkit::grpc::{batch, open_stream, AgentStream, DEADLINE};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
-
-const DEADLINE: Duration = Duration::from_secs(10);
+use tonic::{Code, Status};
 
 /// Everything the collector logs in this test process.
 #[derive(Clone, Default)]
@@ -146,15 +142,7 @@ impl Harness {
     /// Connects and opens a stream with a Hello, or the refusal.
     async fn open(&self, client: &Issued, epoch: u64) -> Result<AgentStream, Status> {
         let mut client = self.connect(client).await?;
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(hello(epoch)).await.unwrap();
-        let response = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
-            .await
-            .expect("stream must open or fail within the deadline")?;
-        Ok(AgentStream {
-            tx,
-            rx: response.into_inner(),
-        })
+        open_stream(&mut client, hello(epoch)).await
     }
 
     async fn shutdown(mut self) {
@@ -167,41 +155,6 @@ impl Harness {
     }
 }
 
-struct AgentStream {
-    tx: mpsc::Sender<AgentMessage>,
-    rx: Streaming<CollectorMessage>,
-}
-
-impl AgentStream {
-    async fn send(&self, msg: Msg) {
-        self.tx.send(AgentMessage { msg: Some(msg) }).await.unwrap();
-    }
-
-    async fn next(&mut self) -> Result<Option<CollectorMessage>, Status> {
-        tokio::time::timeout(DEADLINE, self.rx.message())
-            .await
-            .expect("no collector message within the deadline")
-    }
-
-    async fn ack(&mut self) -> u64 {
-        match self.next().await.unwrap().and_then(|m| m.msg) {
-            Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
-            other => panic!("expected an Ack, got {other:?}"),
-        }
-    }
-
-    /// The status the collector ended the stream with.
-    async fn ended(&mut self) -> Status {
-        loop {
-            match self.next().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("stream ended without a status"),
-                Err(status) => return status,
-            }
-        }
-    }
-}
-
 fn hello(epoch: u64) -> AgentMessage {
     AgentMessage {
         msg: Some(Msg::Hello(Hello {
@@ -211,10 +164,6 @@ fn hello(epoch: u64) -> AgentMessage {
             ..Hello::default()
         })),
     }
-}
-
-fn batch(first_seq: u64, events: Vec<Event>) -> Msg {
-    Msg::Batch(EventBatch { first_seq, events })
 }
 
 fn events(n: usize) -> Vec<Event> {

@@ -39,3 +39,9 @@ impl v1::Event {
         kestrel_ebpf_abi::kind_name(self.kind())
     }
 }
+
+impl From<v1::agent_message::Msg> for v1::AgentMessage {
+    fn from(msg: v1::agent_message::Msg) -> Self {
+        v1::AgentMessage { msg: Some(msg) }
+    }
+}

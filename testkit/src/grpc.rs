@@ -123,8 +123,8 @@ pub async fn open_stream(
 
 impl AgentStream {
     /// Sends one message.
-    pub async fn send(&self, msg: AgentMessage) {
-        self.tx.send(msg).await.unwrap();
+    pub async fn send(&self, msg: impl Into<AgentMessage>) {
+        self.tx.send(msg.into()).await.unwrap();
     }
 
     /// The next collector message (or the status that ended the stream).
@@ -139,6 +139,17 @@ impl AgentStream {
         match self.next().await.unwrap().and_then(|m| m.msg) {
             Some(collector_message::Msg::Ack(ack)) => ack.up_to_seq,
             other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+
+    /// The status the collector ended the stream with (messages before it are skipped).
+    pub async fn ended(&mut self) -> Status {
+        loop {
+            match self.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended without a status"),
+                Err(status) => return status,
+            }
         }
     }
 }

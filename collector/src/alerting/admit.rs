@@ -60,6 +60,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The names of the sinks alerts are routed to.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.sink.clone()).collect()
+    }
+
     /// Store every alert, fold nothing, limit nothing, deliver nowhere.
     pub fn store_only() -> Policy {
         Policy {

@@ -125,13 +125,7 @@ impl AlertPipeline {
     }
 
     fn warn_about_orphans(&self) {
-        let routes: Vec<String> = self
-            .shared
-            .policy
-            .routes
-            .iter()
-            .map(|r| r.sink.clone())
-            .collect();
+        let routes = self.shared.policy.sink_names();
         let backlog = self.shared.store.backlog();
         for SinkBacklog { sink, pending, .. } in backlog.unwrap_or_default() {
             if pending > 0 && !routes.contains(&sink) {
@@ -201,13 +195,7 @@ impl AlertPipeline {
 
     /// True when a configured sink has a delivery due now.
     async fn due_now(&self) -> bool {
-        let sinks: Vec<String> = self
-            .shared
-            .policy
-            .routes
-            .iter()
-            .map(|r| r.sink.clone())
-            .collect();
+        let sinks = self.shared.policy.sink_names();
         if self.shared.wakers.is_empty() {
             return false;
         }
