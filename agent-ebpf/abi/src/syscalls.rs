@@ -145,7 +145,8 @@ macro_rules! syscall_table {
             UNSHARE = 57, "unshare", args 1, KIND_NAMESPACE, strings [_, _], dirs [_, _], programs (sys_enter_unshare, sys_exit_unshare);
             /// `io_uring_setup(entries, params)`.
             IO_URING_SETUP = 58, "io_uring_setup", args 2, KIND_IO_URING, strings [_, _], dirs [_, _], programs (sys_enter_io_uring_setup, sys_exit_io_uring_setup);
-            /// The `io_uring:io_uring_submit_req` tracepoint: one operation submitted through a ring.
+            /// The `io_uring:io_uring_submit_req` tracepoint: one operation submitted through a
+            /// ring.
             IO_URING_SUBMIT = 59, "io_uring_submit", args 1, KIND_IO_URING, strings [_, _], dirs [_, _], programs ();
             /// `recvfrom(fd, buf, len, flags, addr, addrlen)` (reported for DNS answers only).
             RECVFROM = 60, "recvfrom", args 6, KIND_NETWORK, strings [_, _], dirs [_, _], programs (sys_enter_recvfrom, sys_exit_recvfrom);

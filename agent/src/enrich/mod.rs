@@ -1,5 +1,6 @@
 //! What the agent adds to a kernel record: what is known about each live process
-//! ([`process_table`]), the paths of directories opened ([`directories`]) and what a path in a call means
+//! ([`process_table`]), the paths of directories opened ([`directories`]) and what a path in a call
+//! means
 //! ([`paths`]), names of addresses
 //! from DNS answers ([`dns`]), terminal and user names ([`tty`], [`users`]) and container context
 //! ([`container`]).

@@ -21,7 +21,8 @@ pub fn proc_link(tgid: u32, link: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// The absolute form of a path argument of process `tgid`: joined to its directory descriptor's path (`directory`
+/// The absolute form of a path argument of process `tgid`: joined to its directory descriptor's
+/// path (`directory`
 /// as the agent knows it, else live from /proc), or to the process's working directory (`cwd`
 /// as the agent follows it, else live from /proc). Left relative when the base is not known: a
 /// made-up absolute path would mislead the rules.

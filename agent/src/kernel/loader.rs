@@ -203,7 +203,8 @@ impl Probes {
         })
     }
 
-    /// Takes the per-CPU, per-kind drop counters (once), for a [`crate::kernel::loss::LossMonitor`].
+    /// Takes the per-CPU, per-kind drop counters (once), for a
+    /// [`crate::kernel::loss::LossMonitor`].
     pub fn take_drop_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         let map = self
             .ebpf

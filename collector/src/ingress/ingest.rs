@@ -9,7 +9,8 @@
 //! that failed. On shutdown a stream finishes the messages in hand, then ends with
 //! `UNAVAILABLE` so the agent reconnects (and resends anything unacknowledged).
 //!
-//! One live stream per identity ([`crate::ingress::sessions`]): a newer stream supersedes an older one.
+//! One live stream per identity ([`crate::ingress::sessions`]): a newer stream supersedes an older
+//! one.
 //! Every message counts as a sign of life for the [`AgentMonitor`].
 
 use std::collections::VecDeque;

@@ -19,7 +19,8 @@ use crate::alert::{Alert, Level};
 /// The Events API v2 endpoint used when `url` is not set.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
-/// `kind = "pagerduty"`: the endpoint keys and its own; `routing_key` is required; `url` defaults to [`DEFAULT_URL`].
+/// `kind = "pagerduty"`: the endpoint keys and its own; `routing_key` is required; `url` defaults
+/// to [`DEFAULT_URL`].
 pub type Options = Http<Keys>;
 
 /// `kind = "pagerduty"`: its own keys besides the endpoint's.

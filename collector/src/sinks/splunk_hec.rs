@@ -21,7 +21,8 @@ pub const EVENT_PATH: &str = "/services/collector/event";
 /// Sourcetype when `sourcetype` is not set.
 pub const DEFAULT_SOURCETYPE: &str = "kestrel:alert";
 
-/// `kind = "splunk_hec"`: the endpoint keys and its own; `url` (the HEC base URL or the event endpoint) and `token` are required.
+/// `kind = "splunk_hec"`: the endpoint keys and its own; `url` (the HEC base URL or the event
+/// endpoint) and `token` are required.
 pub type Options = Http<Keys>;
 
 /// `kind = "splunk_hec"`: its own keys besides the endpoint's.

@@ -1,5 +1,6 @@
 //! Compiling detection sections: selections and their field modifiers, value patterns
-//! (wildcards, regexes, numbers, CIDRs, times), and the literal prefilter that picks candidate rules.
+//! (wildcards, regexes, numbers, CIDRs, times), and the literal prefilter that picks candidate
+//! rules.
 
 pub(crate) mod modifiers;
 pub(crate) mod pattern;

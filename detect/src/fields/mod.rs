@@ -7,7 +7,8 @@
 //! style. Each field says in which categories it exists: a rule reading a field its category
 //! does not produce is rejected at load, never silently accepted as matching nothing.
 //!
-//! - `catalogue`: the table (names, value kinds, categories) and the fields Kestrel does not produce.
+//! - `catalogue`: the table (names, value kinds, categories) and the fields Kestrel does not
+//!   produce.
 //! - `values`: the per-event value buffers rules read.
 //! - `extract`: how each field's value is written from an event and its payload.
 //! - `words`: the names shown for kernel numbers (operations, capabilities, signals, ...).

@@ -265,7 +265,8 @@ impl RuleSet {
     }
 
     /// Detection rules whose logsource and detection match this event (including rules that
-    /// only feed correlations). Stateless: session fields are absent; use a [`Detector`](crate::Detector) for
+    /// only feed correlations). Stateless: session fields are absent; use a
+    /// [`Detector`](crate::Detector) for
     /// the full evaluation.
     pub fn matching(&self, event: &kestrel_proto::Event) -> Vec<&Rule> {
         let mut values = FieldValues::default();

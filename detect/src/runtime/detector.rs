@@ -139,7 +139,8 @@ impl Detector {
         }
     }
 
-    /// Also report detection rules that only feed correlations (as [`RuleKind::Detection`](crate::RuleKind::Detection));
+    /// Also report detection rules that only feed correlations (as
+    /// [`RuleKind::Detection`](crate::RuleKind::Detection));
     /// rule tests use this to check such rules on their own.
     pub fn report_correlation_inputs(mut self, yes: bool) -> Detector {
         self.verbose = yes;
