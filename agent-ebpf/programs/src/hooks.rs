@@ -11,7 +11,7 @@ use kestrel_ebpf_abi::{sys, CredentialSet};
 use crate::{
     filter::wanted,
     maps::config,
-    syscalls::{emit, enter, exit},
+    syscall::{emit, enter, exit},
 };
 
 /// One `sys_enter_*` and one `sys_exit_*` tracepoint program per row of the syscall table

@@ -114,6 +114,15 @@ pub fn fd_file(config: &ProbeConfig, task: Ptr, fd: u64) -> Result<Ptr, i64> {
     Ok(file)
 }
 
+/// The `struct sock *` behind descriptor `fd` of `task` (meaningful only when `fd` is a
+/// socket; the callers check what they read from it).
+#[inline(always)]
+pub fn fd_sock(config: &ProbeConfig, task: Ptr, fd: u64) -> Result<Ptr, i64> {
+    let file = fd_file(config, task, fd)?;
+    let socket: u64 = read_at(file, config.file_private)?;
+    read_at(socket, config.socket_sk)
+}
+
 /// The executable file of the task (`task->mm->exe_file`), 0 for kernel threads.
 #[inline(always)]
 pub fn exe_file(config: &ProbeConfig, task: Ptr) -> Result<Ptr, i64> {

@@ -4,12 +4,19 @@
 #![no_std]
 #![no_main]
 
+mod creds;
+mod dns;
+mod file;
 mod filter;
 mod hooks;
 mod kernel;
 mod maps;
+mod net;
+mod objects;
 mod process;
-mod syscalls;
+mod strings;
+mod syscall;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]
