@@ -31,8 +31,7 @@ pub struct Keys {
 impl HttpKind for Keys {
     fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
         check.required("url", &endpoint.url);
-        check.required("token", &self.token);
-        check.secret("token", &mut self.token);
+        check.required_secret("token", &mut self.token);
     }
 
     fn build(

@@ -32,8 +32,7 @@ pub struct Keys {
 
 impl HttpKind for Keys {
     fn check(&mut self, _: &Endpoint, check: &mut Check) {
-        check.required("routing_key", &self.routing_key);
-        check.secret("routing_key", &mut self.routing_key);
+        check.required_secret("routing_key", &mut self.routing_key);
     }
 
     fn build(

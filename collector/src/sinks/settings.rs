@@ -121,6 +121,12 @@ impl Check {
         }
     }
 
+    /// Records that the secret `key` is missing, or resolves it in place.
+    pub fn required_secret(&mut self, key: &str, value: &mut Option<String>) {
+        self.required(key, value);
+        self.secret(key, value);
+    }
+
     /// Resolves the secret `key` in place (see [`resolve_secret`]), if it is set.
     pub fn secret(&mut self, key: &str, value: &mut Option<String>) {
         if let Some(text) = value.as_deref() {

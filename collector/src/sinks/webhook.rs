@@ -35,8 +35,7 @@ pub struct Keys {
 impl HttpKind for Keys {
     fn check(&mut self, endpoint: &Endpoint, check: &mut Check) {
         check.required("url", &endpoint.url);
-        check.required("secret", &self.secret);
-        check.secret("secret", &mut self.secret);
+        check.required_secret("secret", &mut self.secret);
         if let Some(Err(problem)) = self.secret.as_deref().map(decode_secret) {
             check.problem(format!("`secret`: {problem}"));
         }
