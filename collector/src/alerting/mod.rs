@@ -39,7 +39,7 @@ pub use batch::{EventRecord, WriteBatch};
 use crate::alert::{Alert, SystemAlert};
 use crate::clock::now_unix_ns;
 use crate::config::Settings;
-use crate::sinks::{self, Sink, SinkError};
+use crate::sinks::{Sink, SinkError};
 use crate::store::{SinkBacklog, Store, StoreError};
 use worker::SinkWorker;
 
@@ -70,7 +70,7 @@ impl AlertPipeline {
         let mut built = Vec::new();
         let mut errors = Vec::new();
         for sink in &settings.sinks {
-            match sinks::build(sink) {
+            match sink.build() {
                 Ok(sink) => built.push(sink),
                 Err(e) => errors.push(e),
             }

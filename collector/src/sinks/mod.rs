@@ -16,7 +16,6 @@ pub mod slack;
 pub mod splunk_hec;
 pub mod webhook;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -109,9 +108,4 @@ pub fn kind(name: &str) -> Option<&'static Kind> {
 /// The kind names, for messages.
 pub fn kind_names() -> String {
     KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-}
-
-/// Builds a sink from its validated settings.
-pub fn build(settings: &SinkSettings) -> Result<Arc<dyn Sink>, SinkError> {
-    settings.build()
 }

@@ -161,12 +161,8 @@ pub fn read_options<T: Options>(kind: &'static str, table: &toml::Table) -> Read
             ));
         }
     }
-    let known: toml::Table = table
-        .iter()
-        .filter(|(key, _)| fields.contains(&key.as_str()))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    match T::deserialize(toml::Value::Table(known)) {
+    // Keys reported above are ignored by the deserializer (options types take unknown keys).
+    match T::deserialize(toml::Value::Table(table.clone())) {
         Ok(mut options) => {
             options.check(&mut check);
             if check.problems.is_empty() {
