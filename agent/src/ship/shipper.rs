@@ -417,6 +417,7 @@ impl Shipper {
                 spool_epoch: self.spool.epoch(),
                 first_unacked_seq: self.spool.first_unacked_seq(),
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+                agent_pid: std::process::id(),
             })),
         }
     }
