@@ -14,7 +14,7 @@ use crate::{
     clock::BootClock,
     enrich::container::ContainerResolver,
     enrich::directories::Directories,
-    enrich::dns::Resolved,
+    enrich::dns::{Place, Resolved},
     enrich::paths::{self, fd_path, proc_link},
     enrich::process_table::{ProcessInfo, ProcessTable},
     enrich::users::UserNames,
@@ -211,12 +211,19 @@ impl Pipeline {
     }
 
     /// Learns the addresses of a DNS answer; names the remote address of a connection from the
-    /// answers seen before it.
-    fn name_remote_host(&mut self, network: &mut NetworkEvent) {
+    /// answers seen before it in the same network namespace (one container's answers never
+    /// name another's connections).
+    fn name_remote_host(&mut self, syscall: &Syscall, network: &mut NetworkEvent) {
+        let place = || {
+            let common = &syscall.common;
+            Place::of(common.tgid, common.pid, common.cgroup_id)
+        };
         if let Some(answer) = &network.dns {
-            self.resolved.learn(answer);
+            if !answer.answers.is_empty() {
+                self.resolved.learn(place(), answer);
+            }
         } else if !network.remote_ip.is_empty() {
-            if let Some(name) = self.resolved.name_of(&network.remote_ip) {
+            if let Some(name) = self.resolved.name_of(place(), &network.remote_ip) {
                 network.remote_hostname = name.to_owned();
             }
         }
@@ -281,7 +288,7 @@ impl Pipeline {
         let bases = self.bases(syscall, &info.cwd);
         let mut payload = syscalls::payload_in(syscall, &bases);
         if let Some(Payload::Network(network)) = &mut payload {
-            self.name_remote_host(network);
+            self.name_remote_host(syscall, network);
         }
         let mut process = self.process(&info, syscall.common.pid, syscall.common.cgroup_id);
         process.euid = syscall.euid;
