@@ -5,7 +5,10 @@
 //! - `state`: the epoch and the highest acknowledged sequence number ([`state`]);
 //! - `seg-<first seq>.spool`: append-only segment files of checksummed records ([`segment`],
 //!   [`record`]); a new one starts when the active one reaches `segment_bytes`;
-//! - `lock`: held (`flock`) by the running agent, so two agents never share a spool.
+//! - `lock`: held (`flock`) by the running agent, so two agents never share a spool;
+//! - `run`: when the current run started and, after a clean stop, when it stopped ([`runs`]).
+//!
+//! The directory is owner-only (0700) and its files 0600 ([`modes`]).
 //!
 //! Guarantees:
 //! - **Numbering survives restarts.** The epoch is chosen once, when the spool is created, and
@@ -23,6 +26,7 @@
 //!   segment's path; later records and segments are still delivered.
 
 pub mod inspect;
+pub mod modes;
 pub mod priority;
 mod reader;
 pub mod record;
@@ -186,9 +190,15 @@ impl Spool {
     /// acknowledged position, cuts off a torn tail, removes acknowledged segments, and returns
     /// the shared spool with the one writer that appends to it.
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<(Arc<Spool>, SpoolWriter), SpoolError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        modes::secure_dir(dir)?;
         let lock_path = dir.join("lock");
-        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = modes::open_private(
+            &lock_path,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+        )?;
         lock.try_lock().map_err(|e| match e {
             std::fs::TryLockError::WouldBlock => SpoolError::Locked {
                 path: dir.to_owned(),
@@ -200,19 +210,26 @@ impl Spool {
         })?;
 
         let found = segment::list(dir)?;
-        let loaded = match state::load(dir) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(error = %e, "spool state unusable: recovering it from the segments");
-                None
-            }
-        };
-        let state = match loaded {
-            Some(state) => state,
-            None => {
+        let loaded = state::load(dir).and_then(|state| match state {
+            Some(state) => check_state(dir, state, &found).map(Some),
+            None if found.is_empty() => Ok(None),
+            None => Err(SpoolError::Corrupt {
+                path: dir.join(state::STATE_FILE),
+                reason: format!("state file missing beside {} segments", found.len()),
+            }),
+        });
+        let (state, state_damage) = match loaded {
+            Ok(Some(state)) => (state, None),
+            Ok(None) => {
                 let state = recover_state(&found);
                 state::store(dir, &state)?;
-                state
+                (state, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool state unusable: recovering it from the segments (their unacknowledged events are resent)");
+                let state = recover_state(&found);
+                state::store(dir, &state)?;
+                (state, Some(e))
             }
         };
 
@@ -245,7 +262,7 @@ impl Spool {
             .is_some_and(|s| s.end_seq.is_some_and(|end| end <= state.acked_seq + 1))
         {
             let gone = segments.pop_front().expect("front exists");
-            std::fs::remove_file(&gone.path).map_err(io_err(&gone.path))?;
+            remove_segment(&gone.path)?;
         }
         let used_bytes = segments.iter().map(|s| s.bytes).sum();
         tracing::info!(
@@ -288,6 +305,18 @@ impl Spool {
                 "no agent observed this host in the meantime; a Gap record reports the window"
             );
             spool.report_gap(gap);
+        }
+        if state_damage.is_some() {
+            // Nothing is known lost (the segments are resent), but a state file does not break
+            // by itself: the collector hears of it.
+            spool.report_gap(kestrel_proto::Gap {
+                kind: "state".to_owned(),
+                count: 0,
+                first_time_unix_ns: spool.started_unix_ns,
+                last_time_unix_ns: spool.started_unix_ns,
+                reason: "spool_corrupt".to_owned(),
+                ..kestrel_proto::Gap::default()
+            });
         }
         let writer = SpoolWriter::new(spool.clone(), next_seq);
         Ok((spool, writer))
@@ -386,7 +415,7 @@ impl Spool {
         }
         for _ in 0..removable {
             let gone = index.segments.pop_front().expect("counted");
-            std::fs::remove_file(&gone.path).map_err(io_err(&gone.path))?;
+            remove_segment(&gone.path)?;
             index.used_bytes -= gone.bytes;
         }
         Ok(())
@@ -436,6 +465,58 @@ impl Spool {
     }
 }
 
+/// Removes a segment that is no longer needed; one already gone (removed by hand) is logged,
+/// not an error, so that acknowledgements keep being recorded.
+fn remove_segment(path: &Path) -> Result<(), SpoolError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(segment = %path.display(), "spool segment already removed");
+            Ok(())
+        }
+        Err(source) => Err(SpoolError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Sequence numbers above this are not believed (a real spool never gets near it), so that
+/// arithmetic on them cannot overflow.
+pub(crate) const MAX_SEQ: u64 = 1 << 62;
+
+/// Checks a state file that parsed against the segments beside it: its epoch must be theirs
+/// and its position in range.
+fn check_state(dir: &Path, state: State, found: &[segment::Found]) -> Result<State, SpoolError> {
+    let corrupt = |reason: String| SpoolError::Corrupt {
+        path: dir.join(state::STATE_FILE),
+        reason,
+    };
+    if state.epoch == 0 {
+        return Err(corrupt("epoch 0".into()));
+    }
+    if state.acked_seq > MAX_SEQ {
+        return Err(corrupt(format!(
+            "acknowledged position {} is out of range",
+            state.acked_seq
+        )));
+    }
+    for f in found {
+        let header = File::open(&f.path).and_then(|mut file| segment::read_file_header(&mut file));
+        if let Ok(Ok((epoch, _))) = header {
+            if epoch != state.epoch {
+                return Err(corrupt(format!(
+                    "epoch {}, but segment {} is of epoch {epoch}",
+                    state.epoch,
+                    f.path.display()
+                )));
+            }
+            break;
+        }
+    }
+    Ok(state)
+}
+
 /// State for a spool whose state file is missing or unusable: the epoch of the oldest segment
 /// (everything in it is resent; the collector drops what it already has), or a new epoch.
 fn recover_state(found: &[segment::Found]) -> State {
@@ -467,11 +548,22 @@ fn unix_now_ns() -> u64 {
 /// header), so no sequence number that may have been sent is ever reused.
 fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<(u64, Option<u64>), SpoolError> {
     let path = tail.path.clone();
-    let mut file = File::open(&path).map_err(io_err(&path))?;
     let upper_bound = |from_offset: u64, after_seq: u64| {
         after_seq + 1 + tail.bytes.saturating_sub(from_offset) / record::HEADER_LEN as u64
     };
-    match segment::read_file_header(&mut file).map_err(io_err(&path))? {
+    let opened = File::open(&path).and_then(|mut file| {
+        let header = segment::read_file_header(&mut file)?;
+        Ok((file, header))
+    });
+    let (file, header) = match opened {
+        Ok(opened) => opened,
+        Err(e) if reader::unreadable(&e) => {
+            tracing::error!(segment = %path.display(), error = %e, "spool segment unreadable");
+            return Ok((upper_bound(0, tail.first_seq.saturating_sub(1)), None));
+        }
+        Err(source) => return Err(SpoolError::Io { path, source }),
+    };
+    match header {
         Ok((found_epoch, _)) if found_epoch == epoch => {}
         Ok((found_epoch, _)) => {
             tracing::error!(segment = %path.display(), found_epoch, epoch, "spool segment from another epoch");
@@ -487,9 +579,16 @@ fn scan_tail(tail: &mut SegmentMeta, epoch: u64) -> Result<(u64, Option<u64>), S
     let mut last_time = None;
     loop {
         match cursor.next(tail.bytes).map_err(io_err(&path))? {
-            Next::Record { header, .. } | Next::BodyDamaged { header, .. } => {
-                last = header.seq;
+            Next::Record { header, .. } | Next::BodyDamaged { header, .. }
+                if header.seq <= MAX_SEQ =>
+            {
+                last = last.max(header.seq);
                 last_time = Some(header.time_unix_ns);
+            }
+            Next::Record { header, .. } | Next::BodyDamaged { header, .. } => {
+                let offset = cursor.offset() - header.record_len();
+                tracing::error!(segment = %path.display(), offset, seq = header.seq, "spool record number out of range");
+                return Ok((upper_bound(offset, last), last_time));
             }
             Next::End => return Ok((last + 1, last_time)),
             Next::Torn { offset }

@@ -132,7 +132,18 @@ impl SpoolReader {
                 }
             }
             let open = self.open.as_mut().expect("opened above");
-            let next = open.cursor.next(at.bytes).map_err(io_err(&open.path))?;
+            let next = match open.cursor.next(at.bytes) {
+                Ok(next) => next,
+                Err(e) if unreadable(&e) => {
+                    // Removed, replaced or failing under the reader: what it held is lost,
+                    // the segments after it are not.
+                    let (path, offset) = (open.path.clone(), open.cursor.offset());
+                    self.report(&path, offset, &format!("unreadable: {e}"), end);
+                    self.open = None;
+                    return Ok(Some(self.lost(end, "unknown", 0, 0)));
+                }
+                Err(e) => return Err(io_err(&open.path)(e)),
+            };
             match next {
                 Next::Record { header, body } => {
                     if header.seq < self.next_seq {
@@ -144,7 +155,7 @@ impl SpoolReader {
                         let offset = open.cursor.offset() - header.record_len();
                         self.report(&path, offset, "sequence numbers missing", header.seq);
                         self.open = None;
-                        return Ok(Some(self.lost(header.seq, "unknown", 0, 0)));
+                        return Ok(Some(self.lost(header.seq.min(end), "unknown", 0, 0)));
                     }
                     let path = open.path.clone();
                     return Ok(Some(self.decode(&path, header, &body)));
@@ -154,13 +165,15 @@ impl SpoolReader {
                         continue;
                     }
                     let path = open.path.clone();
-                    self.report(&path, offset, "record checksum mismatch", header.seq + 1);
+                    // The header's checksum held, but its number may still be anything.
+                    let lost_end = header.seq.saturating_add(1).min(end);
+                    self.report(&path, offset, "record checksum mismatch", lost_end);
                     let kind = match header.record_type {
                         RecordType::Event => kind_name(header.kind),
                         RecordType::Gap => "gap",
                     };
                     return Ok(Some(self.lost(
-                        header.seq + 1,
+                        lost_end,
                         kind,
                         header.time_unix_ns,
                         header.time_unix_ns,
@@ -211,9 +224,24 @@ impl SpoolReader {
         })
     }
 
+    /// Opens the segment at its first record; `Ok(Err(reason))` when it is gone or unusable.
     fn open_segment(&self, at: &Located) -> Result<Result<Open, String>, SpoolError> {
-        let mut file = File::open(&at.path).map_err(io_err(&at.path))?;
-        match segment::read_file_header(&mut file).map_err(io_err(&at.path))? {
+        let unusable = |e: std::io::Error| {
+            if unreadable(&e) {
+                Ok(Err(format!("unreadable: {e}")))
+            } else {
+                Err(io_err(&at.path)(e))
+            }
+        };
+        let mut file = match File::open(&at.path) {
+            Ok(file) => file,
+            Err(e) => return unusable(e),
+        };
+        let header = match segment::read_file_header(&mut file) {
+            Ok(header) => header,
+            Err(e) => return unusable(e),
+        };
+        match header {
             Ok((epoch, _)) if epoch != self.spool.epoch => {
                 return Ok(Err(format!(
                     "segment of epoch {epoch}, not this spool's {}",
@@ -223,7 +251,10 @@ impl SpoolReader {
             Ok(_) => {}
             Err(reason) => return Ok(Err(reason)),
         }
-        let cursor = RecordCursor::new(file).map_err(io_err(&at.path))?;
+        let cursor = match RecordCursor::new(file) {
+            Ok(cursor) => cursor,
+            Err(e) => return unusable(e),
+        };
         Ok(Ok(Open {
             first_seq: at.first_seq,
             path: at.path.clone(),
@@ -303,4 +334,14 @@ impl SpoolReader {
             );
         }
     }
+}
+
+/// True for a read error that says the segment itself is gone or broken (removed, replaced by
+/// something else, failing media), so that its records are reported lost; false for a shortage
+/// of this process (descriptors, memory) or an interruption, which a later read may not meet.
+pub(super) fn unreadable(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN)
+    )
 }

@@ -54,6 +54,10 @@ pub fn list(dir: &Path) -> Result<Vec<Found>, SpoolError> {
         let Some(first_seq) = entry.file_name().to_str().and_then(first_seq_of) else {
             continue;
         };
+        if first_seq > super::MAX_SEQ {
+            tracing::error!(segment = %entry.path().display(), "spool segment name out of range: ignored");
+            continue;
+        }
         let bytes = entry.metadata().map_err(io)?.len();
         found.push(Found {
             first_seq,
@@ -107,11 +111,8 @@ pub fn create(dir: &Path, epoch: u64, first_seq: u64) -> Result<(PathBuf, File),
         path: path.clone(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io)?;
+    let mut file =
+        super::modes::open_private(&path, OpenOptions::new().create_new(true).append(true))?;
     io::Write::write_all(&mut file, &file_header(epoch, first_seq)).map_err(io)?;
     Ok((path, file))
 }

@@ -56,7 +56,13 @@ pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SpoolErr
         let path = path.clone();
         move |source| SpoolError::Io { path, source }
     };
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    let mut file = super::modes::open_private(
+        &tmp,
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true),
+    )?;
     file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     drop(file);

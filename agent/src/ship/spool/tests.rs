@@ -426,12 +426,347 @@ fn lost_state_file_is_recovered_from_the_segments() {
     assert_eq!(pids(&read_all(&spool)), [1]);
 }
 
+fn spool_corrupt(items: &[Item]) -> Vec<(u64, u64)> {
+    gaps(items)
+        .iter()
+        .filter(|g| g.reason == "spool_corrupt")
+        .map(|g| (g.first_seq, g.last_seq))
+        .collect()
+}
+
+#[test]
+fn a_segment_removed_while_running_is_one_gap_and_later_events_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    writer
+        .append(&(0..150).map(|i| event("exec", i)).collect::<Vec<_>>())
+        .unwrap();
+    let found = segments(dir.path());
+    assert!(found.len() >= 3);
+    let (lost_first, lost_end) = (found[1].first_seq, found[2].first_seq);
+    let mut reader = SpoolReader::new(spool.clone());
+    let before = reader.read(5).unwrap();
+    assert_eq!(pids(&before), [0, 1, 2, 3, 4]);
+    fs::remove_file(&found[1].path).unwrap();
+
+    let mut items = before;
+    loop {
+        let more = reader
+            .read(100)
+            .expect("the reader moves past a removed segment");
+        if more.is_empty() {
+            break;
+        }
+        items.extend(more);
+    }
+    assert_eq!(spool_corrupt(&items), [(lost_first, lost_end - 1)]);
+    let delivered = pids(&items);
+    assert_eq!(delivered.len() as u64, 150 - (lost_end - lost_first));
+    assert!(delivered.contains(&149), "later segments are delivered");
+    // Acknowledging past it works (the removed file is not an error) and writing goes on.
+    spool.ack(150).unwrap();
+    writer.append(&[event("exec", 150)]).unwrap();
+    assert_eq!(pids(&reader.read(10).unwrap()), [150]);
+}
+
+#[test]
+fn the_active_segment_removed_is_a_gap_and_writing_continues_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+    let mut reader = SpoolReader::new(spool.clone());
+    writer
+        .append(&[event("exec", 1), event("exec", 2)])
+        .unwrap();
+    assert_eq!(pids(&reader.read(10).unwrap()), [1, 2]);
+    let active = segments(dir.path()).pop().unwrap();
+    fs::remove_file(&active.path).unwrap();
+    // Written into the removed file, which the writer then leaves.
+    writer.append(&[event("exec", 3)]).unwrap();
+    writer.append(&[event("exec", 4)]).unwrap();
+    assert_eq!(segments(dir.path()).len(), 1, "a new segment");
+    assert_eq!(
+        pids(&reader.read(10).unwrap()),
+        [3, 4],
+        "a reader that still has the removed file open reads on"
+    );
+    // After a reconnect, the removed file cannot be opened again.
+    spool.ack(2).unwrap();
+    reader.rewind();
+    let items = reader.read(10).unwrap();
+    assert_eq!(spool_corrupt(&items), [(3, 3)]);
+    assert_eq!(pids(&items), [4]);
+    spool.ack(4).unwrap();
+}
+
+#[test]
+fn an_unreadable_segment_is_a_gap_for_what_it_held() {
+    let pid = 60;
+    let (dir, middle, _, _) = three_segments_with_target(pid);
+    let found = segments(dir.path());
+    let (lost_first, lost_end) = (found[1].first_seq, found[2].first_seq);
+    // Something that opens but cannot be read as a file: a directory of the segment's name.
+    fs::remove_file(&middle).unwrap();
+    fs::create_dir(&middle).unwrap();
+    let (spool, _writer) = Spool::open(dir.path(), small()).unwrap();
+    let items = read_all(&spool);
+    assert_eq!(spool_corrupt(&items), [(lost_first, lost_end - 1)]);
+    assert!(pids(&items).contains(&149));
+}
+
+#[test]
+fn segments_removed_while_stopped_are_gaps_and_the_rest_is_delivered() {
+    let (dir, middle, _, _) = three_segments_with_target(60);
+    let found = segments(dir.path());
+    fs::remove_file(&middle).unwrap();
+    let (spool, _writer) = Spool::open(dir.path(), small()).unwrap();
+    let items = read_all(&spool);
+    assert_eq!(
+        spool_corrupt(&items),
+        [(found[1].first_seq, found[2].first_seq - 1)]
+    );
+    assert_eq!(
+        pids(&items).len() as u64,
+        150 - (found[2].first_seq - found[1].first_seq)
+    );
+}
+
+#[test]
+fn a_state_file_that_disagrees_with_the_segments_is_reported_and_nothing_is_lost() {
+    for bad in [
+        "{garbage".to_owned(),
+        r#"{"epoch":1,"acked_seq":0}"#.to_owned(),
+        format!(r#"{{"epoch":1,"acked_seq":{}}}"#, u64::MAX),
+        String::new(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+        let epoch = spool.epoch();
+        writer
+            .append(&(0..100).map(|i| event("exec", i)).collect::<Vec<_>>())
+            .unwrap();
+        writer.close().unwrap();
+        drop((spool, writer));
+        let state = dir.path().join(state::STATE_FILE);
+        if bad.is_empty() {
+            fs::remove_file(&state).unwrap();
+        } else {
+            fs::write(&state, &bad).unwrap();
+        }
+        let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+        assert_eq!(spool.epoch(), epoch, "{bad}: the segments' epoch");
+        assert_eq!(writer.next_seq(), 101, "{bad}");
+        writer.tick().unwrap();
+        let items = read_all(&spool);
+        assert_eq!(pids(&items), (0..100).collect::<Vec<_>>(), "{bad}");
+        let damage: Vec<(&str, &str)> = gaps(&items)
+            .iter()
+            .filter(|g| g.reason == "spool_corrupt")
+            .map(|g| (g.kind.as_str(), g.reason.as_str()))
+            .collect();
+        assert_eq!(damage, [("state", "spool_corrupt")], "{bad}");
+        assert_eq!(state::load(dir.path()).unwrap().unwrap().epoch, epoch);
+    }
+}
+
+#[test]
+fn spool_files_are_owner_only_whatever_the_umask_and_looser_ones_are_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    // The most permissive umask: what the agent creates is owner-only all the same.
+    let old = unsafe { libc::umask(0) };
+    let (spool, mut writer) = Spool::open(&spool_dir, small()).unwrap();
+    writer.append(&[event("exec", 1)]).unwrap();
+    writer.close().unwrap();
+    unsafe { libc::umask(old) };
+    assert_eq!(mode(&spool_dir), 0o700);
+    let files: Vec<_> = fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 4, "{files:?}"); // lock, state, run, a segment
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    drop((spool, writer));
+    fs::set_permissions(&spool_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    for file in &files {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let _reopened = Spool::open(&spool_dir, small()).unwrap();
+    assert_eq!(mode(&spool_dir), 0o700);
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{} fixed at start", file.display());
+    }
+}
+
+/// A scratch directory on tmpfs where there is one (fsync is free there: thousands of spools
+/// open in a second or two).
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+/// Reads a spool to its end, asserting strictly increasing sequence numbers and at most
+/// `bound` items (each covers at least one sequence number, so it must end).
+fn read_in_order(spool: &Arc<Spool>, bound: usize) -> Vec<Item> {
+    let mut reader = SpoolReader::new(spool.clone());
+    let mut items: Vec<Item> = Vec::new();
+    loop {
+        let more = reader.read(64).expect("damage is reported, not an error");
+        if more.is_empty() {
+            return items;
+        }
+        for item in more {
+            let first = match &item {
+                Item::Event { seq, .. } => *seq,
+                Item::Gap(g) => g.first_seq,
+            };
+            if let Some(last) = items.last() {
+                assert!(first > last.last_seq(), "{item:?} after {last:?}");
+            }
+            assert!(first <= item.last_seq(), "{item:?}");
+            items.push(item);
+        }
+        assert!(items.len() <= bound, "{} items", items.len());
+    }
+}
+
+#[test]
+fn random_and_mutated_segment_files_are_read_in_order_without_error() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    // A real segment to mutate, and its epoch.
+    let source = scratch();
+    let (spool, mut writer) = Spool::open(source.path(), small()).unwrap();
+    let epoch = spool.epoch();
+    writer
+        .append(&(0..20).map(|i| event("exec", i)).collect::<Vec<_>>())
+        .unwrap();
+    drop((spool, writer));
+    let real = fs::read(&segments(source.path())[0].path).unwrap();
+    for round in 0..2000 {
+        let mut bytes = if round % 4 == 0 {
+            // Records built with valid checksums but hostile numbers, kinds and lengths.
+            let mut bytes = segment::file_header(epoch, 1).to_vec();
+            let mut seq = 0u64;
+            for _ in 0..rng.random_range(0..12) {
+                seq = match rng.random_range(0..4) {
+                    0 => rng.random(),
+                    1 => seq,
+                    _ => seq + rng.random_range(1..4),
+                };
+                let body: Vec<u8> = (0..rng.random_range(0..40)).map(|_| rng.random()).collect();
+                let record_type = if rng.random() {
+                    record::RecordType::Event
+                } else {
+                    record::RecordType::Gap
+                };
+                record::encode(
+                    &mut bytes,
+                    record_type,
+                    rng.random(),
+                    seq,
+                    rng.random(),
+                    &body,
+                );
+            }
+            bytes
+        } else {
+            real.clone()
+        };
+        for _ in 0..rng.random_range(0..6) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = rng.random_range(0..bytes.len());
+            match rng.random_range(0..4) {
+                0 => bytes[at] = rng.random(),
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at, rng.random()),
+                _ => bytes[at] ^= 1 << rng.random_range(0..8),
+            }
+        }
+        let dir = scratch();
+        state::store(
+            dir.path(),
+            &state::State {
+                epoch,
+                acked_seq: 0,
+            },
+        )
+        .unwrap();
+        fs::write(segment::path(dir.path(), 1), &bytes).unwrap();
+        let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+        writer.append(&[event("exec", 1000)]).unwrap();
+        let items = read_in_order(&spool, bytes.len() + 4);
+        let last_pid = items.iter().rev().find_map(|i| match i {
+            Item::Event { event, .. } => event.process.as_ref().map(|p| p.pid),
+            Item::Gap(_) => None,
+        });
+        assert_eq!(
+            last_pid,
+            Some(1000),
+            "round {round}: what is written after the damage is delivered"
+        );
+    }
+}
+
+#[test]
+fn random_state_and_run_files_never_lose_the_segments() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(8);
+    let good_state = r#"{"epoch":5,"acked_seq":0}"#.as_bytes().to_vec();
+    let good_run = r#"{"started_unix_ns":1,"stopped_unix_ns":2}"#.as_bytes().to_vec();
+    for round in 0..1000 {
+        let dir = scratch();
+        let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
+        writer
+            .append(&(0..3).map(|i| event("exec", i)).collect::<Vec<_>>())
+            .unwrap();
+        writer.close().unwrap();
+        drop((spool, writer));
+        for (name, good) in [
+            (state::STATE_FILE, &good_state),
+            (runs::RUN_FILE, &good_run),
+        ] {
+            let mut bytes = if rng.random() {
+                good.clone()
+            } else {
+                (0..rng.random_range(0..40)).map(|_| rng.random()).collect()
+            };
+            for _ in 0..rng.random_range(0..4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random_range(b' '..=b'~');
+            }
+            fs::write(dir.path().join(name), &bytes).unwrap();
+        }
+        let (spool, mut writer) = match Spool::open(dir.path(), small()) {
+            Ok(opened) => opened,
+            Err(e) => panic!("round {round}: {e}"),
+        };
+        writer.tick().unwrap();
+        let items = read_in_order(&spool, 16);
+        assert_eq!(pids(&items), [0, 1, 2], "round {round}: {items:?}");
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<u8>),
     Ack(u8),
     Reopen,
     Corrupt(u16),
+    /// Removes a segment other than the last one (by hand, a cleaner).
+    Remove(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -440,6 +775,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::Ack),
         1 => Just(Op::Reopen),
         1 => any::<u16>().prop_map(Op::Corrupt),
+        1 => any::<u8>().prop_map(Op::Remove),
     ]
 }
 
@@ -476,6 +812,12 @@ proptest! {
                     spool.persist().unwrap();
                     drop((spool, writer));
                     (spool, writer) = Spool::open(dir.path(), config.clone()).unwrap();
+                }
+                Op::Remove(n) => {
+                    let found = segments(dir.path());
+                    if found.len() > 1 {
+                        fs::remove_file(&found[usize::from(n) % (found.len() - 1)].path).unwrap();
+                    }
                 }
                 Op::Corrupt(at) => {
                     if let Some(f) = segments(dir.path()).first() {

@@ -1,7 +1,9 @@
 //! The spool's single writer: numbers events, sheds by priority when the spool is full, appends
 //! records to the active segment, fsyncs, then publishes how far it got.
 
-use std::{fs::File, io::Write, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    fs::File, io::Write, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Instant,
+};
 
 use kestrel_proto::{Event, Gap};
 use prost::Message;
@@ -279,6 +281,16 @@ impl SpoolWriter {
         self.spool
             .published
             .send_modify(|p| p.written_seq = p.written_seq.max(written_seq));
+        // A segment removed from the directory (by hand, by a cleaner) while it is appended to:
+        // its records are reported lost by the reader; later ones go to a new segment.
+        let removed = active.file.metadata().is_ok_and(|m| m.nlink() == 0);
+        if removed {
+            tracing::error!(
+                segment = %active.path.display(),
+                "the active spool segment was removed: continuing in a new one"
+            );
+            self.roll()?;
+        }
         Ok(())
     }
 
