@@ -17,7 +17,7 @@ use kestrel_agent::{
     metrics::{self, MetricsSource},
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
-    ship::tls::TlsFiles,
+    ship::tls::{collector_host, TlsFiles},
 };
 use kestrel_proto::{HookStatus, KernelCapabilities};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
@@ -133,7 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cert: cert.clone(),
                 key: key.clone(),
             };
-            let domain = host_of(url).with_context(|| format!("collector URL {url}: no host"))?;
+            let domain = collector_host(url)?;
             let tls = TlsSource { files, domain };
             tls.load()?;
             Some((url.clone(), tls))
@@ -280,18 +280,4 @@ fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The host part of `https://host:port/...`.
-fn host_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(authority),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
 }

@@ -26,6 +26,47 @@ pub enum TlsError {
     },
 }
 
+/// A collector URL the agent refuses to use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("collector URL {url:?}: {reason}")]
+pub struct UrlError {
+    /// The URL as given.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The host name of collector URL `url` (the name the collector's certificate must carry). The
+/// URL must be `https://HOST[:PORT][/PATH]`: events never travel in plaintext, so `http://` and
+/// every other scheme are refused, as is a URL without a host.
+pub fn collector_host(url: &str) -> Result<String, UrlError> {
+    let refuse = |reason: &str| UrlError {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: tonic::codegen::http::Uri = url
+        .parse()
+        .map_err(|e| refuse(&format!("not a URL ({e})")))?;
+    match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {}
+        Some(scheme) => {
+            return Err(refuse(&format!(
+                "scheme '{scheme}' refused: the collector is reached over https only"
+            )))
+        }
+        None => return Err(refuse("no scheme: write https://HOST:PORT")),
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(refuse("no host"));
+    }
+    Ok(host.to_owned())
+}
+
 /// Paths of the agent's TLS material.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -89,6 +130,29 @@ fn read_key(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_an_https_collector_url_is_accepted() {
+        assert_eq!(
+            collector_host("https://collector.example:50051").unwrap(),
+            "collector.example"
+        );
+        assert_eq!(collector_host("HTTPS://10.0.0.5:443/").unwrap(), "10.0.0.5");
+        assert_eq!(collector_host("https://[::1]:50051").unwrap(), "::1");
+        for (url, says) in [
+            ("http://collector.example:50051", "scheme 'http' refused"),
+            ("grpc://collector.example:50051", "scheme 'grpc' refused"),
+            ("collector.example:50051", "no scheme"),
+            ("https:///path", "not a URL"),
+            ("https://bad host", "not a URL"),
+        ] {
+            let err = collector_host(url).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{url:?}")) && err.contains(says),
+                "{url}: {err}"
+            );
+        }
+    }
     use super::*;
 
     #[test]
