@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::suppress;
-use crate::alert::{rfc3339, Alert, AlertAncestor, Level};
+use crate::alert::{rfc3339, Alert, AlertAncestor, Level, MAX_ANCESTORS};
 use crate::config::AlertSettings;
 use crate::sinks::SinkSettings;
 use crate::store::{AdmissionTx, OpenAlert, RateWindow, StoreError};
@@ -196,8 +196,10 @@ fn fill_ancestry(tx: &AdmissionTx<'_>, alert: &mut Alert) -> Result<(), StoreErr
     };
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let number = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_default();
+    alert.ancestors_omitted = ancestors.len().saturating_sub(MAX_ANCESTORS) as u64;
     alert.ancestors = ancestors
         .iter()
+        .take(MAX_ANCESTORS)
         .map(|a| AlertAncestor {
             pid: number(a, "pid") as u32,
             exe: text(a, "exe"),
