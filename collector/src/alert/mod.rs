@@ -163,6 +163,10 @@ pub struct Alert {
     /// The correlation group key (`Field=value, …`), for correlation and system alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Why the alert was stored but not sent to the sinks (its rule's rate limit on its host);
+    /// absent when it was queued for delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_held: Option<String>,
 }
 
 /// OCSF `finding_info`.
@@ -606,6 +610,7 @@ impl Alert {
             container: None,
             event: None,
             group: None,
+            delivery_held: None,
         }
     }
 
