@@ -6,7 +6,7 @@
 //! ```toml
 //! [alerts]
 //! dedup_window = "10m"        # repeats of a fingerprint within this fold into one alert
-//! rate_limit_per_rule = 100   # new alerts per rule per window; the rest are counted
+//! rate_limit_per_rule = 100   # alerts per rule and host per window; the rest are held
 //! rate_limit_window = "1m"
 //!
 //! [delivery]
@@ -83,8 +83,9 @@ pub struct AlertsConfig {
     /// Repeats of the same fingerprint within this window (from its first occurrence) are
     /// counted on one alert instead of raising new ones. Default `10m`; `0s` disables.
     pub dedup_window: String,
-    /// New alerts one rule may raise per `rate_limit_window`; beyond it alerts are counted as
-    /// suppressed and not stored. Default 100; 0 means no limit.
+    /// Alerts of one rule on one host delivered per `rate_limit_window`; beyond it alerts are
+    /// stored with their delivery held, and one `kestrel.system.rate-limited` alert per window
+    /// says so. Default 100; 0 means no limit.
     pub rate_limit_per_rule: u32,
     /// The rate-limit window. Default `1m`.
     pub rate_limit_window: String,

@@ -308,9 +308,10 @@ async fn rule_rate_limit_counts_what_it_holds_back() {
     let events = (0..5).map(Env::shadow_variant).collect();
     let outcome = env.ingest(events).await;
     assert_eq!(outcome.alerts, 2);
-    assert_eq!(env.count("SELECT COUNT(*) FROM alerts"), 2);
+    // The three over the limit are stored with their delivery held, plus one rate-limited alert.
+    assert_eq!(env.count("SELECT COUNT(*) FROM alerts"), 6);
     assert_eq!(
-        env.count("SELECT suppressed_total FROM alert_rate_limits"),
+        env.count("SELECT SUM(suppressed_total) FROM alert_rate_limits"),
         3
     );
     let listed = execute(&AlertsCommand::List {

@@ -25,6 +25,9 @@ pub const OCSF_VERSION: &str = "1.3.0";
 pub const CLASS_UID: u32 = 2004;
 /// Rule id prefix of the alerts Kestrel raises about itself and its agents.
 pub const SYSTEM_RULE_PREFIX: &str = "kestrel.system.";
+/// Ancestors an alert keeps (nearest first); the rest are only counted in `ancestors_omitted`.
+/// The agent may send any chain, and the record's size must not depend on it.
+pub const MAX_ANCESTORS: usize = 64;
 
 /// Alert severity, least severe first (Sigma levels; OCSF `severity_id` 1..=5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -146,8 +149,11 @@ pub struct Alert {
     pub host: String,
     /// The process of the triggering event.
     pub process: AlertProcess,
-    /// Its ancestors, nearest first.
+    /// Its ancestors, nearest first: at most [`MAX_ANCESTORS`], a flat list (never nested).
     pub ancestors: Vec<AlertAncestor>,
+    /// Ancestors further up the chain than [`MAX_ANCESTORS`], left out of `ancestors`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ancestors_omitted: u64,
     /// The container of the process, when it runs in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<AlertContainer>,
@@ -157,6 +163,10 @@ pub struct Alert {
     /// The correlation group key (`Field=value, …`), for correlation and system alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Why the alert was stored but not sent to the sinks (its rule's rate limit on its host);
+    /// absent when it was queued for delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_held: Option<String>,
 }
 
 /// OCSF `finding_info`.
@@ -257,17 +267,21 @@ pub struct Device {
 /// OCSF evidence: one triggering event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// The event's process with its parents (`parent_process`, nearest first).
+    /// The event's process with its parent (`parent_process`, one level: the whole chain is
+    /// the alert's flat `ancestors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<OcsfProcess>,
     /// The event's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<AlertContainer>,
-    /// The event as the agent sent it (`{"event": …}`), or the details of a system alert.
+    /// The event as the agent sent it (`{"event": …}`, its exec ancestry cut to
+    /// [`MAX_ANCESTORS`]), or the details of a system alert.
     pub data: Value,
 }
 
-/// OCSF `process`, with the ancestry as nested `parent_process`.
+/// OCSF `process`. Only the process itself nests a `parent_process`, and that parent has
+/// none: a nested chain as deep as the agent claims would overflow the stack of whoever
+/// builds, serializes or drops it, and could not be read back (serde_json's recursion limit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OcsfProcess {
     /// Process id.
@@ -284,7 +298,7 @@ pub struct OcsfProcess {
     pub user: OcsfUser,
     /// Start time, ms since the Unix epoch (0 when unknown).
     pub created_time: u64,
-    /// The parent.
+    /// The parent (itself without a parent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_process: Option<Box<OcsfProcess>>,
 }
@@ -444,7 +458,7 @@ impl Alert {
         let rule = &detection.rule;
         let trigger = detection.trigger().cloned().unwrap_or_default();
         let process = alert_process(&trigger);
-        let ancestors = ancestors_of(&trigger);
+        let (ancestors, ancestors_omitted) = bounded(ancestors_of(&trigger));
         let container = alert_container(&trigger);
         let first_ns = detection
             .events
@@ -485,6 +499,7 @@ impl Alert {
         alert.evidences = evidences;
         alert.process = process;
         alert.ancestors = ancestors;
+        alert.ancestors_omitted = ancestors_omitted;
         alert.container = container;
         alert.group.clone_from(&detection.group);
         alert.event = Some(AlertEvent {
@@ -591,9 +606,11 @@ impl Alert {
             host: host.to_owned(),
             process: AlertProcess::default(),
             ancestors: Vec::new(),
+            ancestors_omitted: 0,
             container: None,
             event: None,
             group: None,
+            delivery_held: None,
         }
     }
 
@@ -657,12 +674,24 @@ fn alert_process(event: &Event) -> AlertProcess {
     }
 }
 
-/// The ancestors an event carries (exec events carry the chain the agent knew), nearest first.
+/// The ancestors an event carries (exec events carry the chain the agent knew), nearest first,
+/// every one of them (see [`bounded`]).
 pub fn ancestors_of(event: &Event) -> Vec<AlertAncestor> {
     match &event.payload {
         Some(Payload::Exec(exec)) => exec.ancestors.iter().map(alert_ancestor).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The first [`MAX_ANCESTORS`] of `ancestors` and how many were left out.
+pub fn bounded(mut ancestors: Vec<AlertAncestor>) -> (Vec<AlertAncestor>, u64) {
+    let omitted = ancestors.len().saturating_sub(MAX_ANCESTORS);
+    ancestors.truncate(MAX_ANCESTORS);
+    (ancestors, omitted as u64)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn alert_ancestor(a: &Ancestor) -> AlertAncestor {
@@ -703,10 +732,9 @@ fn evidence(event: &Event) -> Evidence {
             p.uid,
             p.start_time_unix_ns,
         );
-        let mut slot = &mut process.parent_process;
         if let Some(Payload::Exec(exec)) = &event.payload {
-            for a in &exec.ancestors {
-                let parent = slot.insert(Box::new(ocsf_process(
+            process.parent_process = exec.ancestors.first().map(|a| {
+                Box::new(ocsf_process(
                     a.pid,
                     &a.exec_id,
                     &a.exe,
@@ -714,16 +742,25 @@ fn evidence(event: &Event) -> Evidence {
                     &a.user,
                     a.uid,
                     a.start_time_unix_ns,
-                )));
-                slot = &mut parent.parent_process;
-            }
+                ))
+            });
         }
         process
     });
+    let data = match &event.payload {
+        Some(Payload::Exec(exec)) if exec.ancestors.len() > MAX_ANCESTORS => {
+            let mut cut = event.clone();
+            if let Some(Payload::Exec(exec)) = &mut cut.payload {
+                exec.ancestors.truncate(MAX_ANCESTORS);
+            }
+            serde_json::json!({ "event": cut })
+        }
+        _ => serde_json::json!({ "event": event }),
+    };
     Evidence {
         process,
         container: alert_container(event),
-        data: serde_json::json!({ "event": event }),
+        data,
     }
 }
 

@@ -1,13 +1,13 @@
 //! Admission of a new alert, inside the store transaction that stores its events: suppression,
-//! fingerprint deduplication, per-rule rate limit, then the alert row and one outbox row per
-//! sink whose route takes it — all committed together, so an alert is never stored without its
+//! fingerprint deduplication, the rate limit per (rule, host), then the alert row and one outbox
+//! row per sink whose route takes it (none when the rate limit holds its delivery back) — all committed together, so an alert is never stored without its
 //! pending deliveries, nor delivered without being stored. The decisions are made here, on the
 //! values the store's [`AdmissionTx`] reads; the store only reads and writes rows.
 
 use std::time::Duration;
 
 use super::suppress;
-use crate::alert::{rfc3339, Alert, AlertAncestor, Level};
+use crate::alert::{rfc3339, Alert, AlertAncestor, Level, SystemAlert, MAX_ANCESTORS};
 use crate::config::AlertSettings;
 use crate::sinks::SinkSettings;
 use crate::store::{AdmissionTx, OpenAlert, RateWindow, StoreError};
@@ -51,7 +51,8 @@ impl Route {
 pub struct Policy {
     /// Repeats within this window of the first occurrence fold into one alert (zero: never).
     pub dedup_window: Duration,
-    /// New alerts per rule per window (0: unlimited). System alerts are exempt.
+    /// Alerts delivered per rule and host per window (0: unlimited); the rest are stored with
+    /// their delivery held. System alerts are exempt.
     pub rate_limit_per_rule: u32,
     /// Rate-limit window.
     pub rate_limit_window: Duration,
@@ -103,8 +104,12 @@ pub enum Admission {
         /// The suppression.
         id: i64,
     },
-    /// Over the rule's rate limit; counted in `alert_rate_limits`.
-    RateLimited,
+    /// Stored as alert `id`, but over its rule's rate limit on its host: not queued for the
+    /// sinks (counted in `alert_rate_limits`; a `kestrel.system.rate-limited` alert says so).
+    RateLimited {
+        /// The stored alert.
+        id: i64,
+    },
 }
 
 fn ns(d: Duration) -> i64 {
@@ -138,14 +143,14 @@ pub fn admit(
             });
         }
     }
-    if policy.rate_limit_per_rule > 0
-        && !alert.is_system()
-        && over_rate_limit(tx, policy, &alert.rule.id, now_ns)?
-    {
-        return Ok(Admission::RateLimited);
+    if policy.rate_limit_per_rule > 0 && !alert.is_system() {
+        alert.delivery_held = rate_limit(tx, policy, &alert, now_ns, exclude)?;
     }
     fill_ancestry(tx, &mut alert)?;
     let id = tx.insert_alert(&mut alert, first_ns, last_ns)?;
+    if alert.delivery_held.is_some() {
+        return Ok(Admission::RateLimited { id });
+    }
     for route in &policy.routes {
         if route.accepts(&alert) && !exclude.contains(&route.sink) {
             tx.enqueue(&route.sink, id, now_ns)?;
@@ -154,29 +159,86 @@ pub fn admit(
     Ok(Admission::Created(Box::new(alert)))
 }
 
-/// Counts the alert against its rule's window; true when the window is full.
-fn over_rate_limit(
+/// Rule id of the alert saying that a rule's rate limit on a host holds deliveries back.
+pub const RATE_LIMITED: &str = "kestrel.system.rate-limited";
+
+/// Counts `alert` against the window of its rule on its host. Returns why its delivery is
+/// held when the window is full; the first alert held in a window raises [`RATE_LIMITED`]
+/// (once per window, rule and host), so a flood is never silent.
+fn rate_limit(
     tx: &AdmissionTx<'_>,
     policy: &Policy,
-    rule_id: &str,
+    alert: &Alert,
     now_ns: u64,
-) -> Result<bool, StoreError> {
+    exclude: &[String],
+) -> Result<Option<String>, StoreError> {
+    let (rule_id, host) = (alert.rule.id.as_str(), alert.host.as_str());
     let now = now_ns as i64;
     let window = ns(policy.rate_limit_window);
-    match tx.rate_window(rule_id)? {
-        Some(RateWindow {
-            start_unix_ns,
-            admitted,
-        }) if now - start_unix_ns < window => {
-            if admitted >= i64::from(policy.rate_limit_per_rule) {
-                tx.count_rate_limited(rule_id)?;
-                return Ok(true);
+    let limit = i64::from(policy.rate_limit_per_rule);
+    match tx.rate_window(rule_id, host)? {
+        Some(current) if now - current.start_unix_ns < window => {
+            if current.admitted < limit {
+                tx.count_rate_admitted(rule_id, host)?;
+                return Ok(None);
             }
-            tx.count_rate_admitted(rule_id)?;
+            tx.count_rate_limited(rule_id, host)?;
+            if current.held == 0 {
+                let meta = rate_limited_alert(policy, alert, current, now_ns);
+                admit(tx, policy, Alert::from_system(&meta), now_ns, exclude)?;
+            }
+            Ok(Some(format!(
+                "rate limit: rule {rule_id} delivered {limit} alerts from {host} within {}",
+                humantime::format_duration(policy.rate_limit_window)
+            )))
         }
-        _ => tx.start_rate_window(rule_id, now)?,
+        _ => {
+            tx.start_rate_window(rule_id, host, now)?;
+            Ok(None)
+        }
     }
-    Ok(false)
+}
+
+/// The [`RATE_LIMITED`] alert for the first alert `held` back in window `current`.
+fn rate_limited_alert(
+    policy: &Policy,
+    held: &Alert,
+    current: RateWindow,
+    now_ns: u64,
+) -> SystemAlert {
+    let window_start = rfc3339(current.start_unix_ns as u64);
+    let window = humantime::format_duration(policy.rate_limit_window).to_string();
+    SystemAlert {
+        rule_id: RATE_LIMITED.into(),
+        title: format!("Rate limit holds back alerts of rule {}", held.rule.title),
+        description: format!(
+            "Rule {} ({}) raised {} alerts on this host within {window} (from {window_start}); \
+             further alerts of the rule on this host in that window are stored but not sent. \
+             `kestrel-collector alerts list` shows them. A flood of one rule can hide a real \
+             finding among the repeats: look at what causes it.",
+            held.rule.id, held.rule.title, current.admitted
+        ),
+        level: Level::High,
+        host: held.host.clone(),
+        // One alert per window: the window's start is part of the fingerprint.
+        group: Some(format!(
+            "rule_id={}, window_start={window_start}",
+            held.rule.id
+        )),
+        details: serde_json::json!({
+            "rule_id": held.rule.id,
+            "rule_title": held.rule.title,
+            "host": held.host,
+            "limit": policy.rate_limit_per_rule,
+            "window": window,
+            "window_start": window_start,
+            "delivered_in_window": current.admitted,
+            "held_in_window": current.held + 1,
+            "held_total": current.held_total + 1,
+            "first_held_alert_uid": held.uid(),
+        }),
+        time_unix_ns: now_ns,
+    }
 }
 
 /// For an event that carries no ancestry (file, network, …), takes the ancestors from the
@@ -196,8 +258,10 @@ fn fill_ancestry(tx: &AdmissionTx<'_>, alert: &mut Alert) -> Result<(), StoreErr
     };
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let number = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_default();
+    alert.ancestors_omitted = ancestors.len().saturating_sub(MAX_ANCESTORS) as u64;
     alert.ancestors = ancestors
         .iter()
+        .take(MAX_ANCESTORS)
         .map(|a| AlertAncestor {
             pid: number(a, "pid") as u32,
             exe: text(a, "exe"),
@@ -225,7 +289,6 @@ fn fill_ancestry(tx: &AdmissionTx<'_>, alert: &mut Alert) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::SystemAlert;
 
     fn system(level: Level) -> Alert {
         Alert::from_system(&SystemAlert {

@@ -2,6 +2,7 @@
 //! acknowledging them (`kestrel-collector alerts`).
 
 use rusqlite::{params, OptionalExtension};
+use tracing::warn;
 
 use super::{sql, AdmissionTx, Store, StoreError};
 use crate::alert::Alert;
@@ -110,17 +111,27 @@ impl AdmissionTx<'_> {
 }
 
 impl Store {
-    /// Ids of the newest `limit` alerts (only unacknowledged ones when `only_open`), newest
-    /// first.
+    /// Ids of the newest `limit` readable alerts (only unacknowledged ones when `only_open`),
+    /// newest first. A row whose record cannot be read back (written by an older collector
+    /// that nested the ancestry too deep, or damaged) is left out, with a warning, so that it
+    /// does not hide the others; [`Store::alert`] still reports its error.
     pub fn alert_ids(&self, only_open: bool, limit: usize) -> Result<Vec<i64>, StoreError> {
         let conn = self.lock();
-        let ids = conn
-            .prepare(
-                "SELECT id FROM alerts WHERE (?1 = 0 OR acked_unix_ns IS NULL) \
-                 ORDER BY id DESC LIMIT ?2",
-            )?
-            .query_map(params![only_open as i64, limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let mut statement = conn.prepare(
+            "SELECT id, json FROM alerts WHERE (?1 = 0 OR acked_unix_ns IS NULL) \
+             ORDER BY id DESC",
+        )?;
+        let mut rows = statement.query(params![only_open as i64])?;
+        let mut ids = Vec::new();
+        while ids.len() < limit {
+            let Some(row) = rows.next()? else { break };
+            let id: i64 = row.get(0)?;
+            let json: String = row.get(1)?;
+            match serde_json::from_str::<Alert>(&json) {
+                Ok(_) => ids.push(id),
+                Err(e) => warn!(alert = id, error = %e, "alert record unreadable; left out"),
+            }
+        }
         Ok(ids)
     }
 

@@ -4,6 +4,7 @@
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use tracing::warn;
 
 use super::alerts::alert_from_row;
 use super::{sql, AdmissionTx, Store, StoreError};
@@ -90,15 +91,35 @@ impl Store {
             ))
         })?;
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for row in rows {
             let (id, alert_id, enqueued, attempts, json, count, last_seen, acked) = row?;
-            out.push(Pending {
-                id,
-                alert_id,
-                enqueued_unix_ns: enqueued as u64,
-                attempts: attempts as u32,
-                alert: alert_from_row(&json, count, last_seen, acked)?,
-            });
+            match alert_from_row(&json, count, last_seen, acked) {
+                Ok(alert) => out.push(Pending {
+                    id,
+                    alert_id,
+                    enqueued_unix_ns: enqueued as u64,
+                    attempts: attempts as u32,
+                    alert,
+                }),
+                Err(e) => unreadable.push((id, alert_id, e.to_string())),
+            }
+        }
+        drop(stmt);
+        // A record that cannot be read now never will be: retrying it would block every
+        // delivery behind it, so it leaves the outbox alone, with the reason.
+        for (id, alert_id, error) in unreadable {
+            let reason = format!("alert record unreadable, not delivered: {error}");
+            warn!(sink, alert = alert_id, error = %reason, "alert delivery dead-lettered");
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO alert_dead_letters (sink, alert_id, enqueued_unix_ns, \
+                 failed_unix_ns, attempts, last_error) SELECT sink, alert_id, enqueued_unix_ns, \
+                 ?2, attempts, ?3 FROM alert_outbox WHERE id = ?1",
+                params![id, sql(now_ns), reason],
+            )?;
+            tx.execute("DELETE FROM alert_outbox WHERE id = ?1", [id])?;
+            tx.commit()?;
         }
         Ok(out)
     }

@@ -66,7 +66,8 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     migrate_gaps(conn)?;
     add_missing_columns(conn, "agents", &[("silent_since_unix_ns", "INTEGER")])?;
     count_events(conn)?;
-    create_alerting(conn)
+    create_alerting(conn)?;
+    migrate_rate_limits_per_host(conn)
 }
 
 /// Creates the running event count of a store made before it existed (one `COUNT(*)`, once).
@@ -194,6 +195,39 @@ fn create_alerting(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(ALERTING_TABLES)
 }
 
+// Issue 12 (alert rate limits per host): `alert_rate_limits` was keyed by rule alone, so one
+// host's flood of a rule silenced that rule on every host. It is now keyed by (rule, host);
+// a store from before gets the new table, the old rows becoming host '' (their held-back
+// totals kept, their windows closed).
+/// Re-keys `alert_rate_limits` by (rule_id, host) where it is keyed by rule alone.
+fn migrate_rate_limits_per_host(conn: &Connection) -> rusqlite::Result<()> {
+    let has_host: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('alert_rate_limits') WHERE name = 'host'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_host {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE alert_rate_limits RENAME TO alert_rate_limits_per_rule;
+         CREATE TABLE alert_rate_limits (
+             rule_id              TEXT    NOT NULL,
+             host                 TEXT    NOT NULL,
+             window_start_unix_ns INTEGER NOT NULL,
+             admitted             INTEGER NOT NULL,
+             suppressed           INTEGER NOT NULL,
+             suppressed_total     INTEGER NOT NULL,
+             PRIMARY KEY (rule_id, host)
+         );
+         INSERT INTO alert_rate_limits SELECT rule_id, '', 0, 0, 0, suppressed_total
+             FROM alert_rate_limits_per_rule;
+         DROP TABLE alert_rate_limits_per_rule;
+         COMMIT;",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +257,29 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
             .unwrap();
         assert_eq!(pending, 0);
+    }
+
+    #[test]
+    fn per_rule_rate_limits_of_an_older_store_become_per_host_keeping_the_totals() {
+        let conn = Connection::open_in_memory().unwrap();
+        create(&conn).unwrap();
+        // The table as an older collector made it: keyed by rule alone.
+        conn.execute_batch(
+            "DROP TABLE alert_rate_limits; CREATE TABLE alert_rate_limits (rule_id TEXT PRIMARY \
+             KEY, window_start_unix_ns INTEGER NOT NULL, admitted INTEGER NOT NULL, suppressed \
+             INTEGER NOT NULL, suppressed_total INTEGER NOT NULL); \
+             INSERT INTO alert_rate_limits VALUES ('r', 5, 100, 7, 42);",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        create(&conn).unwrap();
+        let row: (String, String, i64) = conn
+            .query_row(
+                "SELECT rule_id, host, suppressed_total FROM alert_rate_limits",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("r".into(), String::new(), 42));
     }
 }
