@@ -5,8 +5,9 @@
 //! One module per stage: [`ingress`] (TLS, identity, sessions, the `Ingest` service),
 //! [`pipeline`] (dedup, detection, group commit), [`store`] (all SQL), [`alerting`] (admission
 //! policy and delivery), [`sinks`]; [`cli`] holds the commands. At the root sit what the stages
-//! share (the event and alert model, configuration, clock, file watch, error report) and what
-//! runs them (`serve`, rule reload, the metrics endpoint).
+//! share (the event and alert model, configuration, clock, file watch, error report, owner-only
+//! files, text escaping for output) and what runs them (`serve`, rule reload, the metrics
+//! endpoint).
 
 pub mod alert;
 pub mod alerting;
@@ -17,9 +18,11 @@ pub mod event;
 pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
+pub mod private_files;
 pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sinks;
 pub mod store;
+pub mod text;
 pub mod watch;

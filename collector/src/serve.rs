@@ -94,6 +94,7 @@ impl Collector {
     /// Loads the TLS files, the rules, the store and the alert output, then binds the listen
     /// address. Each failure names the file or address at fault.
     pub async fn start(args: &ServeArgs) -> Result<Collector, ServeError> {
+        crate::private_files::check_private_key(&args.key)?;
         let tls = Arc::new(tls::ReloadingConfig::load(
             &args.cert,
             &args.key,

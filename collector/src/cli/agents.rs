@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use crate::alert::rfc3339;
 use crate::cli::events::{open, EventsCliError};
+use crate::cli::terminal_safe;
 use crate::store::AgentRow;
+use crate::text::escape;
 
 /// `kestrel-collector agents`.
 #[derive(Debug, Clone, Args)]
@@ -41,10 +43,10 @@ pub struct ListArgs {
 
 /// Runs an `agents` command, printing to stdout.
 pub fn run(args: AgentsArgs) -> Result<(), EventsCliError> {
-    let out = match &args.command {
-        AgentsCommand::List(list) => self::list(list)?,
+    let (out, json) = match &args.command {
+        AgentsCommand::List(list) => (self::list(list)?, list.json),
     };
-    print!("{out}");
+    print!("{}", terminal_safe(&out, json));
     Ok(())
 }
 
@@ -75,9 +77,9 @@ pub fn list(args: &ListArgs) -> Result<String, EventsCliError> {
         let _ = writeln!(
             out,
             "{}  {}  {}  {}  {state}  {}  {}  {}",
-            agent["identity"].as_str().unwrap_or(""),
-            agent["hostname"].as_str().unwrap_or(""),
-            agent["agent_version"].as_str().unwrap_or(""),
+            escape(agent["identity"].as_str().unwrap_or("")),
+            escape(agent["hostname"].as_str().unwrap_or("")),
+            escape(agent["agent_version"].as_str().unwrap_or("")),
             rfc3339(agent["last_seen_unix_ns"].as_u64().unwrap_or(0)),
             stat("spool_unacked"),
             stat("events_shed"),

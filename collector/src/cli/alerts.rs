@@ -9,8 +9,10 @@ use clap::{Args, Subcommand};
 use crate::alert::render;
 use crate::alert::rfc3339;
 use crate::alerting::suppress::Matcher;
+use crate::cli::terminal_safe;
 use crate::clock::now_unix_ns;
 use crate::store::{AlertAck, SinkBacklog, Store, StoreError};
+use crate::text::{escape, escape_lines};
 
 /// `kestrel-collector alerts`.
 #[derive(Debug, Clone, Args)]
@@ -139,7 +141,11 @@ pub enum AlertsCliError {
 /// Runs an `alerts` command, printing to stdout.
 pub fn run(args: AlertsArgs) -> Result<(), AlertsCliError> {
     let out = execute(&args.command)?;
-    print!("{out}");
+    let json = matches!(
+        args.command,
+        AlertsCommand::List { json: true, .. } | AlertsCommand::Show { json: true, .. }
+    );
+    print!("{}", terminal_safe(&out, json));
     Ok(())
 }
 
@@ -210,13 +216,13 @@ fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String,
         out.push_str(&format!(
             "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {} — {}\n",
             id,
-            seen,
-            alert.rule.level,
+            escape(seen),
+            escape(&alert.rule.level),
             alert.count,
-            alert.status,
-            truncate_start(&alert.host, 28),
-            alert.rule.title,
-            render::truncate(&subject, 80)
+            escape(&alert.status),
+            truncate_start(&escape(&alert.host), 28),
+            escape(&alert.rule.title),
+            render::truncate(&escape(&subject), 80)
         ));
     }
     if json {
@@ -228,6 +234,7 @@ fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String,
         dead,
     } in store.backlog()?
     {
+        let sink = escape(&sink);
         out.push_str(&format!(
             "sink {sink}: {pending} pending, {dead} dead-lettered{}\n",
             if dead > 0 {
@@ -239,7 +246,8 @@ fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String,
     }
     for (rule, count) in store.rate_limited_totals()? {
         out.push_str(&format!(
-            "rule {rule}: {count} alerts held back by the rate limit\n"
+            "rule {}: {count} alerts held back by the rate limit\n",
+            escape(&rule)
         ));
     }
     Ok(out)
@@ -267,10 +275,14 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
             serde_json::to_string_pretty(&alert).map_err(StoreError::from)?
         ));
     }
-    let mut out = format!("Alert {id}: {} [{}]\n", alert.rule.title, alert.rule.level);
+    let mut out = format!(
+        "Alert {id}: {} [{}]\n",
+        escape(&alert.rule.title),
+        escape(&alert.rule.level)
+    );
     let mut line = |k: &str, v: String| {
         if !v.is_empty() {
-            out.push_str(&format!("  {k:<12} {v}\n"));
+            out.push_str(&format!("  {k:<12} {}\n", escape(&v)));
         }
     };
     line("rule", alert.rule.id.clone());
@@ -306,13 +318,16 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
         line("group", group.clone());
     }
     if !alert.rule.description.trim().is_empty() {
-        out.push_str(&format!("\n  {}\n", alert.rule.description.trim()));
+        out.push_str(&format!(
+            "\n  {}\n",
+            escape_lines(alert.rule.description.trim())
+        ));
     }
     let tree = render::process_tree(&alert);
     if !tree.is_empty() {
         out.push_str("\nProcess tree:\n");
         for l in tree.lines() {
-            out.push_str(&format!("  {l}\n"));
+            out.push_str(&format!("  {}\n", escape(l)));
         }
     }
     if alert.evidences.len() > 1 {
@@ -331,10 +346,10 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
         };
         out.push_str(&format!(
             "  {:<16} {what} after {} attempt(s){}\n",
-            d.sink,
+            escape(&d.sink),
             d.attempts,
             d.last_error
-                .map(|e| format!("; last error: {e}"))
+                .map(|e| format!("; last error: {}", escape(&e)))
                 .unwrap_or_default()
         ));
     }
@@ -416,14 +431,14 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
                 out.push_str(&format!(
                     "{:>4}  rule {}  {}  {expiry}  hits {}  — {}\n",
                     s.id,
-                    s.rule_id,
+                    escape(&s.rule_id),
                     if matchers.is_empty() {
                         "(all alerts)".into()
                     } else {
-                        matchers
+                        escape(&matchers).into_owned()
                     },
                     s.hits,
-                    s.reason
+                    escape(&s.reason)
                 ));
             }
             if out.is_empty() {

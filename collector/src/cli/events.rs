@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use crate::text::escape;
+
 use crate::alert::rfc3339;
+use crate::cli::terminal_safe;
 use crate::store::{Access, EventFilter, GapRow, Store, StoreError, DB_FILE};
 
 /// `kestrel-collector events`.
@@ -106,11 +109,11 @@ pub enum EventsCliError {
 
 /// Runs an `events` command, printing to stdout.
 pub fn run(args: EventsArgs) -> Result<(), EventsCliError> {
-    let out = match &args.command {
-        EventsCommand::Search(search) => self::search(search)?,
-        EventsCommand::Gaps(gaps) => self::gaps(gaps)?,
+    let (out, json) = match &args.command {
+        EventsCommand::Search(search) => (self::search(search)?, search.json),
+        EventsCommand::Gaps(gaps) => (self::gaps(gaps)?, gaps.json),
     };
-    print!("{out}");
+    print!("{}", terminal_safe(&out, json));
     Ok(())
 }
 
@@ -199,11 +202,11 @@ fn line(event: &Value) -> String {
     format!(
         "{}  {}  {}  {}  {}  {}",
         rfc3339(event["time_unix_ns"].as_u64().unwrap_or(0)),
-        event["host"].as_str().unwrap_or(""),
-        kind,
+        escape(event["host"].as_str().unwrap_or("")),
+        escape(&kind),
         process["pid"].as_u64().unwrap_or(0),
-        process["exe"].as_str().unwrap_or(""),
-        argv.join(" ")
+        escape(process["exe"].as_str().unwrap_or("")),
+        escape(&argv.join(" "))
     )
 }
 
@@ -222,9 +225,9 @@ pub fn gaps(args: &GapsArgs) -> Result<String, EventsCliError> {
             let _ = writeln!(
                 out,
                 "{}  {}  {}  {}  {}-{}  {}  {}",
-                gap["host"].as_str().unwrap_or(""),
-                gap["reason"].as_str().unwrap_or(""),
-                gap["kind"].as_str().unwrap_or(""),
+                escape(gap["host"].as_str().unwrap_or("")),
+                escape(gap["reason"].as_str().unwrap_or("")),
+                escape(gap["kind"].as_str().unwrap_or("")),
                 gap["count"],
                 gap["first_seq"],
                 gap["last_seq"],

@@ -6,9 +6,22 @@ pub mod alerts;
 pub mod events;
 pub mod rules;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+/// What a command prints, made safe for a terminal: JSON lines keep their exact values
+/// ([`crate::text::json_safe`]), text has every control character and bidi override of the
+/// fields it quotes written visibly ([`crate::text::escape_lines`]; commands escape each field
+/// with [`crate::text::escape`] as well, so a field cannot start a line of its own).
+pub fn terminal_safe(out: &str, json: bool) -> Cow<'_, str> {
+    if json {
+        crate::text::json_safe(out)
+    } else {
+        crate::text::escape_lines(out)
+    }
+}
 
 /// Kestrel collector: authenticates agents over mutual TLS, detects with Sigma rules, stores
 /// events and alerts.

@@ -1,26 +1,48 @@
-//! What an HTTP sink's configuration shares: the endpoint keys (`url`, `ca_file`, `timeout`),
-//! the client built from them, and [`Http`], the options type of every HTTP kind (the endpoint
-//! plus the kind's own keys).
+//! What an HTTP sink's configuration shares: the endpoint keys (`url`, `ca_file`, `timeout`,
+//! `follow_redirects`), the [`Target`] built from them, and [`Http`], the options type of every
+//! HTTP kind (the endpoint plus the kind's own keys).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use reqwest::redirect::Policy;
 use reqwest::Client;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_aux::serde_introspection::serde_introspect;
 
+use super::http::Target;
+use super::redact;
 use super::{Build, Check, Options, Sink, SinkError, SinkSettings};
 
+/// Redirects a sink follows when `follow_redirects = true`.
+const MAX_REDIRECTS: usize = 5;
+
 /// The keys every HTTP sink takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct Endpoint {
-    /// Endpoint URL: literal, `env:NAME` or `file:PATH` (a Slack webhook URL is a secret).
+    /// Endpoint URL: literal, `env:NAME` or `file:PATH`. A secret, whatever the kind: webhook
+    /// URLs carry tokens in their path or query; messages show only its scheme and host.
     pub url: Option<String>,
     /// Extra CA certificates (PEM) to trust for an https `url` (private GitLab, proxies).
     pub ca_file: Option<PathBuf>,
     /// Per-request timeout for this sink. Default: `[delivery] timeout`.
     pub timeout: Option<String>,
+    /// Follow HTTP redirects (at most 5). Default `false`: a 3xx answer is a permanent failure
+    /// naming where it pointed, so a compromised or misconfigured endpoint cannot send alerts
+    /// (and their bearer tokens) elsewhere.
+    pub follow_redirects: Option<bool>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url.as_deref().map(redact::url_text))
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("follow_redirects", &self.follow_redirects)
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -30,7 +52,7 @@ impl Endpoint {
         check.secret("url", &mut self.url);
         if let Some(url) = &self.url {
             if let Err(problem) = check_url(url) {
-                check.problem(format!("url {url:?}: {problem}"));
+                check.problem(format!("`url`: {problem}"));
             }
         }
         if let Some(ca) = &self.ca_file {
@@ -48,11 +70,22 @@ impl Endpoint {
     /// The checked `url` (or `default` when it is not set), parsed.
     pub fn url(&self, settings: &SinkSettings, default: &str) -> Result<reqwest::Url, SinkError> {
         let url = self.url.as_deref().unwrap_or(default);
-        reqwest::Url::parse(url).map_err(|e| settings.error(format!("url {url:?}: {e}")))
+        reqwest::Url::parse(url).map_err(|e| settings.error(format!("`url`: {e}")))
+    }
+
+    /// Where the sink posts: `url` (already parsed, see [`Endpoint::url`]), the
+    /// [`Endpoint::client`], and the sink's secrets to keep out of its messages.
+    pub fn target(&self, settings: &SinkSettings, url: reqwest::Url) -> Result<Target, SinkError> {
+        Ok(Target::new(
+            url,
+            self.client(settings)?,
+            settings.secrets.clone(),
+        ))
     }
 
     /// An HTTP client for the sink: its timeout (`timeout`, else `[delivery] timeout`), extra CA
-    /// certificates (`ca_file`), a Kestrel user agent.
+    /// certificates (`ca_file`), redirects followed only when `follow_redirects`, a Kestrel
+    /// user agent.
     pub fn client(&self, settings: &SinkSettings) -> Result<Client, SinkError> {
         let timeout = self
             .timeout
@@ -63,6 +96,11 @@ impl Endpoint {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("kestrel-collector/", env!("CARGO_PKG_VERSION")))
+            .redirect(if self.follow_redirects == Some(true) {
+                Policy::limited(MAX_REDIRECTS)
+            } else {
+                Policy::none()
+            })
             .use_rustls_tls();
         if let Some(path) = &self.ca_file {
             let fail =

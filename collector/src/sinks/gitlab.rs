@@ -41,8 +41,7 @@ impl HttpKind for Keys {
     ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(GitlabSink {
             name: settings.name.clone(),
-            url: endpoint.url(settings, "")?,
-            client: endpoint.client(settings)?,
+            target: endpoint.target(settings, endpoint.url(settings, "")?)?,
             token: self.token.clone().unwrap_or_default(),
         }))
     }
@@ -82,8 +81,7 @@ pub fn payload(alert: &Alert) -> serde_json::Value {
 /// A GitLab alert endpoint.
 pub struct GitlabSink {
     name: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    target: http::Target,
     token: String,
 }
 
@@ -94,10 +92,10 @@ impl Sink for GitlabSink {
 
     fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
         let request = self
-            .client
-            .post(self.url.clone())
+            .target
+            .post()
             .bearer_auth(&self.token)
             .json(&payload(alert));
-        http::send(request).map(|r| r.map(drop)).boxed()
+        self.target.send(request).map(|r| r.map(drop)).boxed()
     }
 }

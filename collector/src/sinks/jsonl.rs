@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -161,6 +162,7 @@ fn open_append(path: &Path) -> Result<Output, JsonlError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::private_files::FILE_MODE)
         .open(path)
         .map_err(err)?;
     let size = file.metadata().map_err(err)?.len();

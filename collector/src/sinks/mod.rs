@@ -11,6 +11,7 @@ pub mod gitlab;
 pub mod http;
 pub mod jsonl;
 pub mod pagerduty;
+pub mod redact;
 pub mod settings;
 pub mod slack;
 pub mod splunk_hec;

@@ -42,8 +42,7 @@ impl HttpKind for Keys {
     ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(PagerDutySink {
             name: settings.name.clone(),
-            url: endpoint.url(settings, DEFAULT_URL)?,
-            client: endpoint.client(settings)?,
+            target: endpoint.target(settings, endpoint.url(settings, DEFAULT_URL)?)?,
             routing_key: self.routing_key.clone().unwrap_or_default(),
         }))
     }
@@ -112,8 +111,7 @@ pub fn event(routing_key: &str, alert: &Alert) -> serde_json::Value {
 /// A PagerDuty service integration.
 pub struct PagerDutySink {
     name: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    target: http::Target,
     routing_key: String,
 }
 
@@ -123,10 +121,7 @@ impl Sink for PagerDutySink {
     }
 
     fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        let request = self
-            .client
-            .post(self.url.clone())
-            .json(&event(&self.routing_key, alert));
-        http::send(request).map(|r| r.map(drop)).boxed()
+        let request = self.target.post().json(&event(&self.routing_key, alert));
+        self.target.send(request).map(|r| r.map(drop)).boxed()
     }
 }

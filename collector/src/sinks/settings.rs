@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::redact::Secrets;
 use super::{Sink, SinkError};
 use crate::alert::Level;
 
@@ -53,6 +54,8 @@ pub struct SinkSettings {
     pub default_timeout: Duration,
     /// The kind's own keys, checked.
     pub options: Arc<dyn Build>,
+    /// The resolved secrets among them, which the sink's messages must not show.
+    pub secrets: Secrets,
 }
 
 impl fmt::Debug for SinkSettings {
@@ -106,6 +109,7 @@ pub trait Build: Send + Sync {
 pub struct Check {
     kind: &'static str,
     problems: Vec<String>,
+    secrets: Vec<String>,
 }
 
 impl Check {
@@ -127,19 +131,23 @@ impl Check {
         self.secret(key, value);
     }
 
-    /// Resolves the secret `key` in place (see [`resolve_secret`]), if it is set.
+    /// Resolves the secret `key` in place (see [`resolve_secret`]), if it is set, and
+    /// remembers it so that the sink's messages never show it ([`SinkSettings::secrets`]).
     pub fn secret(&mut self, key: &str, value: &mut Option<String>) {
         if let Some(text) = value.as_deref() {
             match resolve_secret(text) {
-                Ok(resolved) => *value = Some(resolved),
+                Ok(resolved) => {
+                    self.secrets.push(resolved.clone());
+                    *value = Some(resolved);
+                }
                 Err(problem) => self.problem(format!("`{key}`: {problem}")),
             }
         }
     }
 }
 
-/// A kind's options as read: ready to build, or every problem found.
-pub type ReadOptions = Result<Arc<dyn Build>, Vec<String>>;
+/// A kind's options as read: ready to build with the secrets among them, or every problem found.
+pub type ReadOptions = Result<(Arc<dyn Build>, Secrets), Vec<String>>;
 
 /// Reads a kind's options `T` from the table's own keys: every key `T` has no field for and
 /// every problem `T::check` finds are returned, one message each.
@@ -148,6 +156,7 @@ pub fn read_options<T: Options>(kind: &'static str, table: &toml::Table) -> Read
     let mut check = Check {
         kind,
         problems: Vec::new(),
+        secrets: Vec::new(),
     };
     for key in table.keys() {
         if !fields.contains(&key.as_str()) {
@@ -166,7 +175,7 @@ pub fn read_options<T: Options>(kind: &'static str, table: &toml::Table) -> Read
         Ok(mut options) => {
             options.check(&mut check);
             if check.problems.is_empty() {
-                return Ok(Arc::new(options));
+                return Ok((Arc::new(options), Secrets::new(check.secrets)));
             }
         }
         Err(e) => check.problem(e.to_string()),
@@ -211,7 +220,7 @@ pub fn validate(
             Level::Informational
         }),
     };
-    let options = (kind.read)(kind.name, &sink.options)
+    let (options, secrets) = (kind.read)(kind.name, &sink.options)
         .map_err(|found| problems.extend(found.into_iter().map(|p| format!("{at}: {p}"))))
         .ok()?;
     (problems.len() == before).then(|| SinkSettings {
@@ -221,6 +230,7 @@ pub fn validate(
         tags: sink.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
         default_timeout,
         options,
+        secrets,
     })
 }
 

@@ -35,8 +35,7 @@ impl HttpKind for Keys {
     ) -> Result<Arc<dyn Sink>, SinkError> {
         Ok(Arc::new(SlackSink {
             name: settings.name.clone(),
-            url: endpoint.url(settings, "")?,
-            client: endpoint.client(settings)?,
+            target: endpoint.target(settings, endpoint.url(settings, "")?)?,
         }))
     }
 }
@@ -100,8 +99,7 @@ pub fn message(alert: &Alert) -> Value {
 /// A Slack incoming webhook.
 pub struct SlackSink {
     name: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    target: http::Target,
 }
 
 impl Sink for SlackSink {
@@ -110,7 +108,7 @@ impl Sink for SlackSink {
     }
 
     fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        let request = self.client.post(self.url.clone()).json(&message(alert));
-        http::send(request).map(|r| r.map(drop)).boxed()
+        let request = self.target.post().json(&message(alert));
+        self.target.send(request).map(|r| r.map(drop)).boxed()
     }
 }

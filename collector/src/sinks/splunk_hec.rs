@@ -54,8 +54,7 @@ impl HttpKind for Keys {
         }
         Ok(Arc::new(SplunkHecSink {
             name: settings.name.clone(),
-            url,
-            client: endpoint.client(settings)?,
+            target: endpoint.target(settings, url)?,
             token: self.token.clone().unwrap_or_default(),
             index: self.index.clone(),
             sourcetype: self
@@ -69,8 +68,7 @@ impl HttpKind for Keys {
 /// A Splunk HEC endpoint.
 pub struct SplunkHecSink {
     name: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    target: http::Target,
     token: String,
     index: Option<String>,
     sourcetype: String,
@@ -100,10 +98,10 @@ impl Sink for SplunkHecSink {
 
     fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
         let request = self
-            .client
-            .post(self.url.clone())
+            .target
+            .post()
             .header("authorization", format!("Splunk {}", self.token))
             .json(&self.envelope(alert));
-        http::send(request).map(|r| r.map(drop)).boxed()
+        self.target.send(request).map(|r| r.map(drop)).boxed()
     }
 }

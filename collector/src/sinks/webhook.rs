@@ -50,8 +50,7 @@ impl HttpKind for Keys {
             .map_err(|message| settings.error(message))?;
         Ok(Arc::new(WebhookSink {
             name: settings.name.clone(),
-            url: endpoint.url(settings, "")?,
-            client: endpoint.client(settings)?,
+            target: endpoint.target(settings, endpoint.url(settings, "")?)?,
             key,
         }))
     }
@@ -91,8 +90,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
 /// A Standard Webhooks sink.
 pub struct WebhookSink {
     name: String,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    target: http::Target,
     key: Vec<u8>,
 }
 
@@ -112,14 +110,14 @@ impl WebhookSink {
             .map_or(0, |d| d.as_secs());
         let signature = sign(&self.key, &id, timestamp, &body);
         let request = self
-            .client
-            .post(self.url.clone())
+            .target
+            .post()
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(body);
-        http::send(request).await.map(drop)
+        self.target.send(request).await.map(drop)
     }
 }
 

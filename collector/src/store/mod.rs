@@ -122,13 +122,17 @@ fn sql(v: u64) -> i64 {
 
 impl Store {
     /// Opens (creating when missing) `dir/kestrel.db`, creating `dir` as needed, brings its
-    /// schema up to date and starts the background WAL checkpoints.
+    /// schema up to date and starts the background WAL checkpoints. The directory is created
+    /// 0700, the database and its WAL and shared-memory files are 0600 whatever the umask
+    /// (SQLite gives the WAL and shared memory the database file's mode).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        let dir_err = |source| StoreError::DataDir {
             dir: dir.to_path_buf(),
             source,
-        })?;
+        };
+        crate::private_files::create_dir(dir).map_err(dir_err)?;
         let path = dir.join(DB_FILE);
+        crate::private_files::restrict_sqlite_files(&path).map_err(dir_err)?;
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,

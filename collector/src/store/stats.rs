@@ -12,8 +12,9 @@ pub struct StoreStats {
     pub events: u64,
     /// Alerts in the store.
     pub alerts: i64,
-    /// Events agents reported lost, per reason.
-    pub events_lost_by_reason: Vec<(String, i64)>,
+    /// Events agents reported lost, per reason (as reported: any string), saturating at
+    /// `u64::MAX`.
+    pub events_lost_by_reason: Vec<(String, u64)>,
     /// Agent identities that have connected.
     pub agents: i64,
     /// Deliveries waiting to be sent, per sink.
@@ -32,6 +33,19 @@ fn count_by(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, i64)>
     rows.collect()
 }
 
+/// Gap counts per reason. Counts are u64 stored bit-for-bit as i64 and any agent may send
+/// `u64::MAX`: summed as unsigned reals (SQL `SUM` fails on an i64 overflow, which broke every
+/// scrape for good) and saturated.
+fn lost_by_reason(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut statement = conn.prepare(
+        "SELECT reason, TOTAL(CASE WHEN count < 0 THEN count + 18446744073709551616.0 \
+         ELSE count END) FROM gaps GROUP BY reason",
+    )?;
+    // `as` saturates: a total beyond u64::MAX reads as u64::MAX.
+    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get::<_, f64>(1)? as u64)))?;
+    rows.collect()
+}
+
 impl Store {
     /// The counts of [`StoreStats`], now.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -39,10 +53,7 @@ impl Store {
         Ok(StoreStats {
             events: read_event_count(&conn)?,
             alerts: count(&conn, "SELECT COUNT(*) FROM alerts")?,
-            events_lost_by_reason: count_by(
-                &conn,
-                "SELECT reason, SUM(count) FROM gaps GROUP BY reason",
-            )?,
+            events_lost_by_reason: lost_by_reason(&conn)?,
             agents: count(&conn, "SELECT COUNT(*) FROM agents")?,
             outbox_pending_by_sink: count_by(
                 &conn,

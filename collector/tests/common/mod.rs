@@ -13,10 +13,19 @@ pub use kestrel_testkit::grpc::connect_ingest;
 #[allow(unused_imports)]
 pub use kestrel_testkit::pki::{dns, spiffe, uri, Issued, TestCa};
 
-/// Writes `contents` to `dir/name` and returns the path.
+/// Writes `contents` to `dir/name` and returns the path; owner-only (the collector refuses a
+/// private key others can read).
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
+        .unwrap();
     path
 }
 
