@@ -9,6 +9,10 @@
 //! rate_limit_per_rule = 100   # alerts per rule and host per window; the rest are held
 //! rate_limit_window = "1m"
 //!
+//! [alerts.losses]             # lost events and tampering (alerting::losses has every key)
+//! kernel_drop_threshold = 100 # kernel drops per Gap above this raise an alert
+//! window = "10m"              # repeats of one condition on one host fold into one alert
+//!
 //! [delivery]
 //! initial_backoff = "1s"      # first retry delay; doubles per attempt, with jitter
 //! max_backoff = "5m"
@@ -32,6 +36,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::alerting::losses::{LossAlertsConfig, LossSettings};
 use crate::sinks::{self, SinkConfig, SinkSettings};
 
 /// The configuration file could not be used.
@@ -89,6 +94,8 @@ pub struct AlertsConfig {
     pub rate_limit_per_rule: u32,
     /// The rate-limit window. Default `1m`.
     pub rate_limit_window: String,
+    /// `[alerts.losses]`: alerts for lost events and tampering with the agent.
+    pub losses: LossAlertsConfig,
 }
 
 impl Default for AlertsConfig {
@@ -97,6 +104,7 @@ impl Default for AlertsConfig {
             dedup_window: "10m".into(),
             rate_limit_per_rule: 100,
             rate_limit_window: "1m".into(),
+            losses: LossAlertsConfig::default(),
         }
     }
 }
@@ -142,6 +150,8 @@ pub struct AlertSettings {
     pub rate_limit_per_rule: u32,
     /// Rate-limit window.
     pub rate_limit_window: Duration,
+    /// Alerts for lost events and tampering.
+    pub losses: LossSettings,
 }
 
 /// Validated delivery settings.
@@ -235,6 +245,7 @@ impl CollectorConfig {
             dedup_window: duration("alerts.dedup_window", &a.dedup_window, true),
             rate_limit_per_rule: a.rate_limit_per_rule,
             rate_limit_window: duration("alerts.rate_limit_window", &a.rate_limit_window, false),
+            losses: LossSettings::default(),
         };
         let d = &self.delivery;
         let delivery = DeliverySettings {
@@ -245,6 +256,10 @@ impl CollectorConfig {
             poll_interval: duration("delivery.poll_interval", &d.poll_interval, false),
             meta_alert_after: d.meta_alert_after,
         };
+        let mut alerts = alerts;
+        if let Some(losses) = a.losses.validate(&mut problems) {
+            alerts.losses = losses;
+        }
         if delivery.max_backoff < delivery.initial_backoff {
             problems.push(format!(
                 "delivery.max_backoff: {} is shorter than delivery.initial_backoff {}",
@@ -292,6 +307,21 @@ mod tests {
         assert_eq!(settings.delivery.max_age, Duration::from_secs(86_400));
         assert_eq!(settings.delivery.meta_alert_after, 5);
         assert!(settings.sinks.is_empty());
+    }
+
+    #[test]
+    fn loss_alert_settings_are_read_and_a_bad_window_is_named() {
+        let settings =
+            parse("[alerts.losses]\nkernel_drop_threshold = 5\nshed_level = \"critical\"\n")
+                .unwrap();
+        assert_eq!(settings.alerts.losses.config.kernel_drop_threshold, 5);
+        assert_eq!(
+            settings.alerts.losses.config.shed_level,
+            crate::alert::Level::Critical
+        );
+        assert_eq!(settings.alerts.losses.window, Duration::from_secs(600));
+        let err = parse("[alerts.losses]\nwindow = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("alerts.losses.window"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::losses::LossSettings;
 use super::suppress;
 use crate::alert::{rfc3339, Alert, AlertAncestor, Level, SystemAlert, MAX_ANCESTORS};
 use crate::config::AlertSettings;
@@ -58,6 +59,8 @@ pub struct Policy {
     pub rate_limit_window: Duration,
     /// One route per sink.
     pub routes: Vec<Route>,
+    /// Which losses and tampering raise alerts (`[alerts.losses]`).
+    pub losses: LossSettings,
 }
 
 impl Policy {
@@ -73,6 +76,7 @@ impl Policy {
             rate_limit_per_rule: 0,
             rate_limit_window: Duration::from_secs(60),
             routes: Vec::new(),
+            losses: LossSettings::default(),
         }
     }
 
@@ -83,6 +87,7 @@ impl Policy {
             rate_limit_per_rule: alerts.rate_limit_per_rule,
             rate_limit_window: alerts.rate_limit_window,
             routes: sinks.iter().map(Route::of).collect(),
+            losses: alerts.losses.clone(),
         }
     }
 }

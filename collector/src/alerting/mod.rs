@@ -23,6 +23,7 @@ pub mod admit;
 pub mod backoff;
 pub mod batch;
 pub mod glob;
+pub mod losses;
 pub mod suppress;
 pub mod worker;
 

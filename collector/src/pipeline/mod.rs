@@ -55,6 +55,8 @@ pub struct Pipeline {
     /// Rule set shared with the reloader; the detector picks up replacements per event.
     rules: Arc<SharedRules>,
     writer: mpsc::Sender<writer::WriteRequest>,
+    /// Raises the alerts of lost events (gaps).
+    alerts: Option<AlertPipeline>,
 }
 
 /// What became of one batch.
@@ -105,11 +107,12 @@ impl Pipeline {
     /// thread, which ends when the pipeline is dropped.
     pub fn new(store: Store, rules: Arc<RuleSet>, alerts: Option<AlertPipeline>) -> Pipeline {
         let rules = SharedRules::new(rules);
-        let writer = writer::spawn(store.clone(), rules.clone(), alerts);
+        let writer = writer::spawn(store.clone(), rules.clone(), alerts.clone());
         Pipeline {
             store,
             rules,
             writer,
+            alerts,
         }
     }
 
@@ -217,16 +220,22 @@ impl Pipeline {
             .await
     }
 
-    /// Records a gap (events lost on the agent).
+    /// Records a gap (events lost on the agent) and raises the alert it calls for.
     pub async fn record_gap(
         &self,
         identity: &Identity,
         epoch: u64,
         gap: Gap,
     ) -> Result<(), StoreError> {
-        let identity = identity.as_str().to_owned();
-        self.store
-            .run(move |s| s.write_gap(&identity, epoch, now_unix_ns(), &gap))
-            .await
+        let host = identity.as_str().to_owned();
+        let stored = gap.clone();
+        let new = self
+            .store
+            .run(move |s| s.write_gap(&host, epoch, now_unix_ns(), &stored))
+            .await?;
+        if let (true, Some(alerts)) = (new, &self.alerts) {
+            alerts.on_gap(identity.as_str(), &gap).await;
+        }
+        Ok(())
     }
 }

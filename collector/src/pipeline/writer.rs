@@ -14,6 +14,7 @@ use tracing::{error, info, Span};
 
 use crate::alert::Alert;
 use crate::alerting::admit::admit;
+use crate::alerting::losses;
 use crate::alerting::{Admission, AlertPipeline, Policy};
 use crate::clock::now_unix_ns;
 use crate::store::{GroupWriter, Store, StoreError};
@@ -179,6 +180,7 @@ impl Writer {
             if !w.insert_event(identity, epoch, event, json)? {
                 continue;
             }
+            created += losses::check_event(&w.admission(), &self.policy, identity, event, now)?;
             for detection in self.detector.evaluate(event) {
                 let alert = Alert::from_detection(&detection, epoch);
                 if let Admission::Created(alert) =

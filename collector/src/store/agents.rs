@@ -1,9 +1,9 @@
 //! The `agents` table: each agent's Hello, last heartbeat and silence.
 
 use kestrel_proto::{Heartbeat, Hello};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
-use super::{sql, Store, StoreError};
+use super::{sql, AdmissionTx, Store, StoreError};
 
 /// An agent as silence detection sees it in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub struct AgentRow {
 }
 
 impl Store {
-    /// Records that `identity` opened a stream with this Hello.
+    /// Records that `identity` opened a stream with this Hello (and the agent's pid it names:
+    /// a signal or ptrace aimed at it is tampering).
     pub fn write_hello(
         &self,
         identity: &str,
@@ -54,11 +55,12 @@ impl Store {
             .map_or("", |c| c.kernel_release.as_str());
         self.lock().execute(
             "INSERT INTO agents (identity, agent_version, hostname, kernel_release, epoch, \
-             connected_unix_ns, last_seen_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+             connected_unix_ns, last_seen_unix_ns, agent_pid) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
              ON CONFLICT (identity) DO UPDATE SET agent_version = excluded.agent_version, \
              hostname = excluded.hostname, kernel_release = excluded.kernel_release, \
              epoch = excluded.epoch, connected_unix_ns = excluded.connected_unix_ns, \
-             last_seen_unix_ns = excluded.last_seen_unix_ns",
+             last_seen_unix_ns = excluded.last_seen_unix_ns, agent_pid = excluded.agent_pid",
             params![
                 identity,
                 hello.agent_version,
@@ -66,6 +68,7 @@ impl Store {
                 kernel,
                 sql(hello.spool_epoch),
                 sql(now_unix_ns),
+                hello.agent_pid,
             ],
         )?;
         Ok(())
@@ -138,5 +141,18 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl AdmissionTx<'_> {
+    /// The pid the agent of `identity` announced in its last Hello (`None`: unknown or 0).
+    pub fn agent_pid(&self, identity: &str) -> Result<Option<u32>, StoreError> {
+        let pid: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT agent_pid FROM agents WHERE identity = ?1")?
+            .query_row([identity], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(pid.and_then(|p| u32::try_from(p).ok()).filter(|&p| p != 0))
     }
 }

@@ -33,14 +33,15 @@ pub struct GapRow {
 impl Store {
     /// Records a gap (events the agent lost) reported by `identity`. A sequenced gap
     /// (`first_seq` > 0) is stored once per (identity, epoch, first_seq): a resend is ignored.
+    /// Returns false for such a resend.
     pub fn write_gap(
         &self,
         identity: &str,
         epoch: u64,
         received_unix_ns: u64,
         gap: &Gap,
-    ) -> Result<(), StoreError> {
-        self.lock().execute(
+    ) -> Result<bool, StoreError> {
+        let inserted = self.lock().execute(
             "INSERT OR IGNORE INTO gaps (identity, epoch, received_unix_ns, kind, cpu, count, \
              first_time_unix_ns, last_time_unix_ns, reason, first_seq, last_seq) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -58,7 +59,7 @@ impl Store {
                 sql(gap.last_seq),
             ],
         )?;
-        Ok(())
+        Ok(inserted > 0)
     }
 
     /// The gaps of agents whose identity matches `identity_glob`, in the order they were

@@ -67,7 +67,8 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     add_missing_columns(conn, "agents", &[("silent_since_unix_ns", "INTEGER")])?;
     count_events(conn)?;
     create_alerting(conn)?;
-    migrate_rate_limits_per_host(conn)
+    migrate_rate_limits_per_host(conn)?;
+    add_missing_columns(conn, "agents", AGENT_PID_COLUMN)
 }
 
 /// Creates the running event count of a store made before it existed (one `COUNT(*)`, once).
@@ -199,6 +200,11 @@ fn create_alerting(conn: &Connection) -> rusqlite::Result<()> {
 // host's flood of a rule silenced that rule on every host. It is now keyed by (rule, host);
 // a store from before gets the new table, the old rows becoming host '' (their held-back
 // totals kept, their windows closed).
+// Issue 12 (tampering alerts): the agent's pid from its Hello, per identity, so that a signal
+// or ptrace aimed at it raises `kestrel.system.agent-tampering`.
+/// The `agents` column holding the agent's pid (0: unknown).
+const AGENT_PID_COLUMN: &[(&str, &str)] = &[("agent_pid", "INTEGER NOT NULL DEFAULT 0")];
+
 /// Re-keys `alert_rate_limits` by (rule_id, host) where it is keyed by rule alone.
 fn migrate_rate_limits_per_host(conn: &Connection) -> rusqlite::Result<()> {
     let has_host: bool = conn.query_row(
