@@ -88,5 +88,6 @@ pub fn render(data: &std::path::Path) -> Result<String, StoreError> {
         "Alert deliveries given up on (see `alerts replay`).",
         one(stats.dead_letters),
     );
+    crate::ingress::limits::write_metrics(&mut text);
     Ok(text)
 }
