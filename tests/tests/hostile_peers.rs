@@ -413,10 +413,7 @@ async fn silent_tls_clients_from_one_address_are_capped_and_others_unaffected() 
             conns.push(socket);
         }
         std::thread::sleep(Duration::from_millis(500));
-        let closed = conns
-            .iter_mut()
-            .filter(|c| closed_by_peer(&mut **c))
-            .count();
+        let closed = conns.iter_mut().filter(|c| closed_by_peer(c)).count();
         (closed, conns)
     })
     .await
@@ -464,8 +461,9 @@ fn socket2_like_connect(from: &str, port: u16) -> TcpStream {
 }
 
 /// True when the collector has closed `c` (a read sees the end or a reset, not "no data").
-fn closed_by_peer(c: &mut TcpStream) -> bool {
+fn closed_by_peer(c: &TcpStream) -> bool {
     use std::io::Read;
+    let mut c = c;
     c.set_nonblocking(true).unwrap();
     match c.read(&mut [0u8; 1]) {
         Ok(0) => true,
