@@ -21,6 +21,12 @@
 //! poll_interval = "1s"        # how often the outbox is checked for replayed/due rows
 //! meta_alert_after = 5        # consecutive failures of a sink before a meta-alert
 //!
+//! [ingress]                   # what one agent may send and hold (see ingress::limits)
+//! max_message_bytes = 4194304 # largest decoded message
+//! max_batch_events = 2048     # events per batch (the agent sends 512)
+//! hello_timeout = "10s"
+//! idle_heartbeats = 3         # silent for this many heartbeat intervals: stream closed
+//!
 //! [[sinks]]
 //! kind = "webhook"            # jsonl | gitlab | pagerduty | slack | webhook | splunk_hec
 //! name = "sirt-webhook"       # default: the kind; unique
@@ -37,6 +43,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::alerting::losses::{LossAlertsConfig, LossSettings};
+use crate::ingress::limits::IngressLimits;
 use crate::sinks::{self, SinkConfig, SinkSettings};
 
 /// The configuration file could not be used.
@@ -79,6 +86,59 @@ pub struct CollectorConfig {
     pub delivery: DeliveryConfig,
     /// Where alerts go (`[[sinks]]` tables). Default: none.
     pub sinks: Vec<SinkConfig>,
+    /// Limits on what agents may send and hold.
+    pub ingress: IngressConfig,
+}
+
+/// `[ingress]`: the operator-tunable limits of [`IngressLimits`] (same names, same defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Largest decoded agent message in bytes. Default 4194304 (4 MiB).
+    pub max_message_bytes: usize,
+    /// Most events in one batch. Default 2048.
+    pub max_batch_events: usize,
+    /// Events of one agent waiting for the store writer. Default 16384.
+    pub max_events_in_flight_per_agent: usize,
+    /// Concurrent HTTP/2 streams per connection. Default 2.
+    pub max_streams_per_connection: u32,
+    /// Connections of one agent identity at a time. Default 4.
+    pub max_connections_per_agent: usize,
+    /// Authenticated connections at a time. Default 4096.
+    pub max_connections: usize,
+    /// TLS handshakes in progress from one source address. Default 64.
+    pub max_handshakes_per_address: usize,
+    /// TLS handshakes in progress in total. Default 1024.
+    pub max_handshakes: usize,
+    /// Time allowed for the TLS handshake. Default `10s`.
+    pub handshake_timeout: String,
+    /// Time allowed between opening a stream and its Hello. Default `10s`.
+    pub hello_timeout: String,
+    /// Heartbeat intervals of silence after which a stream is closed. Default 3.
+    pub idle_heartbeats: u32,
+    /// A connection without a stream for this long is closed. Default `60s`.
+    pub idle_connection_timeout: String,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        let d = IngressLimits::default();
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        IngressConfig {
+            max_message_bytes: d.max_message_bytes,
+            max_batch_events: d.max_batch_events,
+            max_events_in_flight_per_agent: d.max_events_in_flight_per_agent,
+            max_streams_per_connection: d.max_streams_per_connection,
+            max_connections_per_agent: d.max_connections_per_agent,
+            max_connections: d.max_connections,
+            max_handshakes_per_address: d.max_handshakes_per_address,
+            max_handshakes: d.max_handshakes,
+            handshake_timeout: text(d.handshake_timeout),
+            hello_timeout: text(d.hello_timeout),
+            idle_heartbeats: d.idle_heartbeats,
+            idle_connection_timeout: text(d.idle_connection_timeout),
+        }
+    }
 }
 
 /// `[alerts]`.
@@ -180,6 +240,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// `[[sinks]]`, in file order.
     pub sinks: Vec<SinkSettings>,
+    /// `[ingress]`.
+    pub ingress: IngressLimits,
 }
 
 impl Default for Settings {
@@ -256,6 +318,25 @@ impl CollectorConfig {
             poll_interval: duration("delivery.poll_interval", &d.poll_interval, false),
             meta_alert_after: d.meta_alert_after,
         };
+        let i = &self.ingress;
+        let ingress = IngressLimits {
+            max_message_bytes: i.max_message_bytes,
+            max_batch_events: i.max_batch_events,
+            max_events_in_flight_per_agent: i.max_events_in_flight_per_agent,
+            max_streams_per_connection: i.max_streams_per_connection,
+            max_connections_per_agent: i.max_connections_per_agent,
+            max_connections: i.max_connections,
+            max_handshakes_per_address: i.max_handshakes_per_address,
+            max_handshakes: i.max_handshakes,
+            handshake_timeout: duration("ingress.handshake_timeout", &i.handshake_timeout, false),
+            hello_timeout: duration("ingress.hello_timeout", &i.hello_timeout, false),
+            idle_heartbeats: i.idle_heartbeats,
+            idle_connection_timeout: duration(
+                "ingress.idle_connection_timeout",
+                &i.idle_connection_timeout,
+                false,
+            ),
+        };
         let mut alerts = alerts;
         if let Some(losses) = a.losses.validate(&mut problems) {
             alerts.losses = losses;
@@ -264,6 +345,40 @@ impl CollectorConfig {
             problems.push(format!(
                 "delivery.max_backoff: {} is shorter than delivery.initial_backoff {}",
                 d.max_backoff, d.initial_backoff
+            ));
+        }
+        for (key, value) in [
+            ("ingress.max_message_bytes", ingress.max_message_bytes),
+            ("ingress.max_batch_events", ingress.max_batch_events),
+            (
+                "ingress.max_events_in_flight_per_agent",
+                ingress.max_events_in_flight_per_agent,
+            ),
+            (
+                "ingress.max_streams_per_connection",
+                ingress.max_streams_per_connection as usize,
+            ),
+            (
+                "ingress.max_connections_per_agent",
+                ingress.max_connections_per_agent,
+            ),
+            ("ingress.max_connections", ingress.max_connections),
+            (
+                "ingress.max_handshakes_per_address",
+                ingress.max_handshakes_per_address,
+            ),
+            ("ingress.max_handshakes", ingress.max_handshakes),
+            ("ingress.idle_heartbeats", ingress.idle_heartbeats as usize),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than zero"));
+            }
+        }
+        if ingress.max_events_in_flight_per_agent < ingress.max_batch_events {
+            problems.push(format!(
+                "ingress.max_events_in_flight_per_agent: {} is below ingress.max_batch_events {}: \
+                 a full batch could never be stored",
+                ingress.max_events_in_flight_per_agent, ingress.max_batch_events
             ));
         }
         let mut names = HashSet::new();
@@ -287,6 +402,7 @@ impl CollectorConfig {
                 alerts,
                 delivery,
                 sinks,
+                ingress,
             })
         } else {
             Err(problems)
@@ -307,6 +423,23 @@ mod tests {
         assert_eq!(settings.delivery.max_age, Duration::from_secs(86_400));
         assert_eq!(settings.delivery.meta_alert_after, 5);
         assert!(settings.sinks.is_empty());
+        assert_eq!(settings.ingress, IngressLimits::default());
+    }
+
+    #[test]
+    fn ingress_limits_are_read_and_checked() {
+        let settings =
+            parse("[ingress]\nmax_batch_events = 100\nhello_timeout = \"3s\"\n").unwrap();
+        assert_eq!(settings.ingress.max_batch_events, 100);
+        assert_eq!(settings.ingress.hello_timeout, Duration::from_secs(3));
+        let err = parse("[ingress]\nmax_connections = 0\nmax_events_in_flight_per_agent = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ingress.max_connections: must be greater than zero"),
+            "{err}"
+        );
+        assert!(err.contains("below ingress.max_batch_events"), "{err}");
     }
 
     #[test]

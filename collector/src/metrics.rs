@@ -131,6 +131,7 @@ pub fn render(data: &std::path::Path) -> Result<String, StoreError> {
         "Alert deliveries given up on (see `alerts replay`).",
         one(count(stats.dead_letters)),
     );
+    crate::ingress::limits::write_metrics(&mut text);
     Ok(text)
 }
 

@@ -21,6 +21,7 @@ use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings};
 use crate::ingress::ingest::IngestService;
+use crate::ingress::limits::IngressLimits;
 use crate::ingress::listener::TlsListener;
 use crate::ingress::tls::{self, TlsError};
 use crate::ingress::{Agents, AgentsError};
@@ -32,9 +33,6 @@ use kestrel_detect::{LoadError, RuleSet};
 
 /// How long shutdown waits for in-flight batches and connections before giving up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Largest `AgentMessage` accepted (a batch of events).
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Authenticated connections waiting for the gRPC server to pick them up.
 const CONN_QUEUE: usize = 64;
@@ -88,6 +86,8 @@ pub struct Collector {
     metrics: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
     /// The store and how long its events are kept (`--event-retention`).
     retention: (Store, Duration),
+    /// What one agent may send and hold (`[ingress]`).
+    limits: IngressLimits,
 }
 
 impl Collector {
@@ -109,9 +109,11 @@ impl Collector {
             addr: args.listen.clone(),
             source,
         };
+        let limits = settings.ingress.clone();
         let listener = TlsListener::bind(&args.listen, agents.tls(), agents.admission())
             .await
-            .map_err(bind_err)?;
+            .map_err(bind_err)?
+            .with_limits(limits.clone());
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let metrics = match args.metrics_listen {
             Some(addr) => {
@@ -133,7 +135,10 @@ impl Collector {
             "collector ready"
         );
         let retention = (store.clone(), args.store.event_retention);
-        let pipeline = Arc::new(Pipeline::new(store, Arc::new(rules), Some(alerts.clone())));
+        let pipeline = Arc::new(
+            Pipeline::new(store, Arc::new(rules), Some(alerts.clone()))
+                .with_agent_in_flight_limit(limits.max_events_in_flight_per_agent),
+        );
         let reloader = RuleReloader::new(&args.rules, pipeline.shared_rules().clone());
         Ok(Collector {
             listener,
@@ -144,6 +149,7 @@ impl Collector {
             agents,
             metrics,
             retention,
+            limits,
         })
     }
 
@@ -178,16 +184,19 @@ impl Collector {
 
         let alerts = self.alerts.clone();
         self.agents.spawn(&stop);
-        let service = self.agents.apply(IngestService::new(
-            self.pipeline,
-            stop.clone(),
-            streams.clone(),
-        ));
+        let limits = self.limits;
+        let service = self.agents.apply(
+            IngestService::new(self.pipeline, stop.clone(), streams.clone())
+                .with_limits(limits.clone()),
+        );
         let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(IngestServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            .max_concurrent_streams(Some(limits.max_streams_per_connection))
+            .add_service(
+                IngestServer::new(service).max_decoding_message_size(limits.max_message_bytes),
+            )
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         let mut server = pin!(server);
 

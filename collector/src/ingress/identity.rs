@@ -89,6 +89,8 @@ pub struct PeerInfo {
     pub identity: Identity,
     /// The peer's socket address.
     pub remote_addr: SocketAddr,
+    /// The connection's streams (for its idle timeout) and whether it is over a limit.
+    pub activity: std::sync::Arc<crate::ingress::connections::ConnActivity>,
 }
 
 /// Extracts the identity from a DER-encoded client leaf certificate.

@@ -12,6 +12,10 @@
 //! One live stream per identity ([`crate::ingress::sessions`]): a newer stream supersedes an older
 //! one.
 //! Every message counts as a sign of life for the [`AgentMonitor`].
+//!
+//! Every message is checked against the [`limits`] before it is used; a stream over a limit,
+//! silent past its Hello timeout, or sending nothing for [`IngressLimits::idle_after`] its
+//! heartbeat interval, is ended with a status naming the limit, logged and counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,14 +31,13 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::ingress::connections::StreamGuard;
 use crate::ingress::denylist::DenyList;
 use crate::ingress::heartbeat::AgentMonitor;
 use crate::ingress::identity::PeerInfo;
+use crate::ingress::limits::{self, IngressLimits, OverLimit};
 use crate::ingress::sessions::{SessionGuard, Sessions};
 use crate::pipeline::{BatchOutcome, PendingBatch, Pipeline, PipelineError};
-
-/// How long an agent may take to send its Hello after opening the stream.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Acks queued towards one agent before the stream stops reading its batches.
 const OUTBOUND_QUEUE: usize = 16;
@@ -54,6 +57,7 @@ pub struct IngestService {
     sessions: Arc<Sessions>,
     monitor: Option<Arc<AgentMonitor>>,
     deny: Arc<DenyList>,
+    limits: IngressLimits,
 }
 
 impl IngestService {
@@ -71,7 +75,14 @@ impl IngestService {
             sessions: Arc::new(Sessions::default()),
             monitor: None,
             deny: Arc::new(DenyList::empty()),
+            limits: IngressLimits::default(),
         }
+    }
+
+    /// Checks messages, the Hello timeout and idle streams against `limits`.
+    pub fn with_limits(mut self, limits: IngressLimits) -> IngestService {
+        self.limits = limits;
+        self
     }
 
     /// Uses `sessions` as the registry of live streams (shared with whoever revokes).
@@ -106,12 +117,17 @@ impl Ingest for IngestService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no authenticated client certificate"))?;
+        let stream_guard = peer.activity.stream();
         if self.deny.contains(&peer.identity) {
             warn!(identity = %peer.identity, peer = %peer.remote_addr, "agent stream refused: identity revoked");
             return Err(Status::permission_denied("identity revoked"));
         }
+        if let Some(over) = &peer.activity.refusal {
+            warn!(identity = %peer.identity, peer = %peer.remote_addr, reason = %over, "agent stream refused");
+            return Err(over.status());
+        }
         let mut inbound = request.into_inner();
-        let hello = match read_hello(&mut inbound).await {
+        let hello = match read_hello(&mut inbound, &self.limits).await {
             Ok(hello) => hello,
             Err(status) => {
                 warn!(
@@ -135,6 +151,21 @@ impl Ingest for IngestService {
             );
         });
         let epoch = hello.spool_epoch;
+        let idle_after = self.limits.idle_after(hello.heartbeat_interval_ms);
+        let first_unacked_seq = hello.first_unacked_seq;
+        match self.pipeline.high_water(&peer.identity, epoch).await {
+            Ok(Some(high_water)) if first_unacked_seq <= high_water => span.in_scope(|| {
+                // Normal after a lost ack; each resent event is checked against the stored one
+                // and a different one raises a sequence-conflict alert.
+                info!(
+                    first_unacked_seq,
+                    high_water,
+                    "agent resumes below the stored high-water mark: resent events are compared"
+                )
+            }),
+            Ok(_) => {}
+            Err(e) => span.in_scope(|| warn!(error = %e, "cannot read the high-water mark")),
+        }
         if let Err(e) = self.pipeline.record_hello(&peer.identity, hello).await {
             span.in_scope(|| error!(error = %e, "cannot record the agent"));
             return Err(Status::unavailable("collector store unavailable"));
@@ -163,26 +194,57 @@ impl Ingest for IngestService {
             guard,
             monitor: self.monitor.clone(),
             in_flight: VecDeque::new(),
+            limits: self.limits.clone(),
+            idle_after,
+            _stream: stream_guard,
         };
         self.streams.spawn(session.run().instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-/// Waits for the first message, which must be a Hello.
-async fn read_hello(inbound: &mut Streaming<AgentMessage>) -> Result<Hello, Status> {
-    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!("no Hello within {}s", HELLO_TIMEOUT.as_secs()))
-        })??;
+/// Waits for the first message, which must be a Hello within the limits.
+async fn read_hello(
+    inbound: &mut Streaming<AgentMessage>,
+    limits: &IngressLimits,
+) -> Result<Hello, Status> {
+    let timeout = limits.hello_timeout;
+    let first = match tokio::time::timeout(timeout, inbound.message()).await {
+        Ok(first) => first.map_err(over_message_size)?,
+        Err(_) => {
+            limits::refused(limits::HELLO_TIMEOUT);
+            return Err(Status::deadline_exceeded(format!(
+                "no Hello within {timeout:?}; the limit is the Hello timeout"
+            )));
+        }
+    };
     match first.and_then(|m| m.msg) {
-        Some(Msg::Hello(hello)) => Ok(hello),
+        Some(Msg::Hello(hello)) => {
+            limits::check_hello(&hello).map_err(|over| refuse(&over))?;
+            Ok(hello)
+        }
         Some(_) => Err(Status::invalid_argument("the first message must be Hello")),
         None => Err(Status::invalid_argument(
             "the stream ended or sent an empty message before Hello",
         )),
     }
+}
+
+/// Counts a refusal at `over` and the status it is answered with (the caller logs it).
+fn refuse(over: &OverLimit) -> Status {
+    limits::refused(over.limit);
+    over.status()
+}
+
+/// A decoding failure as received; one for a message over the size limit is counted and
+/// becomes `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), keeping tonic's text with the size
+/// and the limit.
+fn over_message_size(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        limits::refused(limits::MESSAGE_BYTES);
+        return Status::resource_exhausted(status.message().to_owned());
+    }
+    status
 }
 
 /// The last seq a gap covers, when it is sequenced (and so acknowledged).
@@ -202,6 +264,11 @@ struct Session {
     monitor: Option<Arc<AgentMonitor>>,
     /// Submitted batches in the order they were received, oldest first.
     in_flight: VecDeque<InFlight>,
+    limits: IngressLimits,
+    /// The stream is closed after this long without a message.
+    idle_after: Duration,
+    /// Keeps the connection counted as carrying a stream.
+    _stream: StreamGuard,
 }
 
 /// A batch waiting for its commit.
@@ -213,8 +280,11 @@ struct InFlight {
 
 impl Session {
     async fn run(mut self) {
+        let idle = tokio::time::sleep(self.idle_after);
+        tokio::pin!(idle);
         let end = loop {
             let room = self.in_flight.len() < MAX_IN_FLIGHT;
+            let waiting = !self.in_flight.is_empty();
             let in_flight = &mut self.in_flight;
             let oldest = async {
                 match in_flight.front_mut() {
@@ -232,6 +302,7 @@ impl Session {
                     Err(_) => break Some(Status::aborted("stream no longer registered")),
                 },
                 committed = oldest => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + self.idle_after);
                     match self.acknowledge_oldest(committed).await {
                         Ok(true) => continue,
                         Ok(false) => break None,
@@ -239,7 +310,16 @@ impl Session {
                     }
                 }
                 received = self.inbound.message(), if room => received,
+                () = &mut idle, if !waiting => {
+                    limits::refused(limits::IDLE_STREAM);
+                    break Some(Status::deadline_exceeded(format!(
+                        "no message for {:?}; the limit is {} heartbeat intervals",
+                        self.idle_after, self.limits.idle_heartbeats
+                    )));
+                }
             };
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + self.idle_after);
             let msg = match received {
                 Ok(Some(AgentMessage { msg: Some(msg) })) => msg,
                 Ok(Some(AgentMessage { msg: None })) => {
@@ -251,10 +331,21 @@ impl Session {
                 }
                 Err(status) => {
                     // Tell the agent why (oversized or undecodable message), if it still listens.
-                    info!(reason = %status, "agent stream broke");
+                    let status = over_message_size(status);
+                    if status.code() == tonic::Code::ResourceExhausted {
+                        warn!(peer = %self.peer.remote_addr, reason = status.message(), "agent message refused");
+                    } else {
+                        info!(reason = %status, "agent stream broke");
+                    }
                     break Some(status);
                 }
             };
+            let checked = AgentMessage { msg: Some(msg) };
+            if let Err(over) = limits::check_message(&checked, &self.limits) {
+                warn!(peer = %self.peer.remote_addr, reason = %over, "agent message refused");
+                break Some(refuse(&over));
+            }
+            let Some(msg) = checked.msg else { break None };
             match self.handle(msg).await {
                 Ok(true) => {}
                 Ok(false) => break None,

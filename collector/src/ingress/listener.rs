@@ -6,7 +6,13 @@
 //! the peer address and the reason (expired, not yet valid, unknown issuer, no usable SAN, …).
 //! Each new connection uses the TLS configuration current at that moment, so reloaded
 //! certificates apply without a restart.
+//!
+//! Handshakes are bounded per source address and in total, authenticated connections per
+//! identity and in total ([`Connections`]); a connection without a stream closes itself after
+//! its idle timeout. A connection over its identity's limit is still handed on, marked, so its
+//! streams are refused with a status naming the limit; its idle timeout is short.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,18 +23,21 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
+use crate::ingress::connections::{ConnActivity, ConnectionSlot, Connections, HandshakeSlot};
 use crate::ingress::denylist::DenyList;
 use crate::ingress::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
+use crate::ingress::limits::{self, IngressLimits};
 use crate::ingress::tls::{refusal_reason, ReloadingConfig};
 
-/// How long a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The idle timeout of a connection over its identity's limit: long enough to tell the peer.
+const REFUSED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -37,6 +46,10 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub struct AuthenticatedConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Fires when the connection may have been idle for too long (checked, then re-armed).
+    idle: Pin<Box<Sleep>>,
+    /// Its place in the connection counts.
+    _slot: ConnectionSlot,
 }
 
 impl AuthenticatedConn {
@@ -54,12 +67,44 @@ impl Connected for AuthenticatedConn {
     }
 }
 
+impl AuthenticatedConn {
+    /// `Err` once the connection has had no stream for its idle timeout; otherwise re-arms the
+    /// timer for the next moment that could be true.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let activity = &self.peer.activity;
+            let now = tokio::time::Instant::now();
+            match activity.idle_deadline() {
+                Some(deadline) if deadline <= now => {
+                    limits::refused(limits::IDLE_CONNECTION);
+                    warn!(
+                        identity = %self.peer.identity,
+                        peer = %self.peer.remote_addr,
+                        idle_s = activity.idle_timeout.as_secs_f64(),
+                        "closing a connection without a stream"
+                    );
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle without a stream",
+                    ));
+                }
+                Some(deadline) => self.idle.as_mut().reset(deadline),
+                None => self.idle.as_mut().reset(now + activity.idle_timeout),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl AsyncRead for AuthenticatedConn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.poll_idle(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -126,6 +171,7 @@ pub struct TlsListener {
     listener: TcpListener,
     tls: Arc<ReloadingConfig>,
     admission: Admission,
+    connections: Arc<Connections>,
 }
 
 impl TlsListener {
@@ -140,7 +186,14 @@ impl TlsListener {
             listener: TcpListener::bind(addr).await?,
             tls,
             admission,
+            connections: Connections::new(IngressLimits::default()),
         })
+    }
+
+    /// Bounds handshakes, connections and idle time by `limits` (default: the defaults).
+    pub fn with_limits(mut self, limits: IngressLimits) -> TlsListener {
+        self.connections = Connections::new(limits);
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -165,11 +218,22 @@ impl TlsListener {
                     continue;
                 }
             };
+            let slot = match self.connections.handshake(remote_addr.ip()) {
+                Ok(slot) => slot,
+                Err(over) => {
+                    limits::refused(over.limit);
+                    warn!(peer = %remote_addr, reason = %over, "connection refused before the TLS handshake");
+                    continue;
+                }
+            };
             let acceptor = TlsAcceptor::from(self.tls.current());
             let admission = self.admission.clone();
             let conns = conns.clone();
+            let connections = self.connections.clone();
             tokio::spawn(async move {
-                if let Some(conn) = handshake(acceptor, &admission, tcp, remote_addr).await {
+                let handshaken =
+                    handshake(acceptor, &admission, &connections, tcp, remote_addr, slot);
+                if let Some(conn) = handshaken.await {
                     // Closed only when the server is shutting down: drop the connection then.
                     let _ = conns.send(conn).await;
                 }
@@ -183,11 +247,17 @@ impl TlsListener {
 async fn handshake(
     acceptor: TlsAcceptor,
     admission: &Admission,
+    connections: &Arc<Connections>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
+    slot: HandshakeSlot,
 ) -> Option<AuthenticatedConn> {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let limits = connections.limits().clone();
+    let timeout = limits.handshake_timeout;
+    let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+    drop(slot);
+    let stream = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             debug!(peer = %remote_addr, "connection closed before the TLS handshake completed");
@@ -200,7 +270,7 @@ async fn handshake(
         Err(_) => {
             warn!(
                 peer = %remote_addr,
-                reason = %format_args!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                reason = %format_args!("no handshake within {timeout:?}"),
                 "TLS handshake refused"
             );
             return None;
@@ -217,12 +287,28 @@ async fn handshake(
     };
     match identity {
         Ok(identity) => {
+            let (slot, refusal) = match connections.connection(&identity) {
+                Ok(slot) => (slot, None),
+                Err((over, slot)) => {
+                    limits::refused(over.limit);
+                    warn!(peer = %remote_addr, identity = %identity, reason = %over, "connection over a limit");
+                    (slot?, Some(over))
+                }
+            };
             info!(peer = %remote_addr, identity = %identity, "client authenticated");
+            let idle_timeout = match refusal {
+                Some(_) => REFUSED_IDLE_TIMEOUT.min(limits.idle_connection_timeout),
+                None => limits.idle_connection_timeout,
+            };
+            let activity = ConnActivity::new(idle_timeout, refusal);
             Some(AuthenticatedConn {
                 stream,
+                idle: Box::pin(tokio::time::sleep(idle_timeout)),
+                _slot: slot,
                 peer: PeerInfo {
                     identity,
                     remote_addr,
+                    activity,
                 },
             })
         }

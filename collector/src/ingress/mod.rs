@@ -6,10 +6,12 @@
 //! together for `serve`: reloadable server certificate and client CA, the trust domain, the
 //! reloadable deny-list, one live stream per identity, and silence detection from heartbeats.
 
+pub mod connections;
 pub mod denylist;
 pub mod heartbeat;
 pub mod identity;
 pub mod ingest;
+pub mod limits;
 pub mod listener;
 pub mod sessions;
 pub mod tls;

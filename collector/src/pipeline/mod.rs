@@ -6,18 +6,26 @@
 //! correlation twice), and commits many batches in one transaction (group commit). A batch's
 //! outcome is known, and it may be acknowledged, only after that commit.
 //!
+//! The writer serves agents in turn ([`fair_queue`]), and each identity may have at most
+//! [`Pipeline::with_agent_in_flight_limit`] events waiting for it, so one agent that floods
+//! cannot hold the writer while the others wait. Each event's content digest is stored with
+//! it: a resend with the same content is a silent duplicate, one with other content raises a
+//! `kestrel.system.sequence-conflict` alert (see [`writer`]).
+//!
 //! Independent of gRPC so tests and benchmarks can drive it directly.
 
+mod fair_queue;
 mod writer;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use kestrel_detect::{RuleSet, SharedRules};
 use kestrel_proto::{EventBatch, Gap, Heartbeat, Hello};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Semaphore};
 use tracing::Span;
 
 use crate::alerting::AlertPipeline;
@@ -25,7 +33,10 @@ use crate::clock::now_unix_ns;
 use crate::ingress::identity::Identity;
 use crate::store::{self, Store, StoreError};
 
-pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME};
+pub use writer::{MAX_GROUP_EVENTS, MAX_GROUP_TIME, SEQUENCE_CONFLICT_RULE};
+
+/// Events of one identity waiting for the store writer, by default.
+pub const AGENT_IN_FLIGHT_EVENTS: usize = 16 * 1024;
 
 /// A batch could not be ingested; the agent must resend it.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +58,14 @@ pub enum PipelineError {
     /// The store writer thread is not running.
     #[error("the store writer is not running")]
     WriterGone,
+    /// The batch holds more events than one identity may have waiting for the writer.
+    #[error("batch has {len} events; the limit is {max} events in flight per agent")]
+    TooLarge {
+        /// Events in the batch.
+        len: usize,
+        /// The per-identity limit.
+        max: usize,
+    },
 }
 
 /// The ingest pipeline shared by every agent stream.
@@ -54,9 +73,19 @@ pub struct Pipeline {
     store: Store,
     /// Rule set shared with the reloader; the detector picks up replacements per event.
     rules: Arc<SharedRules>,
-    writer: mpsc::Sender<writer::WriteRequest>,
     /// Raises the alerts of lost events (gaps).
     alerts: Option<AlertPipeline>,
+    writer: Arc<fair_queue::FairQueue<writer::WriteRequest>>,
+    /// Events each identity may still submit (see [`Self::with_agent_in_flight_limit`]).
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    agent_in_flight_limit: usize,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The writer finishes what is queued, then its thread ends.
+        self.writer.close();
+    }
 }
 
 /// What became of one batch.
@@ -113,7 +142,37 @@ impl Pipeline {
             rules,
             writer,
             alerts,
+            in_flight: Mutex::default(),
+            agent_in_flight_limit: AGENT_IN_FLIGHT_EVENTS,
         }
+    }
+
+    /// Lets each identity have at most `events` events submitted and not yet committed; its
+    /// further batches wait (default [`AGENT_IN_FLIGHT_EVENTS`]).
+    pub fn with_agent_in_flight_limit(mut self, events: usize) -> Pipeline {
+        self.agent_in_flight_limit = events.max(1);
+        self
+    }
+
+    /// The highest sequence number stored for (`identity`, `epoch`), if any.
+    pub async fn high_water(
+        &self,
+        identity: &Identity,
+        epoch: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let identity = identity.as_str().to_owned();
+        self.store
+            .run(move |s| s.high_water(&identity, epoch))
+            .await
+    }
+
+    /// The event permits of `identity`.
+    fn permits(&self, identity: &str) -> Arc<Semaphore> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight
+            .entry(identity.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.agent_in_flight_limit)))
+            .clone()
     }
 
     /// The shared rule set: replace it (hot reload) and the next event uses the new rules.
@@ -136,8 +195,9 @@ impl Pipeline {
     }
 
     /// Hands one batch from `identity` to the store writer without waiting for its commit:
-    /// overwrites each event's host with the identity and its seq with `first_seq + i`,
-    /// serializes it, and queues it (waiting while the writer's queue is full). The writer
+    /// digests each event's content as received, overwrites its host with the identity and its
+    /// seq with `first_seq + i`, serializes it, and queues it (waiting while the identity has
+    /// its limit of events in flight, or the writer's queue is full). The writer
     /// stores the new events, runs detection on them (not on duplicates), stores their alerts
     /// in the same transaction, commits, then wakes the sinks. Returns `None` for an empty
     /// batch.
@@ -159,14 +219,28 @@ impl Pipeline {
                 len: events.len(),
             })?;
         let identity = identity.as_str();
+        let max = self.agent_in_flight_limit;
+        let permit = u32::try_from(events.len())
+            .ok()
+            .filter(|&n| n as usize <= max)
+            .ok_or(PipelineError::TooLarge {
+                len: events.len(),
+                max,
+            })?;
+        let permit = self
+            .permits(identity)
+            .acquire_many_owned(permit)
+            .await
+            .map_err(|_| PipelineError::WriterGone)?;
         // Serialized here, on the stream's task, so streams do this in parallel and the single
         // writer only inserts and detects. The events are stamped in place, and their JSON
         // texts share one buffer (one allocation per batch, not one per event).
         let mut events = events;
         let mut json = Vec::with_capacity(events.len() * writer::JSON_BYTES_HINT);
         let mut json_ends = Vec::with_capacity(events.len());
+        let mut digests = Vec::with_capacity(events.len());
         for (event, seq) in events.iter_mut().zip(first_seq..) {
-            event.host.clear();
+            digests.push(store::event_digest(event));
             event.host.push_str(identity);
             event.seq = seq;
             store::append_event_json(&mut json, event)?;
@@ -186,12 +260,14 @@ impl Pipeline {
                 events,
                 json,
                 json_ends,
+                digests,
             },
             span: Span::current(),
             reply,
+            permit,
         };
         self.writer
-            .send(request)
+            .push(identity, request)
             .await
             .map_err(|_| PipelineError::WriterGone)?;
         Ok(Some(PendingBatch {

@@ -2,6 +2,11 @@
 //! drops duplicates, runs detection on the events that are new, and commits many batches in one
 //! transaction (group commit). Each batch learns its outcome only once that transaction is
 //! committed, so an acknowledgement never runs ahead of the disk.
+//!
+//! A resent event whose content differs from the one stored at its (identity, epoch, seq) — a
+//! rewound or restored spool, or a second holder of the agent's certificate — is not taken as
+//! a duplicate: the stored event is kept, and the batch's conflicting sequence numbers raise
+//! one `kestrel.system.sequence-conflict` alert, stored in the same transaction.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -9,15 +14,20 @@ use std::time::{Duration, Instant};
 
 use kestrel_detect::{Detector, SharedRules};
 use kestrel_proto::Event;
-use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, Span};
+use serde_json::json;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tracing::{error, info, warn, Span};
 
-use crate::alert::Alert;
+use super::fair_queue::FairQueue;
+use crate::alert::{Alert, Level, SystemAlert};
 use crate::alerting::admit::admit;
 use crate::alerting::losses;
 use crate::alerting::{Admission, AlertPipeline, Policy};
 use crate::clock::now_unix_ns;
-use crate::store::{GroupWriter, Store, StoreError};
+use crate::store::{GroupWriter, Inserted, Store, StoreError};
+
+/// Rule id of the alert raised when a resent event's content differs from the stored one.
+pub const SEQUENCE_CONFLICT_RULE: &str = "kestrel.system.sequence-conflict";
 
 /// A group stops taking batches once it holds this many events...
 pub const MAX_GROUP_EVENTS: usize = 16 * 1024;
@@ -39,6 +49,8 @@ pub(super) struct Batch {
     pub json: String,
     /// Where each event's JSON ends in `json` (it starts where the one before ends).
     pub json_ends: Vec<usize>,
+    /// Each event's content digest as received ([`crate::store::event_digest`]).
+    pub digests: Vec<u64>,
 }
 
 impl Batch {
@@ -47,13 +59,14 @@ impl Batch {
         self.events.len()
     }
 
-    /// Each event with its JSON text.
-    fn iter(&self) -> impl Iterator<Item = (&Arc<Event>, &str)> {
+    /// Each event with its JSON text and digest.
+    fn iter(&self) -> impl Iterator<Item = (&Arc<Event>, &str, u64)> {
         let starts = std::iter::once(0).chain(self.json_ends.iter().copied());
         self.events
             .iter()
             .zip(starts.zip(&self.json_ends))
-            .map(|(event, (start, &end))| (event, &self.json[start..end]))
+            .zip(&self.digests)
+            .map(|((event, (start, &end)), &digest)| (event, &self.json[start..end], digest))
     }
 }
 
@@ -66,6 +79,8 @@ pub(super) struct WriteRequest {
     pub span: Span,
     /// Sent once the transaction holding the batch is committed (or failed).
     pub reply: oneshot::Sender<Committed>,
+    /// The identity's events in flight that this batch holds, freed once it is committed.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// What the writer answers for one batch.
@@ -76,14 +91,15 @@ pub(super) struct Committed {
     pub events: Batch,
 }
 
-/// Starts the writer thread; it ends when every sender of the returned queue is dropped.
+/// Starts the writer thread; it ends once the returned queue is closed and empty.
 /// When the thread cannot start, the queue is closed and every write fails with that.
 pub(super) fn spawn(
     store: Store,
     rules: Arc<SharedRules>,
     alerts: Option<AlertPipeline>,
-) -> mpsc::Sender<WriteRequest> {
-    let (tx, rx) = mpsc::channel(QUEUE);
+) -> Arc<FairQueue<WriteRequest>> {
+    let queue = Arc::new(FairQueue::new(QUEUE));
+    let rx = queue.clone();
     let writer = Writer {
         detector: Detector::with_shared(rules),
         policy: alerts
@@ -96,8 +112,9 @@ pub(super) fn spawn(
         .spawn(move || writer.run(&store, rx));
     if let Err(e) = spawned {
         error!(error = %e, "cannot start the store writer thread: no batch can be stored");
+        queue.close();
     }
-    tx
+    queue
 }
 
 struct Writer {
@@ -112,11 +129,12 @@ struct Taken {
     reply: oneshot::Sender<Committed>,
     events: Batch,
     alerts: usize,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Writer {
-    fn run(mut self, store: &Store, mut queue: mpsc::Receiver<WriteRequest>) {
-        while let Some(first) = queue.blocking_recv() {
+    fn run(mut self, store: &Store, queue: Arc<FairQueue<WriteRequest>>) {
+        while let Some(first) = queue.pop_blocking() {
             let mut taken: Vec<Taken> = Vec::new();
             let committed = panic::catch_unwind(AssertUnwindSafe(|| {
                 store.write_group(|w| {
@@ -130,13 +148,14 @@ impl Writer {
                             reply: request.reply,
                             events: request.events,
                             alerts: 0,
+                            _permit: request.permit,
                         });
                         batch.alerts =
                             self.write_batch(w, &request.identity, request.epoch, &batch.events)?;
                         if events >= MAX_GROUP_EVENTS || opened.elapsed() >= MAX_GROUP_TIME {
                             break;
                         }
-                        next = queue.try_recv().ok();
+                        next = queue.try_pop();
                     }
                     Ok(())
                 })
@@ -176,9 +195,17 @@ impl Writer {
     ) -> Result<usize, StoreError> {
         let now = now_unix_ns();
         let mut created = 0;
-        for (event, json) in events.iter() {
-            if !w.insert_event(identity, epoch, event, json)? {
-                continue;
+        let mut conflicts = Conflicts::default();
+        let mut last_seq = None;
+        for (event, json, digest) in events.iter() {
+            last_seq = Some(event.seq);
+            match w.insert_checked(identity, epoch, event, json, digest)? {
+                Inserted::New => {}
+                Inserted::Duplicate => continue,
+                Inserted::Conflict { stored } => {
+                    conflicts.add(event.seq, stored, digest);
+                    continue;
+                }
             }
             created += losses::check_event(&w.admission(), &self.policy, identity, event, now)?;
             for detection in self.detector.evaluate(event) {
@@ -191,7 +218,82 @@ impl Writer {
                 }
             }
         }
+        if let Some(last_seq) = last_seq {
+            w.raise_high_water(identity, epoch, last_seq)?;
+        }
+        if let Some(alert) = conflicts.alert(identity, epoch, now) {
+            if let Admission::Created(_) = admit(&w.admission(), &self.policy, alert, now, &[])? {
+                created += 1;
+            }
+        }
         Ok(created)
+    }
+}
+
+/// The events of one batch whose content differs from the stored ones.
+#[derive(Default)]
+struct Conflicts {
+    /// (seq, stored digest, received digest), in batch order.
+    seqs: Vec<(u64, u64, u64)>,
+}
+
+/// Conflicting seqs listed in an alert, at most.
+const CONFLICTS_LISTED: usize = 16;
+
+impl Conflicts {
+    fn add(&mut self, seq: u64, stored: u64, received: u64) {
+        self.seqs.push((seq, stored, received));
+    }
+
+    /// The system alert for these conflicts (logged), if there are any.
+    fn alert(&self, identity: &str, epoch: u64, now: u64) -> Option<Alert> {
+        let first = self.seqs.first()?.0;
+        let last = self.seqs.last()?.0;
+        let count = self.seqs.len();
+        warn!(
+            identity,
+            epoch,
+            first_seq = first,
+            last_seq = last,
+            count,
+            "resent events differ from the stored ones at the same sequence numbers: \
+             sequence conflict (stored events kept)"
+        );
+        let listed: Vec<_> = self
+            .seqs
+            .iter()
+            .take(CONFLICTS_LISTED)
+            .map(|(seq, stored, received)| {
+                json!({
+                    "seq": seq,
+                    "stored_digest": format!("{stored:016x}"),
+                    "received_digest": format!("{received:016x}"),
+                })
+            })
+            .collect();
+        let system = SystemAlert {
+            rule_id: SEQUENCE_CONFLICT_RULE.into(),
+            title: "Agent resent sequence numbers with different content".into(),
+            description: format!(
+                "{identity} sent {count} event(s) in epoch {epoch}, seq {first}..={last}, whose \
+                 content differs from the events already stored at those sequence numbers. The \
+                 stored events were kept and the new ones dropped. A rewound or restored spool \
+                 (VM snapshot), or a second holder of this agent's certificate, does this."
+            ),
+            level: Level::High,
+            host: identity.to_owned(),
+            group: Some(format!("epoch {epoch}")),
+            details: json!({
+                "identity": identity,
+                "epoch": epoch,
+                "first_seq": first,
+                "last_seq": last,
+                "conflicting_events": count,
+                "conflicts": listed,
+            }),
+            time_unix_ns: now,
+        };
+        Some(Alert::from_system(&system))
     }
 }
 

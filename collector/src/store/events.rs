@@ -10,14 +10,32 @@ use super::{sql, Store, StoreError};
 use crate::event;
 
 const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events \
-     (identity, epoch, seq, time_unix_ns, kind, pid, exe, exec_id, json) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     (identity, epoch, seq, time_unix_ns, kind, pid, exe, exec_id, json, digest) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+const STORED_DIGEST: &str =
+    "SELECT digest FROM events WHERE identity = ?1 AND epoch = ?2 AND seq = ?3";
+
+/// What [`GroupWriter::insert_event`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// It was new and is stored.
+    New,
+    /// The same content is already stored at its (identity, epoch, seq): a resend.
+    Duplicate,
+    /// Different content is stored at its (identity, epoch, seq); the stored event is kept.
+    Conflict {
+        /// Digest of the stored event.
+        stored: u64,
+    },
+}
 
 /// Writes inside one open transaction of [`Store::write_group`]: events (deduplicated) and,
 /// through [`admission`](Self::admission), alerts. Nothing is durable until the group commits.
 pub struct GroupWriter<'c> {
-    conn: &'c Connection,
+    pub(super) conn: &'c Connection,
     insert_event: CachedStatement<'c>,
+    stored_digest: CachedStatement<'c>,
     /// Events this group added (the running count in `counters` is raised by it at commit).
     inserted: i64,
 }
@@ -25,6 +43,7 @@ pub struct GroupWriter<'c> {
 impl GroupWriter<'_> {
     /// Inserts `event` (stamped with its sequence number) unless (identity, epoch, seq) is
     /// already stored; `json` is the event serialized ([`event_json`]). True when it was new.
+    /// See [`insert_checked`](Self::insert_checked) for what a stored one is compared by.
     pub fn insert_event(
         &mut self,
         identity: &str,
@@ -32,6 +51,23 @@ impl GroupWriter<'_> {
         event: &Event,
         json: &str,
     ) -> Result<bool, StoreError> {
+        let digest = event_digest(&mut event.clone());
+        Ok(self.insert_checked(identity, epoch, event, json, digest)? == Inserted::New)
+    }
+
+    /// Inserts `event` (stamped with its sequence number) unless (identity, epoch, seq) is
+    /// already stored; `json` is the event serialized ([`event_json`]), `digest` its content
+    /// as received ([`event_digest`]). An event already stored is compared by digest: the
+    /// same content is a duplicate, other content a conflict (a stored event from before
+    /// digests were kept counts as the same).
+    pub fn insert_checked(
+        &mut self,
+        identity: &str,
+        epoch: u64,
+        event: &Event,
+        json: &str,
+        digest: u64,
+    ) -> Result<Inserted, StoreError> {
         let process = event.process.as_ref();
         let inserted = self.insert_event.execute(params![
             identity,
@@ -43,9 +79,23 @@ impl GroupWriter<'_> {
             process.map_or("", |p| p.exe.as_str()),
             process.map_or("", |p| p.exec_id.as_str()),
             json,
+            sql(digest),
         ])?;
-        self.inserted += i64::from(inserted > 0);
-        Ok(inserted > 0)
+        if inserted > 0 {
+            self.inserted += 1;
+            return Ok(Inserted::New);
+        }
+        let stored: Option<i64> = self
+            .stored_digest
+            .query_row(params![identity, sql(epoch), sql(event.seq)], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(match stored {
+            Some(stored) if stored as u64 != digest => Inserted::Conflict {
+                stored: stored as u64,
+            },
+            _ => Inserted::Duplicate,
+        })
     }
 
     /// The alert tables inside this group's transaction, for admitting the alerts of the events
@@ -53,6 +103,20 @@ impl GroupWriter<'_> {
     pub fn admission(&self) -> AdmissionTx<'_> {
         AdmissionTx::new(self.conn)
     }
+}
+
+/// Clears the fields the collector sets (`host`, `seq`; the caller stamps them next) and
+/// returns the digest of the rest, the event's content as the agent sent it: the first 64 bits
+/// of the SHA-256 of its protobuf encoding.
+pub fn event_digest(event: &mut Event) -> u64 {
+    use prost::Message as _;
+    use sha2::{Digest as _, Sha256};
+    event.host.clear();
+    event.seq = 0;
+    let hash = Sha256::digest(event.encode_to_vec());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// An event as the `json` column stores it.
@@ -133,6 +197,7 @@ impl Store {
             let mut writer = GroupWriter {
                 conn: &tx,
                 insert_event: tx.prepare_cached(INSERT_EVENT)?,
+                stored_digest: tx.prepare_cached(STORED_DIGEST)?,
                 inserted: 0,
             };
             (f(&mut writer)?, writer.inserted)

@@ -19,6 +19,7 @@ mod outbox;
 mod rate_limits;
 pub mod retention;
 mod schema;
+mod sequences;
 mod stats;
 mod suppressions;
 
@@ -31,7 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use admission::AdmissionTx;
 pub use agents::{AgentLiveness, AgentRow};
 pub use alerts::{AlertAck, OpenAlert};
-pub use events::{append_event_json, event_json, EventFilter, GroupWriter};
+pub use events::{append_event_json, event_digest, event_json, EventFilter, GroupWriter, Inserted};
 pub use gaps::GapRow;
 pub use outbox::{DeliveryState, Pending, SinkBacklog};
 pub use rate_limits::RateWindow;

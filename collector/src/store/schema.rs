@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS events (
     exe          TEXT    NOT NULL,
     exec_id      TEXT    NOT NULL,
     json         TEXT    NOT NULL,
+    digest       INTEGER,
     PRIMARY KEY (identity, epoch, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_time ON events (time_unix_ns);
@@ -56,8 +57,11 @@ CREATE TABLE IF NOT EXISTS agents (
     last_heartbeat      TEXT,
     silent_since_unix_ns INTEGER
 );
-PRAGMA user_version = 1;
 ";
+
+/// The schema version this collector writes (`PRAGMA user_version`): 2 added event digests
+/// and the `sequences` table.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Creates every table that is missing and migrates those of an older store, in the order the
 /// migrations depend on.
@@ -65,10 +69,14 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(TABLES)?;
     migrate_gaps(conn)?;
     add_missing_columns(conn, "agents", &[("silent_since_unix_ns", "INTEGER")])?;
+    // Events stored before digests were kept have none: a resend of one is taken as the same.
+    add_missing_columns(conn, "events", &[("digest", "INTEGER")])?;
+    super::sequences::create(conn)?;
     count_events(conn)?;
     create_alerting(conn)?;
     migrate_rate_limits_per_host(conn)?;
-    add_missing_columns(conn, "agents", AGENT_PID_COLUMN)
+    add_missing_columns(conn, "agents", AGENT_PID_COLUMN)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
 /// Creates the running event count of a store made before it existed (one `COUNT(*)`, once).
@@ -237,6 +245,43 @@ fn migrate_rate_limits_per_host(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_store_gains_digests_and_the_high_water_marks_of_its_events() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (identity TEXT NOT NULL, epoch INTEGER NOT NULL, \
+             seq INTEGER NOT NULL, time_unix_ns INTEGER NOT NULL, kind TEXT NOT NULL, \
+             pid INTEGER NOT NULL, exe TEXT NOT NULL, exec_id TEXT NOT NULL, \
+             json TEXT NOT NULL, PRIMARY KEY (identity, epoch, seq)) WITHOUT ROWID; \
+             INSERT INTO events VALUES ('a', 1, 5, 0, 'exec', 1, '', '', '{}'), \
+             ('a', 1, 9, 0, 'exec', 1, '', '', '{}'), ('a', 2, 3, 0, 'exec', 1, '', '', '{}'); \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        create(&conn).unwrap();
+        let marks: Vec<(i64, i64)> = conn
+            .prepare("SELECT epoch, high_water FROM sequences ORDER BY epoch")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(marks, [(1, 9), (2, 3)]);
+        let digests: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE digest IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(digests, 3, "old events have no digest");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 
     #[test]
     fn alerts_table_of_an_older_store_gains_the_alerting_columns() {

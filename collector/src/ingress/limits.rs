@@ -1,0 +1,547 @@
+//! What one agent may send and hold: every size, count and time the collector bounds at its
+//! doors, in one place.
+//!
+//! The operator-tunable limits (message size, events per batch, connections, timeouts) are
+//! [`IngressLimits`], set from the `[ingress]` table of the configuration file. The limits on
+//! the fields inside a message are the constants of [`FIELD_LIMITS`]: generous multiples of what
+//! the agent ever sends, so only a broken or hostile peer meets them. [`check_message`] walks a
+//! decoded `AgentMessage` against them and names the first field over its limit.
+//!
+//! A peer over a limit is refused with a gRPC status that names the limit and the value, the
+//! refusal is logged by the caller with identity and peer address, and counted here by limit
+//! ([`refused`], shown on `/metrics` as `kestrel_collector_ingress_refused_total`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kestrel_proto::agent_message::Msg;
+use kestrel_proto::event::Payload;
+use kestrel_proto::{AgentMessage, Ancestor, Event, Hello, Process};
+use tonic::Status;
+
+/// Limits an operator may tune (`[ingress]` in the configuration file); the defaults are safe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressLimits {
+    /// Largest decoded `AgentMessage`, in bytes.
+    pub max_message_bytes: usize,
+    /// Most events in one `EventBatch` (the agent sends at most 512).
+    pub max_batch_events: usize,
+    /// Events of one identity submitted to the store writer and not yet committed; its streams
+    /// wait beyond that, so one agent cannot fill the writer's queue.
+    pub max_events_in_flight_per_agent: usize,
+    /// Concurrent HTTP/2 streams on one connection (an agent needs one).
+    pub max_streams_per_connection: u32,
+    /// Authenticated connections of one identity at a time.
+    pub max_connections_per_agent: usize,
+    /// Authenticated connections at a time, from all agents.
+    pub max_connections: usize,
+    /// TLS handshakes in progress from one source address.
+    pub max_handshakes_per_address: usize,
+    /// TLS handshakes in progress, from everyone.
+    pub max_handshakes: usize,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a stream may take to send its Hello.
+    pub hello_timeout: Duration,
+    /// A stream that sends nothing (no batch, no heartbeat) for this many of its heartbeat
+    /// intervals is closed.
+    pub idle_heartbeats: u32,
+    /// A connection without any stream for this long is closed.
+    pub idle_connection_timeout: Duration,
+}
+
+impl Default for IngressLimits {
+    fn default() -> IngressLimits {
+        IngressLimits {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_batch_events: 2048,
+            max_events_in_flight_per_agent: 16 * 1024,
+            max_streams_per_connection: 2,
+            max_connections_per_agent: 4,
+            max_connections: 4096,
+            max_handshakes_per_address: 64,
+            max_handshakes: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            idle_heartbeats: 3,
+            idle_connection_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Heartbeat interval assumed when the Hello does not state one (the agent's default).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The shortest and longest heartbeat interval a Hello may claim for idle detection: a peer
+/// cannot keep an idle stream open for hours by claiming a long interval.
+pub const HEARTBEAT_INTERVAL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(300));
+
+impl IngressLimits {
+    /// How long a stream whose Hello claimed `heartbeat_interval_ms` may stay silent.
+    pub fn idle_after(&self, heartbeat_interval_ms: u64) -> Duration {
+        let (low, high) = HEARTBEAT_INTERVAL_BOUNDS;
+        let interval = match heartbeat_interval_ms {
+            0 => DEFAULT_HEARTBEAT_INTERVAL,
+            ms => Duration::from_millis(ms).clamp(low, high),
+        };
+        interval * self.idle_heartbeats.max(1)
+    }
+}
+
+/// One bound on the fields of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLimit {
+    /// Name in logs and metrics.
+    pub name: &'static str,
+    /// What is counted, plural (`bytes`, `entries`).
+    pub unit: &'static str,
+    /// The most allowed.
+    pub max: usize,
+}
+
+/// Process ancestors of one exec event (the agent sends at most 16).
+pub const ANCESTORS: FieldLimit = FieldLimit {
+    name: "ancestors",
+    unit: "ancestors",
+    max: 64,
+};
+/// Arguments of one argv (the kernel record holds 1 KiB of them).
+pub const ARGV_ENTRIES: FieldLimit = FieldLimit {
+    name: "argv_entries",
+    unit: "arguments",
+    max: 1024,
+};
+/// Bytes of one path (PATH_MAX).
+pub const PATH_BYTES: FieldLimit = FieldLimit {
+    name: "path_bytes",
+    unit: "bytes",
+    max: 4096,
+};
+/// Bytes of one argument, module parameter string or hook error: free text.
+pub const TEXT_BYTES: FieldLimit = FieldLimit {
+    name: "text_bytes",
+    unit: "bytes",
+    max: 4096,
+};
+/// Bytes of one name or identifier (user, comm, syscall, exec id, container, version, …).
+pub const NAME_BYTES: FieldLimit = FieldLimit {
+    name: "name_bytes",
+    unit: "bytes",
+    max: 512,
+};
+/// Answers of one DNS answer event.
+pub const DNS_ANSWERS: FieldLimit = FieldLimit {
+    name: "dns_answers",
+    unit: "answers",
+    max: 64,
+};
+/// Hooks listed in one Hello.
+pub const HOOKS: FieldLimit = FieldLimit {
+    name: "hooks",
+    unit: "hooks",
+    max: 1024,
+};
+
+/// Every field limit, for documentation and tests.
+pub const FIELD_LIMITS: [FieldLimit; 7] = [
+    ANCESTORS,
+    ARGV_ENTRIES,
+    PATH_BYTES,
+    TEXT_BYTES,
+    NAME_BYTES,
+    DNS_ANSWERS,
+    HOOKS,
+];
+
+/// Limit names of the refusal counter, beyond the field limits.
+pub const MESSAGE_BYTES: &str = "message_bytes";
+/// Events per batch.
+pub const BATCH_EVENTS: &str = "batch_events";
+/// Connections of one identity.
+pub const CONNECTIONS_PER_AGENT: &str = "connections_per_agent";
+/// Connections in total.
+pub const CONNECTIONS: &str = "connections";
+/// Handshakes from one address.
+pub const HANDSHAKES_PER_ADDRESS: &str = "handshakes_per_address";
+/// Handshakes in total.
+pub const HANDSHAKES: &str = "handshakes";
+/// Hello timeout.
+pub const HELLO_TIMEOUT: &str = "hello_timeout";
+/// Idle stream.
+pub const IDLE_STREAM: &str = "idle_stream";
+/// Idle connection.
+pub const IDLE_CONNECTION: &str = "idle_connection";
+
+/// Every limit the refusal counter is labelled with.
+const COUNTED: [&str; 16] = [
+    ANCESTORS.name,
+    ARGV_ENTRIES.name,
+    PATH_BYTES.name,
+    TEXT_BYTES.name,
+    NAME_BYTES.name,
+    DNS_ANSWERS.name,
+    HOOKS.name,
+    MESSAGE_BYTES,
+    BATCH_EVENTS,
+    CONNECTIONS_PER_AGENT,
+    CONNECTIONS,
+    HANDSHAKES_PER_ADDRESS,
+    HANDSHAKES,
+    HELLO_TIMEOUT,
+    IDLE_STREAM,
+    IDLE_CONNECTION,
+];
+
+static REFUSED: [AtomicU64; COUNTED.len()] = [const { AtomicU64::new(0) }; COUNTED.len()];
+
+/// Counts one refusal by `limit` (one of the names above).
+pub fn refused(limit: &str) {
+    if let Some(i) = COUNTED.iter().position(|c| *c == limit) {
+        REFUSED[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Refusals by `limit` since the collector started.
+pub fn refusals(limit: &str) -> u64 {
+    COUNTED
+        .iter()
+        .position(|c| *c == limit)
+        .map_or(0, |i| REFUSED[i].load(Ordering::Relaxed))
+}
+
+/// Appends the refusal counter to a Prometheus text exposition.
+pub fn write_metrics(text: &mut String) {
+    let name = "kestrel_collector_ingress_refused_total";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Peers refused or cut off at an ingress limit since start, by limit.\n\
+         # TYPE {name} counter"
+    );
+    for (limit, count) in COUNTED.iter().zip(&REFUSED) {
+        let _ = writeln!(
+            text,
+            "{name}{{limit=\"{limit}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// A message over one of the limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{subject} has {value} {unit}; the limit is {max}")]
+pub struct OverLimit {
+    /// The limit's name (metrics label).
+    pub limit: &'static str,
+    /// Where in the message: `batch`, `event 3 (seq 103): process.argv[1]`.
+    pub subject: String,
+    /// What was found.
+    pub value: usize,
+    /// What is counted.
+    pub unit: &'static str,
+    /// The limit.
+    pub max: usize,
+}
+
+impl OverLimit {
+    /// The status the peer is refused with: `RESOURCE_EXHAUSTED` naming limit and value.
+    pub fn status(&self) -> Status {
+        Status::resource_exhausted(self.to_string())
+    }
+}
+
+/// Checks a decoded message against the batch and field limits; the first field over its
+/// limit is the error.
+pub fn check_message(msg: &AgentMessage, limits: &IngressLimits) -> Result<(), OverLimit> {
+    match &msg.msg {
+        Some(Msg::Hello(hello)) => check_hello(hello),
+        Some(Msg::Batch(batch)) => {
+            if batch.events.len() > limits.max_batch_events {
+                return Err(OverLimit {
+                    limit: BATCH_EVENTS,
+                    subject: "batch".into(),
+                    value: batch.events.len(),
+                    unit: "events",
+                    max: limits.max_batch_events,
+                });
+            }
+            for (i, event) in batch.events.iter().enumerate() {
+                let seq = batch.first_seq.wrapping_add(i as u64);
+                check_event(event).map_err(|mut e| {
+                    e.subject = format!("event {i} (seq {seq}): {}", e.subject);
+                    e
+                })?;
+            }
+            Ok(())
+        }
+        Some(Msg::Gap(gap)) => {
+            let mut c = Checker;
+            c.text("gap.kind", &gap.kind, NAME_BYTES)?;
+            c.text("gap.reason", &gap.reason, NAME_BYTES)
+        }
+        Some(Msg::Heartbeat(_)) | None => Ok(()),
+    }
+}
+
+/// Checks a Hello's strings and hook list.
+pub fn check_hello(hello: &Hello) -> Result<(), OverLimit> {
+    let mut c = Checker;
+    c.text("hello.agent_version", &hello.agent_version, NAME_BYTES)?;
+    c.text("hello.hostname", &hello.hostname, NAME_BYTES)?;
+    if let Some(caps) = &hello.capabilities {
+        c.text(
+            "hello.capabilities.kernel_release",
+            &caps.kernel_release,
+            NAME_BYTES,
+        )?;
+        c.count("hello.capabilities.hooks", caps.hooks.len(), HOOKS)?;
+        for (i, hook) in caps.hooks.iter().enumerate() {
+            c.text_at(
+                "hello.capabilities.hooks",
+                i,
+                "name",
+                &hook.name,
+                NAME_BYTES,
+            )?;
+            c.text_at(
+                "hello.capabilities.hooks",
+                i,
+                "error",
+                &hook.error,
+                TEXT_BYTES,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks one event's strings and lists.
+pub fn check_event(event: &Event) -> Result<(), OverLimit> {
+    let mut c = Checker;
+    c.text("host", &event.host, NAME_BYTES)?;
+    if let Some(process) = &event.process {
+        c.process(process)?;
+    }
+    if let Some(k) = &event.container {
+        for (field, value) in [
+            ("container.id", &k.id),
+            ("container.runtime", &k.runtime),
+            ("container.name", &k.name),
+            ("container.image", &k.image),
+            ("container.pod_name", &k.pod_name),
+            ("container.pod_namespace", &k.pod_namespace),
+            ("container.pod_uid", &k.pod_uid),
+        ] {
+            c.text(field, value, NAME_BYTES)?;
+        }
+    }
+    let Some(payload) = &event.payload else {
+        return Ok(());
+    };
+    match payload {
+        Payload::Exec(exec) => {
+            c.count("exec.ancestors", exec.ancestors.len(), ANCESTORS)?;
+            for (i, ancestor) in exec.ancestors.iter().enumerate() {
+                c.ancestor(i, ancestor)?;
+            }
+            Ok(())
+        }
+        Payload::File(f) => {
+            c.text("file.path", &f.path, PATH_BYTES)?;
+            c.text("file.target_path", &f.target_path, PATH_BYTES)?;
+            c.text("file.fs_type", &f.fs_type, NAME_BYTES)?;
+            c.text("file.syscall", &f.syscall, NAME_BYTES)
+        }
+        Payload::Network(n) => {
+            c.text("network.local_ip", &n.local_ip, NAME_BYTES)?;
+            c.text("network.remote_ip", &n.remote_ip, NAME_BYTES)?;
+            c.text("network.remote_hostname", &n.remote_hostname, NAME_BYTES)?;
+            if let Some(dns) = &n.dns {
+                c.text("network.dns.query", &dns.query, NAME_BYTES)?;
+                c.count("network.dns.answers", dns.answers.len(), DNS_ANSWERS)?;
+                for (i, answer) in dns.answers.iter().enumerate() {
+                    c.text(&format!("network.dns.answers[{i}]"), answer, NAME_BYTES)?;
+                }
+            }
+            Ok(())
+        }
+        Payload::Credential(e) => c.text("credential.syscall", &e.syscall, NAME_BYTES),
+        Payload::Ptrace(e) => c.text("ptrace.syscall", &e.syscall, NAME_BYTES),
+        Payload::Signal(e) => c.text("signal.syscall", &e.syscall, NAME_BYTES),
+        Payload::Module(e) => {
+            c.text("module.syscall", &e.syscall, NAME_BYTES)?;
+            c.text("module.path", &e.path, PATH_BYTES)?;
+            c.text("module.params", &e.params, TEXT_BYTES)
+        }
+        Payload::Bpf(e) => c.text("bpf.prog_name", &e.prog_name, NAME_BYTES),
+        Payload::Memfd(e) => c.text("memfd.name", &e.name, NAME_BYTES),
+        Payload::Namespace(e) => c.text("namespace.syscall", &e.syscall, NAME_BYTES),
+        Payload::IoUring(e) => c.text("io_uring.op", &e.op, NAME_BYTES),
+        Payload::Fork(_) | Payload::Exit(_) => Ok(()),
+    }
+}
+
+/// Walks fields, naming the first one over its limit.
+struct Checker;
+
+impl Checker {
+    fn over(subject: String, value: usize, limit: FieldLimit) -> OverLimit {
+        OverLimit {
+            limit: limit.name,
+            subject,
+            value,
+            unit: limit.unit,
+            max: limit.max,
+        }
+    }
+
+    fn count(&mut self, field: &str, len: usize, limit: FieldLimit) -> Result<(), OverLimit> {
+        if len > limit.max {
+            return Err(Self::over(field.to_owned(), len, limit));
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, field: &str, value: &str, limit: FieldLimit) -> Result<(), OverLimit> {
+        if value.len() > limit.max {
+            return Err(Self::over(field.to_owned(), value.len(), limit));
+        }
+        Ok(())
+    }
+
+    fn text_at(
+        &mut self,
+        list: &str,
+        i: usize,
+        field: &str,
+        value: &str,
+        limit: FieldLimit,
+    ) -> Result<(), OverLimit> {
+        if value.len() > limit.max {
+            return Err(Self::over(
+                format!("{list}[{i}].{field}"),
+                value.len(),
+                limit,
+            ));
+        }
+        Ok(())
+    }
+
+    fn argv(&mut self, field: &str, argv: &[String]) -> Result<(), OverLimit> {
+        self.count(field, argv.len(), ARGV_ENTRIES)?;
+        for (i, arg) in argv.iter().enumerate() {
+            if arg.len() > TEXT_BYTES.max {
+                return Err(Self::over(format!("{field}[{i}]"), arg.len(), TEXT_BYTES));
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, p: &Process) -> Result<(), OverLimit> {
+        self.text("process.exe", &p.exe, PATH_BYTES)?;
+        self.text("process.cwd", &p.cwd, PATH_BYTES)?;
+        for (field, value) in [
+            ("process.user", &p.user),
+            ("process.comm", &p.comm),
+            ("process.exec_id", &p.exec_id),
+            ("process.parent_exec_id", &p.parent_exec_id),
+            ("process.container_id", &p.container_id),
+            ("process.tty", &p.tty),
+        ] {
+            self.text(field, value, NAME_BYTES)?;
+        }
+        self.argv("process.argv", &p.argv)
+    }
+
+    fn ancestor(&mut self, i: usize, a: &Ancestor) -> Result<(), OverLimit> {
+        let list = "exec.ancestors";
+        self.text_at(list, i, "exe", &a.exe, PATH_BYTES)?;
+        self.text_at(list, i, "user", &a.user, NAME_BYTES)?;
+        self.text_at(list, i, "exec_id", &a.exec_id, NAME_BYTES)?;
+        self.argv(&format!("{list}[{i}].argv"), &a.argv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kestrel_proto::{EventBatch, ExecEvent};
+
+    use super::*;
+
+    fn batch(events: Vec<Event>) -> AgentMessage {
+        AgentMessage {
+            msg: Some(Msg::Batch(EventBatch {
+                first_seq: 100,
+                events,
+            })),
+        }
+    }
+
+    fn exec_with_ancestors(n: usize) -> Event {
+        Event {
+            payload: Some(Payload::Exec(ExecEvent {
+                ancestors: vec![Ancestor::default(); n],
+                ..ExecEvent::default()
+            })),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn batch_over_the_event_limit_names_count_and_limit() {
+        let limits = IngressLimits::default();
+        let err = check_message(&batch(vec![Event::default(); 5000]), &limits).unwrap_err();
+        assert_eq!(err.to_string(), "batch has 5000 events; the limit is 2048");
+        assert_eq!(err.status().code(), tonic::Code::ResourceExhausted);
+        assert!(check_message(&batch(vec![Event::default(); 2048]), &limits).is_ok());
+    }
+
+    #[test]
+    fn deep_ancestry_is_refused_at_the_ancestor_limit() {
+        let limits = IngressLimits::default();
+        let events = vec![exec_with_ancestors(16), exec_with_ancestors(4000)];
+        let err = check_message(&batch(events), &limits).unwrap_err();
+        assert_eq!(err.limit, "ancestors");
+        assert_eq!(
+            err.to_string(),
+            "event 1 (seq 101): exec.ancestors has 4000 ancestors; the limit is 64"
+        );
+    }
+
+    #[test]
+    fn long_strings_anywhere_are_refused_naming_the_field() {
+        let mut event = exec_with_ancestors(2);
+        if let Some(Payload::Exec(exec)) = &mut event.payload {
+            exec.ancestors[1].argv = vec!["a".into(), "x".repeat(5000)];
+        }
+        let err = check_event(&event).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "exec.ancestors[1].argv[1] has 5000 bytes; the limit is 4096"
+        );
+        let hello = Hello {
+            hostname: "h".repeat(600),
+            ..Hello::default()
+        };
+        assert_eq!(check_hello(&hello).unwrap_err().limit, "name_bytes");
+    }
+
+    #[test]
+    fn idle_time_follows_the_claimed_heartbeat_within_bounds() {
+        let limits = IngressLimits::default();
+        assert_eq!(limits.idle_after(0), Duration::from_secs(30));
+        assert_eq!(limits.idle_after(500), Duration::from_millis(1500));
+        assert_eq!(limits.idle_after(u64::MAX), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn refusals_are_counted_by_limit_and_exposed() {
+        let before = refusals(BATCH_EVENTS);
+        refused(BATCH_EVENTS);
+        assert_eq!(refusals(BATCH_EVENTS), before + 1);
+        let mut text = String::new();
+        write_metrics(&mut text);
+        assert!(text.contains("kestrel_collector_ingress_refused_total{limit=\"batch_events\"}"));
+    }
+}
