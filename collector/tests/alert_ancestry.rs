@@ -1,11 +1,13 @@
-//! An exec event with a very long ancestry, through the real collector (mTLS stream, store
-//! writer, outbox, JSON-lines sink): the alert keeps its ancestry flat and bounded, so neither
-//! building, storing, reading back nor delivering it depends on the chain's length.
+//! An exec event with a long ancestry, through the real collector (mTLS stream, store writer,
+//! outbox, JSON-lines sink): the alert keeps its ancestry flat and bounded, so neither building,
+//! storing, reading back nor delivering it depends on the chain's length; a chain longer than the
+//! ingress limit is refused at the door, and the collector goes on serving.
 
 mod common;
 mod mtls_env;
 
 use kestrel_collector::alert::MAX_ANCESTORS;
+use kestrel_collector::ingress::limits::ANCESTORS;
 use kestrel_collector::cli::alerts::{execute, AlertsCommand, DataDir};
 use kestrel_proto::event::Payload;
 use kestrel_proto::{Ancestor, Event};
@@ -91,11 +93,52 @@ async fn deep_ancestry_is_stored_delivered_and_listed(depth: u32) {
 }
 
 #[tokio::test]
-async fn exec_with_4000_ancestors_does_not_take_the_collector_down() {
-    deep_ancestry_is_stored_delivered_and_listed(4000).await;
+async fn exec_with_as_many_ancestors_as_the_door_allows_is_delivered_and_listed() {
+    assert!(ANCESTORS.max <= MAX_ANCESTORS, "an accepted chain is kept whole");
+    deep_ancestry_is_stored_delivered_and_listed(ANCESTORS.max as u32).await;
+}
+
+/// A chain over the ingress limit is refused with a status naming it; nothing of that batch is
+/// stored, and a new stream of the same agent is served.
+async fn deep_ancestry_is_refused_and_the_collector_serves_on(depth: u32) {
+    let h = Harness::start().await;
+    let mut client = h.connect(&h.ca.agent("web-1")).await.unwrap();
+    let mut stream = open_stream(&mut client, hello(1)).await.unwrap();
+    stream
+        .send(batch(0, vec![shadow_read_with_ancestors(depth)]))
+        .await;
+    let status = stream.ended().await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("has {depth} ancestors; the limit is {}", ANCESTORS.max)),
+        "{status:?}"
+    );
+
+    let mut client = h.connect(&h.ca.agent("web-1")).await.unwrap();
+    let mut stream = open_stream(&mut client, hello(1)).await.unwrap();
+    stream.send(batch(0, vec![shadow_read_with_ancestors(3)])).await;
+    assert_eq!(stream.ack().await, 0);
+    let deadline = tokio::time::Instant::now() + mtls_env::DEADLINE;
+    let lines = loop {
+        let lines = h.alert_lines().await;
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 1, "only the accepted event raised an alert");
+    assert_eq!(lines[0]["ancestors"].as_array().unwrap().len(), 3);
+    h.shutdown().await;
 }
 
 #[tokio::test]
-async fn exec_with_200_ancestors_is_delivered_and_listed() {
-    deep_ancestry_is_stored_delivered_and_listed(200).await;
+async fn exec_with_4000_ancestors_is_refused_without_taking_the_collector_down() {
+    deep_ancestry_is_refused_and_the_collector_serves_on(4000).await;
+}
+
+#[tokio::test]
+async fn exec_with_200_ancestors_is_refused_and_the_agent_is_served_again() {
+    deep_ancestry_is_refused_and_the_collector_serves_on(200).await;
 }

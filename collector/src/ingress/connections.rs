@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(full.limit, limits::CONNECTIONS);
         drop(kept);
         drop(two);
-        assert!(c.connection(&id).is_ok());
+        let _three = c.connection(&id).unwrap();
         assert_eq!(c.open_connections(), 2);
     }
 
