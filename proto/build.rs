@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure()
+        // Counts an incoming message's repeated fields before decoding it (see src/codec.rs).
+        .codec_path("crate::codec::CheckedCodec")
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
         // Readers (the rule fixtures) write only the fields they set; a misspelt key is an error.

@@ -23,7 +23,7 @@
 //!
 //! [ingress]                   # what one agent may send and hold (see ingress::limits)
 //! max_message_bytes = 4194304 # largest decoded message
-//! max_batch_events = 2048     # events per batch (the agent sends 512)
+//! max_batch_events = 2048     # events per batch (the agent sends 512; at most 16384)
 //! hello_timeout = "10s"
 //! idle_heartbeats = 3         # silent for this many heartbeat intervals: stream closed
 //!
@@ -374,6 +374,14 @@ impl CollectorConfig {
                 problems.push(format!("{key}: must be greater than zero"));
             }
         }
+        let ceiling = crate::ingress::limits::BATCH_EVENTS_CEILING.max;
+        if ingress.max_batch_events > ceiling {
+            problems.push(format!(
+                "ingress.max_batch_events: {} is above {ceiling}, the most a batch may hold \
+                 (counted before decoding)",
+                ingress.max_batch_events
+            ));
+        }
         if ingress.max_events_in_flight_per_agent < ingress.max_batch_events {
             problems.push(format!(
                 "ingress.max_events_in_flight_per_agent: {} is below ingress.max_batch_events {}: \
@@ -440,6 +448,14 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("below ingress.max_batch_events"), "{err}");
+        let err =
+            parse("[ingress]\nmax_batch_events = 20000\nmax_events_in_flight_per_agent = 40000\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("ingress.max_batch_events: 20000 is above 16384"),
+            "{err}"
+        );
     }
 
     #[test]

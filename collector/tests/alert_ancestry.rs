@@ -7,8 +7,8 @@ mod common;
 mod mtls_env;
 
 use kestrel_collector::alert::MAX_ANCESTORS;
-use kestrel_collector::ingress::limits::ANCESTORS;
 use kestrel_collector::cli::alerts::{execute, AlertsCommand, DataDir};
+use kestrel_collector::ingress::limits::ANCESTORS;
 use kestrel_proto::event::Payload;
 use kestrel_proto::{Ancestor, Event};
 
@@ -94,7 +94,12 @@ async fn deep_ancestry_is_stored_delivered_and_listed(depth: u32) {
 
 #[tokio::test]
 async fn exec_with_as_many_ancestors_as_the_door_allows_is_delivered_and_listed() {
-    assert!(ANCESTORS.max <= MAX_ANCESTORS, "an accepted chain is kept whole");
+    const {
+        assert!(
+            ANCESTORS.max <= MAX_ANCESTORS,
+            "an accepted chain is kept whole"
+        )
+    };
     deep_ancestry_is_stored_delivered_and_listed(ANCESTORS.max as u32).await;
 }
 
@@ -110,15 +115,18 @@ async fn deep_ancestry_is_refused_and_the_collector_serves_on(depth: u32) {
     let status = stream.ended().await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(
-        status
-            .message()
-            .contains(&format!("has {depth} ancestors; the limit is {}", ANCESTORS.max)),
+        status.message().contains(&format!(
+            "has {depth} ancestors; the limit is {}",
+            ANCESTORS.max
+        )),
         "{status:?}"
     );
 
     let mut client = h.connect(&h.ca.agent("web-1")).await.unwrap();
     let mut stream = open_stream(&mut client, hello(1)).await.unwrap();
-    stream.send(batch(0, vec![shadow_read_with_ancestors(3)])).await;
+    stream
+        .send(batch(0, vec![shadow_read_with_ancestors(3)]))
+        .await;
     assert_eq!(stream.ack().await, 0);
     let deadline = tokio::time::Instant::now() + mtls_env::DEADLINE;
     let lines = loop {

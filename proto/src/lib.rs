@@ -2,6 +2,10 @@
 
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
+pub mod codec;
+pub mod limits;
+pub mod wire;
+
 /// Version 1 of the protocol (`package kestrel.v1`).
 pub mod v1 {
     tonic::include_proto!("kestrel.v1");

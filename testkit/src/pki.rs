@@ -22,6 +22,24 @@ pub struct Issued {
     pub der: Vec<u8>,
 }
 
+impl Issued {
+    /// Writes `DIR/NAME.pem` and `DIR/NAME-key.pem`, the key readable by its owner only (the
+    /// collector and the agent refuse a key others can read).
+    pub fn write(&self, dir: &std::path::Path, name: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::write(dir.join(format!("{name}.pem")), &self.cert_pem).unwrap();
+        let key = dir.join(format!("{name}-key.pem"));
+        let _ = std::fs::remove_file(&key);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        std::io::Write::write_all(&mut file, self.key_pem.as_bytes()).unwrap();
+    }
+}
+
 impl TestCa {
     /// A new self-signed CA called `name`.
     pub fn new(name: &str) -> TestCa {

@@ -49,8 +49,7 @@ impl Env {
         let ca = TestCa::new("hostile-peers CA");
         let server = ca.server();
         std::fs::write(pki.join("ca.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(pki.join("collector.pem"), &server.cert_pem).unwrap();
-        std::fs::write(pki.join("collector-key.pem"), &server.key_pem).unwrap();
+        server.write(&pki, "collector");
         let mut collector = Collector::new(dir.path(), &pki, extra);
         collector.bin_dir = std::env::var_os("KESTREL_HOSTILE_BIN_DIR").map(PathBuf::from);
         collector.start();
@@ -260,9 +259,10 @@ async fn exec_with_4000_ancestors_is_refused_by_the_ancestor_limit() {
     }
     let status = refusal_of(&env, &env.ca.agent("deep"), batch(0, vec![deep])).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Counted in the encoded message, before anything is decoded.
     assert_eq!(
         status.message(),
-        "event 0 (seq 0): exec.ancestors has 4000 ancestors; the limit is 64"
+        "exec.ancestors has 4000 ancestors; the limit is 64"
     );
     assert!(env.log().contains("agent message refused"), "logged");
     honest.finish(&mut env).await;
@@ -303,8 +303,13 @@ async fn empty_event_flood_does_not_stall_other_agents() {
     let honest = Honest::start(&env).await;
     let agent = env.ca.agent("flood");
     // One 1 MiB message of half a million empty events.
+    // Refused by counting on the wire: decoding it would take ~500 MiB (it did, before).
     let status = refusal_of(&env, &agent, batch(0, vec![Event::default(); 500_000])).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "batch.events has 500000 events; the limit is 16384"
+    );
     // Then as many full batches as the collector takes, for three seconds.
     let mut client = env.connect(&agent).await;
     let mut stream = open_stream(&mut client, hello_msg(3, 0)).await.unwrap();

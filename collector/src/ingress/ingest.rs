@@ -238,8 +238,9 @@ fn refuse(over: &OverLimit) -> Status {
 
 /// A decoding failure as received; one for a message over the size limit is counted and
 /// becomes `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), keeping tonic's text with the size
-/// and the limit.
+/// and the limit; a refusal by the wire count of repeated fields is counted by its field.
 fn over_message_size(status: Status) -> Status {
+    limits::count_wire_refusal(&status);
     if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
         limits::refused(limits::MESSAGE_BYTES);
         return Status::resource_exhausted(status.message().to_owned());

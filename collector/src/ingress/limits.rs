@@ -3,9 +3,11 @@
 //!
 //! The operator-tunable limits (message size, events per batch, connections, timeouts) are
 //! [`IngressLimits`], set from the `[ingress]` table of the configuration file. The limits on
-//! the fields inside a message are the constants of [`FIELD_LIMITS`]: generous multiples of what
-//! the agent ever sends, so only a broken or hostile peer meets them. [`check_message`] walks a
-//! decoded `AgentMessage` against them and names the first field over its limit.
+//! the fields inside a message are the constants of [`FIELD_LIMITS`] (kept with the protocol in
+//! `kestrel_proto::limits`): generous multiples of what the agent ever sends, so only a broken or
+//! hostile peer meets them. The repeated fields among them are counted in the encoded message
+//! before it is decoded (`kestrel_proto::codec`); [`check_message`] walks the decoded
+//! `AgentMessage` against all of them and names the first field over its limit.
 //!
 //! A peer over a limit is refused with a gRPC status that names the limit and the value, the
 //! refusal is logged by the caller with identity and peer address, and counted here by limit
@@ -90,75 +92,15 @@ impl IngressLimits {
     }
 }
 
-/// One bound on the fields of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldLimit {
-    /// Name in logs and metrics.
-    pub name: &'static str,
-    /// What is counted, plural (`bytes`, `entries`).
-    pub unit: &'static str,
-    /// The most allowed.
-    pub max: usize,
-}
-
-/// Process ancestors of one exec event (the agent sends at most 16).
-pub const ANCESTORS: FieldLimit = FieldLimit {
-    name: "ancestors",
-    unit: "ancestors",
-    max: 64,
+pub use kestrel_proto::limits::{
+    FieldLimit, ANCESTORS, ARGV_ENTRIES, BATCH_EVENTS_CEILING, DNS_ANSWERS, FIELD_LIMITS, HOOKS,
+    NAME_BYTES, PATH_BYTES, TEXT_BYTES,
 };
-/// Arguments of one argv (the kernel record holds 1 KiB of them).
-pub const ARGV_ENTRIES: FieldLimit = FieldLimit {
-    name: "argv_entries",
-    unit: "arguments",
-    max: 1024,
-};
-/// Bytes of one path (PATH_MAX).
-pub const PATH_BYTES: FieldLimit = FieldLimit {
-    name: "path_bytes",
-    unit: "bytes",
-    max: 4096,
-};
-/// Bytes of one argument, module parameter string or hook error: free text.
-pub const TEXT_BYTES: FieldLimit = FieldLimit {
-    name: "text_bytes",
-    unit: "bytes",
-    max: 4096,
-};
-/// Bytes of one name or identifier (user, comm, syscall, exec id, container, version, …).
-pub const NAME_BYTES: FieldLimit = FieldLimit {
-    name: "name_bytes",
-    unit: "bytes",
-    max: 512,
-};
-/// Answers of one DNS answer event.
-pub const DNS_ANSWERS: FieldLimit = FieldLimit {
-    name: "dns_answers",
-    unit: "answers",
-    max: 64,
-};
-/// Hooks listed in one Hello.
-pub const HOOKS: FieldLimit = FieldLimit {
-    name: "hooks",
-    unit: "hooks",
-    max: 1024,
-};
-
-/// Every field limit, for documentation and tests.
-pub const FIELD_LIMITS: [FieldLimit; 7] = [
-    ANCESTORS,
-    ARGV_ENTRIES,
-    PATH_BYTES,
-    TEXT_BYTES,
-    NAME_BYTES,
-    DNS_ANSWERS,
-    HOOKS,
-];
 
 /// Limit names of the refusal counter, beyond the field limits.
 pub const MESSAGE_BYTES: &str = "message_bytes";
 /// Events per batch.
-pub const BATCH_EVENTS: &str = "batch_events";
+pub const BATCH_EVENTS: &str = BATCH_EVENTS_CEILING.name;
 /// Connections of one identity.
 pub const CONNECTIONS_PER_AGENT: &str = "connections_per_agent";
 /// Connections in total.
@@ -209,6 +151,20 @@ pub fn refusals(limit: &str) -> u64 {
         .iter()
         .position(|c| *c == limit)
         .map_or(0, |i| REFUSED[i].load(Ordering::Relaxed))
+}
+
+/// Counts a decoding failure that is a refusal by the wire check of `kestrel_proto::codec`
+/// (a status naming one of the repeated fields counted before decoding).
+pub fn count_wire_refusal(status: &Status) {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return;
+    }
+    let counted = kestrel_proto::limits::COUNTED_ON_THE_WIRE
+        .iter()
+        .find(|r| status.message().starts_with(&format!("{} has ", r.field)));
+    if let Some(repeated) = counted {
+        refused(repeated.limit.name);
+    }
 }
 
 /// Appends the refusal counter to a Prometheus text exposition.
