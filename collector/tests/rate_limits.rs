@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use alerting_env::{Env, FAST_DELIVERY, HOST};
+use kestrel_collector::cli::alerts::{execute, AlertsCommand, DataDir};
 use kestrel_collector::ingress::identity::Identity;
 use kestrel_proto::EventBatch;
 use kestrel_testkit::receiver::Receiver;
@@ -95,5 +96,35 @@ async fn a_flood_on_one_host_does_not_silence_the_rule_on_another() {
         )),
         97
     );
+    // `alerts list` marks the held ones, `alerts show` says why.
+    let data = DataDir {
+        data: env.dir.path().to_path_buf(),
+    };
+    let listed = execute(&AlertsCommand::List {
+        data: data.clone(),
+        limit: 1000,
+        open: false,
+        json: false,
+    })
+    .unwrap();
+    let held_rows = listed
+        .lines()
+        .filter(|l| l.contains("(held)") && l.contains("shadow"))
+        .count();
+    assert_eq!(held_rows, 97, "{listed}");
+    assert!(
+        listed.contains("alerts held back by the rate limit"),
+        "{listed}"
+    );
+    let held_id: i64 = env.count(
+        "SELECT MAX(id) FROM alerts WHERE json_extract(json, '$.delivery_held') IS NOT NULL",
+    );
+    let shown = execute(&AlertsCommand::Show {
+        id: held_id,
+        data,
+        json: false,
+    })
+    .unwrap();
+    assert!(shown.contains("not sent     rate limit:"), "{shown}");
     env.stop().await;
 }

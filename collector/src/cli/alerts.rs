@@ -213,13 +213,18 @@ fn list(dir: &Path, limit: usize, only_open: bool, json: bool) -> Result<String,
         } else {
             alert.process.command_line.clone()
         };
+        // A held alert was stored but not sent: the list must not pass it off as delivered.
+        let status = match &alert.delivery_held {
+            Some(_) => format!("{} (held)", alert.status),
+            None => alert.status.clone(),
+        };
         out.push_str(&format!(
             "{:>5}  {:<20}  {:<13}  {:>5}  {:<12}  {:<28}  {} — {}\n",
             id,
             escape(seen),
             escape(&alert.rule.level),
             alert.count,
-            escape(&alert.status),
+            escape(&status),
             truncate_start(&escape(&alert.host), 28),
             escape(&alert.rule.title),
             render::truncate(&escape(&subject), 80)
@@ -311,6 +316,9 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
         _ => alert.status.clone(),
     };
     line("status", status);
+    if let Some(held) = &alert.delivery_held {
+        line("not sent", held.clone());
+    }
     line("att&ck", render::attack_summary(&alert));
     line("fingerprint", alert.fingerprint().to_owned());
     line("alert uid", alert.uid().to_owned());
