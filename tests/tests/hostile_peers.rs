@@ -612,3 +612,51 @@ async fn revoked_identity_is_cut_off_mid_stream() {
     );
     honest.finish(&mut env).await;
 }
+
+/// A heartbeat reporting `spool_unacked` events waiting in the agent's spool.
+fn heartbeat_with_backlog(spool_unacked: u64) -> AgentMessage {
+    AgentMessage {
+        msg: Some(Msg::Heartbeat(Heartbeat {
+            spool_unacked,
+            ..Heartbeat::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_only_stream_holding_a_backlog_raises_a_stalled_alert() {
+    let mut env = Env::start(&[]);
+    let honest = Honest::start(&env).await;
+    // The wedge: connected and heard (Hello, heartbeats), its spool holds events, none is sent.
+    let wedged = env.ca.agent("wedged");
+    let mut client = env.connect(&wedged).await;
+    let mut stream = open_stream(&mut client, hello_msg(4, 10)).await.unwrap();
+    // A quiet agent with nothing waiting raises nothing, however long it only heartbeats.
+    let quiet = env.ca.agent("quiet");
+    let mut quiet_client = env.connect(&quiet).await;
+    let mut quiet_stream = open_stream(&mut quiet_client, hello_msg(4, 0))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        stream.send(heartbeat_with_backlog(40)).await;
+        quiet_stream.send(heartbeat_with_backlog(0)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let host = spiffe("wedged");
+    env.expect_alert("for the stream that delivers nothing", |a| {
+        a["host"] == host.as_str()
+            && a.to_string().contains("kestrel.system.agent-stalled")
+            && a.to_string().contains("\"spool_unacked\":40")
+    });
+    assert_eq!(
+        env.alerts_with("kestrel.system.agent-stalled"),
+        1,
+        "one alert per stream, and none for the quiet agent"
+    );
+    assert!(
+        env.log()
+            .contains("agent stream delivers nothing while its spool holds events"),
+        "logged"
+    );
+    honest.finish(&mut env).await;
+}

@@ -1,6 +1,7 @@
 //! Lost events and tampering with the agent are alerts, not just rows: a kernel drop over a
 //! threshold, shedding of security-relevant kinds (exec, credentials, …), a crashed or stopped
-//! agent's blind window, a damaged spool, and a signal or ptrace aimed at the agent's own pid.
+//! agent's blind window, a damaged spool, a signal or ptrace aimed at the agent's own pid, and a
+//! stream that only says hello: heartbeats report unacknowledged events while no batch comes.
 //!
 //! A flood of gaps gives one alert per (host, condition) per window: the alerts fold by
 //! fingerprint like any alert, with a dedup window of at least [`LossSettings::window`].
@@ -8,7 +9,7 @@
 use std::time::Duration;
 
 use kestrel_proto::event::Payload;
-use kestrel_proto::{Event, Gap};
+use kestrel_proto::{Event, Gap, Heartbeat};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{error, warn};
@@ -25,6 +26,8 @@ pub const EVENTS_LOST: &str = "kestrel.system.events-lost";
 pub const AGENT_DOWN: &str = "kestrel.system.agent-down";
 /// Rule id of the alert for a signal or ptrace aimed at the agent.
 pub const AGENT_TAMPERING: &str = "kestrel.system.agent-tampering";
+/// Rule id of the alert for a stream that holds events but delivers none.
+pub const AGENT_STALLED: &str = "kestrel.system.agent-stalled";
 
 /// `[alerts.losses]`: which losses raise alerts, at which level.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,6 +55,12 @@ pub struct LossAlertsConfig {
     /// Level of the alert for a signal (other than 0) or ptrace aimed at the agent. Default
     /// `critical`.
     pub tampering_level: Level,
+    /// A stream whose heartbeats report unacknowledged events this many times in a row, with
+    /// no batch in between, raises a stalled-agent alert (the agent is connected and heard,
+    /// yet delivers nothing). Default 3; 0 turns the alert off.
+    pub stall_heartbeats: u32,
+    /// Level of the stalled-agent alert. Default `high`.
+    pub agent_stalled_level: Level,
     /// Repeats of one condition on one host within this window fold into one alert. Default
     /// `10m`.
     pub window: String,
@@ -79,6 +88,8 @@ impl Default for LossAlertsConfig {
             agent_crashed_level: Level::High,
             agent_stopped_level: Level::Medium,
             tampering_level: Level::Critical,
+            stall_heartbeats: 3,
+            agent_stalled_level: Level::High,
             window: "10m".into(),
         }
     }
@@ -266,6 +277,38 @@ pub fn tampering_alert(
     })
 }
 
+/// The alert for a stream of `host` whose last `heartbeats` heartbeats reported events
+/// unacknowledged (`heartbeat` is the latest) while it sent no batch.
+pub fn stalled_alert(
+    settings: &LossSettings,
+    host: &str,
+    heartbeats: u32,
+    heartbeat: &Heartbeat,
+    now_ns: u64,
+) -> SystemAlert {
+    SystemAlert {
+        rule_id: AGENT_STALLED.into(),
+        title: "Agent connected but delivers nothing".into(),
+        description: format!(
+            "The agent keeps its stream open and its last {heartbeats} heartbeats reported \
+             {} spooled events not yet delivered, but it sent no events: the host is not being \
+             watched. Check the agent's log and its spool.",
+            heartbeat.spool_unacked
+        ),
+        level: settings.config.agent_stalled_level,
+        host: host.to_owned(),
+        group: Some("stalled".into()),
+        details: json!({
+            "heartbeats": heartbeats,
+            "spool_unacked": heartbeat.spool_unacked,
+            "spool_bytes": heartbeat.spool_bytes,
+            "events_sent": heartbeat.events_sent,
+            "events_shed": heartbeat.events_shed,
+        }),
+        time_unix_ns: now_ns,
+    }
+}
+
 /// Admits a loss or tampering alert, folding repeats within the loss window.
 pub fn admit_loss(
     tx: &AdmissionTx<'_>,
@@ -307,6 +350,34 @@ pub fn check_event(
 }
 
 impl AlertPipeline {
+    /// Heartbeats reporting unacknowledged events, with no batch between them, after which a
+    /// stream counts as stalled (`None`: the alert is off).
+    pub fn stall_heartbeats(&self) -> Option<u32> {
+        Some(self.policy().losses.config.stall_heartbeats).filter(|n| *n > 0)
+    }
+
+    /// Raises the stalled-agent alert for a stream of `host` (see [`stalled_alert`]).
+    pub async fn on_stall(&self, host: &str, heartbeats: u32, heartbeat: &Heartbeat) {
+        let now = now_unix_ns();
+        warn!(
+            host,
+            heartbeats,
+            spool_unacked = heartbeat.spool_unacked,
+            "agent stream delivers nothing while its spool holds events"
+        );
+        let alert = stalled_alert(&self.policy().losses, host, heartbeats, heartbeat, now);
+        let policy = self.policy().clone();
+        let admitted = self
+            .store()
+            .run(move |s| s.in_admission_transaction(|tx| admit_loss(tx, &policy, &alert, now)))
+            .await;
+        match admitted {
+            Ok(Admission::Created(_)) => self.wake(),
+            Ok(_) => {}
+            Err(e) => error!(host, error = %e, "cannot raise the stalled-agent alert"),
+        }
+    }
+
     /// Raises the alert a newly stored Gap from `host` calls for, if any (logged on failure:
     /// the gap itself is stored).
     pub async fn on_gap(&self, host: &str, gap: &Gap) {

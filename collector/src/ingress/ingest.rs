@@ -196,6 +196,7 @@ impl Ingest for IngestService {
             in_flight: VecDeque::new(),
             limits: self.limits.clone(),
             idle_after,
+            stall: Stall::default(),
             _stream: stream_guard,
         };
         self.streams.spawn(session.run().instrument(span));
@@ -268,8 +269,18 @@ struct Session {
     limits: IngressLimits,
     /// The stream is closed after this long without a message.
     idle_after: Duration,
+    /// Heartbeats that reported unacknowledged events since the last batch.
+    stall: Stall,
     /// Keeps the connection counted as carrying a stream.
     _stream: StreamGuard,
+}
+
+/// Whether a stream holds events back: heartbeats say the agent's spool has unacknowledged
+/// events, yet no batch arrives (the wedge of a spool the agent cannot read).
+#[derive(Debug, Default)]
+struct Stall {
+    heartbeats: u32,
+    reported: bool,
 }
 
 /// A batch waiting for its commit.
@@ -423,6 +434,7 @@ impl Session {
         match msg {
             Msg::Hello(_) => Err(Status::invalid_argument("Hello sent twice on one stream")),
             Msg::Batch(batch) => {
+                self.stall.heartbeats = 0;
                 let first_seq = batch.first_seq;
                 let len = batch.events.len();
                 match self
@@ -456,6 +468,22 @@ impl Session {
                     rss_bytes = heartbeat.rss_bytes,
                     "heartbeat"
                 );
+                if heartbeat.spool_unacked > 0 && self.in_flight.is_empty() {
+                    self.stall.heartbeats = self.stall.heartbeats.saturating_add(1);
+                } else {
+                    self.stall.heartbeats = 0;
+                }
+                let stalled = self
+                    .pipeline
+                    .stall_heartbeats()
+                    .is_some_and(|n| self.stall.heartbeats >= n);
+                if stalled && !self.stall.reported {
+                    self.stall.reported = true;
+                    let heartbeats = self.stall.heartbeats;
+                    self.pipeline
+                        .record_stall(identity, heartbeats, &heartbeat)
+                        .await;
+                }
                 if let Err(e) = self.pipeline.record_heartbeat(identity, heartbeat).await {
                     error!(error = %e, "cannot record heartbeat");
                 }

@@ -296,6 +296,21 @@ impl Pipeline {
             .await
     }
 
+    /// Heartbeats reporting unacknowledged events with no batch between them after which a
+    /// stream is stalled; `None` when no alert would be raised.
+    pub fn stall_heartbeats(&self) -> Option<u32> {
+        self.alerts.as_ref()?.stall_heartbeats()
+    }
+
+    /// Raises the stalled-agent alert for a stream of `identity`.
+    pub async fn record_stall(&self, identity: &Identity, heartbeats: u32, heartbeat: &Heartbeat) {
+        if let Some(alerts) = &self.alerts {
+            alerts
+                .on_stall(identity.as_str(), heartbeats, heartbeat)
+                .await;
+        }
+    }
+
     /// Records a gap (events lost on the agent) and raises the alert it calls for.
     pub async fn record_gap(
         &self,
