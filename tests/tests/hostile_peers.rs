@@ -630,11 +630,11 @@ async fn hello_only_stream_holding_a_backlog_raises_a_stalled_alert() {
     // The wedge: connected and heard (Hello, heartbeats), its spool holds events, none is sent.
     let wedged = env.ca.agent("wedged");
     let mut client = env.connect(&wedged).await;
-    let mut stream = open_stream(&mut client, hello_msg(4, 10)).await.unwrap();
+    let stream = open_stream(&mut client, hello_msg(4, 10)).await.unwrap();
     // A quiet agent with nothing waiting raises nothing, however long it only heartbeats.
     let quiet = env.ca.agent("quiet");
     let mut quiet_client = env.connect(&quiet).await;
-    let mut quiet_stream = open_stream(&mut quiet_client, hello_msg(4, 0))
+    let quiet_stream = open_stream(&mut quiet_client, hello_msg(4, 0))
         .await
         .unwrap();
     for _ in 0..5 {
