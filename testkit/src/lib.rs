@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod grpc;
 pub mod kernel;
+pub mod net;
 pub mod pki;
 pub mod procstat;
 pub mod pty;

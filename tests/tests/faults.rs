@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Write,
-    net::TcpStream,
+    net::{Ipv4Addr, TcpStream},
     path::Path,
     process::Command,
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
@@ -18,6 +18,7 @@ use std::{
 
 use kestrel_agent::ship::spool::inspect;
 use kestrel_testkit::{
+    net::tcp_from,
     poll, read_json_lines, require_root_for_ebpf,
     stack::{
         certs, diff_marks, event_kind, free_port, http_get, identity, marker, metric, run_marked,
@@ -618,9 +619,10 @@ fn hostile_clients_leave_the_collector_up_and_a_good_agent_delivering_within_two
     let pki = dir.path().join("pki");
     let port = collector.port;
 
-    // 200 idle connections that never start TLS.
+    // 200 idle connections that never start TLS, from another address (127.0.0.2): the
+    // collector bounds handshakes per source address, so they hold only that address's share.
     let idle: Vec<TcpStream> = (0..200)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .map(|_| tcp_from(Ipv4Addr::new(127, 0, 0, 2), port).unwrap())
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let until = Instant::now() + Duration::from_secs(12);

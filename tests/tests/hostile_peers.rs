@@ -6,7 +6,7 @@
 //! `KESTREL_HOSTILE_BIN_DIR` runs the suite against the collector in another directory (for
 //! example an older release build, to see what each attack did before).
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use kestrel_proto::event::Payload;
 use kestrel_proto::ingest_client::IngestClient;
 use kestrel_proto::{AgentMessage, Ancestor, Event, ExecEvent, Heartbeat, Hello, Process};
 use kestrel_testkit::grpc::{batch, connect_ingest, open_stream};
+use kestrel_testkit::net::tcp_from;
 use kestrel_testkit::pki::{spiffe, Issued, TestCa};
 use kestrel_testkit::procstat::resident_bytes;
 use kestrel_testkit::stack::{read, tail, Collector};
@@ -414,7 +415,7 @@ async fn silent_tls_clients_from_one_address_are_capped_and_others_unaffected() 
     let closed_at_once = tokio::task::spawn_blocking(move || {
         let mut conns = Vec::new();
         for _ in 0..300 {
-            let socket = socket2_like_connect("127.0.0.2", port);
+            let socket = tcp_from(Ipv4Addr::new(127, 0, 0, 2), port).unwrap();
             conns.push(socket);
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -431,38 +432,6 @@ async fn silent_tls_clients_from_one_address_are_capped_and_others_unaffected() 
     );
     honest.finish(&mut env).await;
     drop(conns);
-}
-
-/// A TCP connection to `127.0.0.1:port` from source address `from`.
-fn socket2_like_connect(from: &str, port: u16) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    unsafe {
-        use std::os::fd::FromRawFd;
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let addr = |ip: &str, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip.parse::<std::net::Ipv4Addr>().unwrap()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = addr(from, 0);
-        assert_eq!(
-            libc::bind(fd, (&raw const local).cast(), len),
-            0,
-            "bind {from}"
-        );
-        let remote = addr("127.0.0.1", port);
-        assert_eq!(
-            libc::connect(fd, (&raw const remote).cast(), len),
-            0,
-            "connect"
-        );
-        TcpStream::from_raw_fd(fd)
-    }
 }
 
 /// True when the collector has closed `c` (a read sees the end or a reset, not "no data").

@@ -1,6 +1,7 @@
 //! Human-readable views of an alert shared by the CLI and the chat/ticket sinks.
 
 use super::Alert;
+use crate::text::escape;
 
 /// Longest command line shown per process in the tree (the record keeps it whole).
 pub const MAX_COMMAND_CHARS: usize = 200;
@@ -52,23 +53,26 @@ pub fn process_tree(alert: &Alert) -> String {
         } else {
             format!("{}└─ ", "   ".repeat(depth - 1))
         };
+        // Every field is the agent's word: a line break or control character in it is written
+        // visibly, so it cannot forge processes in the tree or act on the reader's terminal.
         let user = if node.user.is_empty() { "?" } else { node.user };
+        let user = escape(user);
         let command = if node.command_line.is_empty() {
             node.exe
         } else {
             node.command_line
         };
-        let command = truncate(command, MAX_COMMAND_CHARS);
+        let command = truncate(&escape(command), MAX_COMMAND_CHARS);
         let mut line = format!("{indent}[{}] {user}  {command}", node.pid);
         let mut about = Vec::new();
         if !node.exe.is_empty() {
-            about.push(node.exe.to_owned());
+            about.push(escape(node.exe).into_owned());
         }
         if !node.start_time.is_empty() {
-            about.push(format!("started {}", node.start_time));
+            about.push(format!("started {}", escape(node.start_time)));
         }
         if !node.tty.is_empty() {
-            about.push(format!("on {}", node.tty));
+            about.push(format!("on {}", escape(node.tty)));
         }
         if !about.is_empty() {
             line.push_str(&format!("  ({})", about.join(", ")));
@@ -112,14 +116,20 @@ pub fn description(alert: &Alert) -> String {
         text.push_str(alert.rule.description.trim());
         text.push_str("\n\n");
     }
-    text.push_str(&format!("Host: {}\n", alert.host));
+    text.push_str(&format!("Host: {}\n", escape(&alert.host)));
     if let Some(c) = &alert.container {
         text.push_str(&format!(
             "Container: {} ({}) image {}",
-            c.name, c.id, c.image
+            escape(&c.name),
+            escape(&c.id),
+            escape(&c.image)
         ));
         if !c.pod_name.is_empty() {
-            text.push_str(&format!(", pod {}/{}", c.pod_namespace, c.pod_name));
+            text.push_str(&format!(
+                ", pod {}/{}",
+                escape(&c.pod_namespace),
+                escape(&c.pod_name)
+            ));
         }
         text.push('\n');
     }
