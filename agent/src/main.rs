@@ -53,6 +53,10 @@ struct Cli {
     /// text on http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Benchmarks only: read every kernel record and discard it undecoded, to measure what
+    /// the attached programs cost with no user-space work at all.
+    #[arg(long, hide = true)]
+    discard_records: bool,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -218,7 +222,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         });
     }
-    let reader = tokio::spawn(RingReader::new(ring, record_tx)?.run());
+    let mut reader = RingReader::new(ring, record_tx)?;
+    if cli.discard_records {
+        tracing::warn!("--discard-records: every kernel record is discarded undecoded");
+        reader = reader.discarding();
+    }
+    let reader = tokio::spawn(reader.run());
     let pipeline = tokio::spawn(
         with_containers(
             Pipeline::new(table, outputs).with_loss_monitor(loss),

@@ -9,6 +9,8 @@ use crate::kernel::decode::{decode, KernelRecord};
 pub struct RingReader {
     ring: AsyncFd<RingBuf<MapData>>,
     records: mpsc::Sender<KernelRecord>,
+    /// Consume records without decoding them (the benchmarks' floor: the kernel's cost alone).
+    discard: bool,
     /// Records that could not be decoded (logged, then skipped).
     pub malformed: u64,
 }
@@ -25,8 +27,16 @@ impl RingReader {
         Ok(Self {
             ring,
             records,
+            discard: false,
             malformed: 0,
         })
+    }
+
+    /// Consumes every record without decoding or passing it on: what the programs cost when
+    /// user space does nothing, the floor a benchmark compares against.
+    pub fn discarding(mut self) -> Self {
+        self.discard = true;
+        self
     }
 
     /// Runs until the channel closes. Blocks (applying backpressure to the kernel, which then
@@ -38,6 +48,9 @@ impl RingReader {
             {
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
+                    if self.discard {
+                        continue;
+                    }
                     match decode(&item) {
                         Ok(record) => batch.push(record),
                         Err(err) => {
