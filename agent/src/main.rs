@@ -46,6 +46,10 @@ struct Cli {
     /// Kernel ring buffer size in bytes (a power-of-two multiple of the page size; default 8 MiB).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Bytes waiting in the ring before the kernel wakes the agent (default 1/32 of the ring;
+    /// records below it are read every 5 ms). 0 wakes it for every record, the kernel's default.
+    #[arg(long)]
+    ring_wakeup_bytes: Option<u32>,
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -165,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let delivery_args = cli.delivery.with_file(&config.spool);
     let options = LoadOptions {
         ring_buffer_bytes: cli.ring_buffer_bytes,
+        ring_wakeup_bytes: cli.ring_wakeup_bytes,
         config,
         ..LoadOptions::default()
     };

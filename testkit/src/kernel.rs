@@ -61,20 +61,18 @@ pub fn load_probes(options: LoadOptions) -> Option<Probes> {
 /// Options reporting only this test process (and everything it does), with `config`.
 pub fn only_this_process(config: AgentConfig) -> LoadOptions {
     LoadOptions {
-        ring_buffer_bytes: None,
         agent_tgid: 0,
         only_tgid: std::process::id(),
         config,
+        ..LoadOptions::default()
     }
 }
 
 /// Options reporting every process.
 pub fn everything() -> LoadOptions {
     LoadOptions {
-        ring_buffer_bytes: None,
         agent_tgid: 0,
-        only_tgid: 0,
-        config: AgentConfig::default(),
+        ..LoadOptions::default()
     }
 }
 

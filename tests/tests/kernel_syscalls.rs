@@ -790,6 +790,7 @@ async fn flooding_a_tiny_ring_buffer_accounts_for_every_event_exactly() {
         agent_tgid: 0,
         only_tgid: flooder as u32,
         config,
+        ..Default::default()
     };
     let probes = kestrel_testkit::kernel::load_probes(options);
     let Some(mut probes) = probes else {

@@ -149,6 +149,11 @@ pub const EXEC_UPPER_LAYER: u32 = 1 << 4;
 pub const CONFIG_GLOBAL: &str = "KESTREL_CONFIG";
 /// Name of the ring buffer map the programs write records into.
 pub const EVENTS_MAP: &str = "KESTREL_EVENTS";
+/// Size of the event ring buffer unless the agent sets another at load time.
+pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
+/// The agent is woken when this fraction of the ring is waiting (1/32: 256 KiB of the
+/// default 8 MiB), far from full, so a wake-up per batch costs no drop.
+pub const RING_WAKEUP_DIVISOR: u32 = 32;
 /// Name of the per-CPU array (indexed by kind) of `u64` counting every record the programs lost:
 /// the ring buffer was full, or a read or map update the record could not do without failed.
 /// The agent turns increases into Gap records.
@@ -358,6 +363,11 @@ pub struct ProbeConfig {
     /// Byte offset of `inode.i_generation` (with device and inode number, a directory's
     /// identity that a reused inode number does not repeat).
     pub inode_generation: u32,
+    /// Wake the agent once this many bytes wait in the ring (0: on every record that finds
+    /// the agent caught up, the kernel's default). Below it records are written without a
+    /// wake-up and the agent reads them on its poll interval: one wake-up per batch instead of
+    /// an interrupt per record on a busy host.
+    pub ring_wakeup_bytes: u32,
 }
 
 /// A path prefix for in-kernel matching (sensitive reads, muted paths).
@@ -398,7 +408,7 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 284);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 288);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -1,16 +1,33 @@
 //! Maps and globals shared by all programs: the event ring buffer, the drop counters and the
 //! load-time configuration.
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use kestrel_ebpf_abi::{ProbeConfig, KIND_SLOTS};
+use kestrel_ebpf_abi::{ProbeConfig, DEFAULT_RING_BYTES, KIND_SLOTS};
 
 /// Every record goes through this ring buffer. The agent may resize it at load time.
 #[map(name = "KESTREL_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// The flags to commit a record with: a wake-up only once `ring_wakeup_bytes` are waiting
+/// (the agent polls for the rest), the kernel's default when that is 0.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    // One field, not the whole configuration: callers already hold a copy on the small stack.
+    let threshold =
+        unsafe { core::ptr::read_volatile(&raw const KESTREL_CONFIG.ring_wakeup_bytes) } as u64;
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Records lost, per CPU, indexed by kind: the ring buffer was full, or a read or map update
 /// the record could not do without failed (see the ABI's `DROPS_MAP`).

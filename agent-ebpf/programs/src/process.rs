@@ -21,7 +21,7 @@ use crate::{
         controlling_tty, credentials, current_task, exe_file, file_identity, header,
         in_upper_layer, parent_tgid, read_at, Ptr as TaskPtr,
     },
-    maps::{config, count_drop, current_pid_tgid, EVENTS},
+    maps::{config, count_drop, current_pid_tgid, wakeup_flags, EVENTS},
 };
 
 /// The most argv bytes copied: one less than the buffer, so a mask bounds the length.
@@ -61,7 +61,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     read_filename(ctx, &config, record);
     read_argv(&config, task, record);
     read_image(&config, task, record);
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -195,7 +195,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     record.uid = uid_gid as u32;
     record.gid = (uid_gid >> 32) as u32;
     record.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }
 
@@ -230,6 +230,6 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     record.ppid = parent_tgid(&config, task).unwrap_or(0);
     record.exit_code = read_at::<u32>(task, config.task_exit_code).unwrap_or(0);
     record.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::{
     file,
     filter::wanted,
     kernel::{credentials, current_task, header},
-    maps::{config, count_drop, current_pid_tgid, EVENTS},
+    maps::{config, count_drop, current_pid_tgid, wakeup_flags, EVENTS},
     net, objects, uring,
 };
 
@@ -184,5 +184,7 @@ fn submit(record: &mut SyscallRecord) -> Result<(), i64> {
     record.header.size = size as u32;
     let bytes =
         unsafe { core::slice::from_raw_parts(record as *const SyscallRecord as *const u8, size) };
-    EVENTS.output::<[u8]>(bytes, 0).map_err(|e| e as i64)
+    EVENTS
+        .output::<[u8]>(bytes, wakeup_flags())
+        .map_err(|e| e as i64)
 }

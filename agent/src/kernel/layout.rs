@@ -136,6 +136,7 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         sb_magic: off("super_block", "s_magic")?,
         ovl_inode_upper: overlay,
         inode_generation: off("inode", "i_generation")?,
+        ring_wakeup_bytes: 0,
     })
 }
 

@@ -10,8 +10,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use kestrel_ebpf_abi::{
-    sys, FileKey, PathPrefix, ProbeConfig, CONFIG_GLOBAL, DROPS_MAP, EVENTS_MAP, MUTED_EXES_MAP,
-    MUTED_MAP, PREFIX_MAX, SENSITIVE_MAP, SENSITIVE_NAMES_MAP,
+    sys, FileKey, PathPrefix, ProbeConfig, CONFIG_GLOBAL, DEFAULT_RING_BYTES, DROPS_MAP,
+    EVENTS_MAP, MUTED_EXES_MAP, MUTED_MAP, PREFIX_MAX, RING_WAKEUP_DIVISOR, SENSITIVE_MAP,
+    SENSITIVE_NAMES_MAP,
 };
 
 use crate::{
@@ -104,6 +105,9 @@ pub struct LoadOptions {
     /// object's default (8 MiB: no drop at 100,000 events/s here, see the agent_throughput
     /// bench; user space maps it twice, so it counts 16 MiB towards the resident size).
     pub ring_buffer_bytes: Option<u32>,
+    /// Bytes waiting in the ring before the programs wake the agent; `None`: 1/32 of the ring;
+    /// 0: every record that finds the agent caught up wakes it (the kernel's default).
+    pub ring_wakeup_bytes: Option<u32>,
     /// Process whose events the kernel should not report (normally the agent itself).
     pub agent_tgid: u32,
     /// When set, only this process is reported (diagnostics and exact-count tests).
@@ -116,6 +120,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: None,
+            ring_wakeup_bytes: None,
             agent_tgid: std::process::id(),
             only_tgid: 0,
             config: AgentConfig::default(),
@@ -226,6 +231,9 @@ fn apply_options(config: &mut ProbeConfig, options: &LoadOptions, muted_exes: us
     config.sensitive_name_count = options.config.sensitive_names.len() as u32;
     config.muted_count = options.config.muted_paths.len() as u32;
     config.muted_exe_count = muted_exes as u32;
+    config.ring_wakeup_bytes = options
+        .ring_wakeup_bytes
+        .unwrap_or(options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BYTES) / RING_WAKEUP_DIVISOR);
 }
 
 /// Device and inode of each muted executable that exists (a missing one is logged).

@@ -1,9 +1,20 @@
-//! Drains the kernel ring buffer as records arrive and passes decoded records on.
+//! Drains the kernel ring buffer and passes decoded records on. The programs wake the reader
+//! only once a batch is waiting (`ring_wakeup_bytes`); the rest it reads on a short poll
+//! interval, so a busy host pays one wake-up per batch rather than an interrupt per record.
+
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::kernel::decode::{decode, KernelRecord};
+
+/// The longest a record waits in the ring when no batch's worth follows it.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Records decoded at a time before they are passed on, so that a full ring is not decoded
+/// into memory at once.
+const CHUNK: usize = 1024;
 
 /// Reads the ring buffer until the receiving side closes.
 pub struct RingReader {
@@ -43,29 +54,45 @@ impl RingReader {
     /// counts drops) when the next stage is slow.
     pub async fn run(mut self) -> std::io::Result<()> {
         loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let mut batch = Vec::new();
-            {
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if self.discard {
-                        continue;
-                    }
-                    match decode(&item) {
-                        Ok(record) => batch.push(record),
-                        Err(err) => {
-                            self.malformed += 1;
-                            tracing::warn!(%err, "malformed ring buffer record skipped");
-                        }
+            // A wake-up or the poll interval, whichever comes first. Readiness is cleared
+            // before draining, so a wake-up for records written meanwhile is not lost.
+            if let Ok(guard) = tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
+                guard?.clear_ready();
+            }
+            loop {
+                let (batch, read) = self.take(CHUNK);
+                for record in batch {
+                    if self.records.send(record).await.is_err() {
+                        return Ok(());
                     }
                 }
-            }
-            guard.clear_ready();
-            for record in batch {
-                if self.records.send(record).await.is_err() {
-                    return Ok(());
+                if read < CHUNK {
+                    break;
                 }
             }
         }
+    }
+
+    /// Up to `most` records from the ring, decoded (none when discarding), and how many were
+    /// read.
+    fn take(&mut self, most: usize) -> (Vec<KernelRecord>, usize) {
+        let mut batch = Vec::new();
+        let ring = self.ring.get_mut();
+        let mut seen = 0;
+        while seen < most {
+            let Some(item) = ring.next() else { break };
+            seen += 1;
+            if self.discard {
+                continue;
+            }
+            match decode(&item) {
+                Ok(record) => batch.push(record),
+                Err(err) => {
+                    self.malformed += 1;
+                    tracing::warn!(%err, "malformed ring buffer record skipped");
+                }
+            }
+        }
+        (batch, seen)
     }
 }
