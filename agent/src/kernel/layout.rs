@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Backend, Btf, BtfType, Type};
 use kestrel_ebpf_abi::ProbeConfig;
 
 /// Where the running kernel publishes its BTF.
@@ -28,10 +28,14 @@ pub enum LayoutError {
 
 /// Resolves everything the programs need about this kernel.
 pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, LayoutError> {
-    let btf = Btf::from_file(btf_path).map_err(|e| LayoutError::Btf {
-        path: btf_path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    // Mapped rather than parsed whole: the parsed form of the kernel's ~130,000 types was the
+    // largest part of the agent's start-up peak. Kernels before 6.16 cannot map the file.
+    let btf = Btf::from_file_with_backend(btf_path, Backend::Mmap)
+        .or_else(|_| Btf::from_file(btf_path))
+        .map_err(|e| LayoutError::Btf {
+            path: btf_path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let off = |strukt: &str, field: &str| field_offset(&btf, strukt, field);
     let task = |field| off("task_struct", field);
     let cred = |field| off("cred", field);
