@@ -1004,11 +1004,23 @@ struct Sample {
 /// All samples, per workload and configuration.
 type Results = BTreeMap<(Workload, Config), Vec<Sample>>;
 
+/// Lets the host quiet down before a measurement: the dirty pages of the workload before
+/// (a build's target directory) written back, a few seconds idle. Without it the first
+/// workload of a pass pays for the build that ended the previous one.
+fn settle() {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 /// Times every workload with no monitor.
 fn run_without(plan: &Plan, build: Option<&BuildProject>) -> anyhow::Result<Vec<Duration>> {
     plan.workloads
         .iter()
-        .map(|w| w.run(w.ops(plan.scale), build))
+        .map(|w| {
+            settle();
+            w.run(w.ops(plan.scale), build)
+        })
         .collect()
 }
 
@@ -1020,6 +1032,7 @@ fn run_with(
 ) -> anyhow::Result<Vec<(Duration, Observed)>> {
     let mut out = Vec::new();
     for workload in &plan.workloads {
+        settle();
         monitor.drain()?;
         let before = monitor.counters()?;
         let took = workload.run(workload.ops(plan.scale), build)?;
