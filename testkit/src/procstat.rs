@@ -1,5 +1,5 @@
 //! What `/proc/PID` says about a process the benchmarks measure: CPU time used and resident
-//! memory, current and peak.
+//! memory, current and peak, the BPF programs it holds; a process found by name.
 
 use std::time::Duration;
 
@@ -36,4 +36,35 @@ pub fn resident_bytes(pid: u32) -> (u64, u64) {
             * 1024
     };
     (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Ids of the BPF programs `pid` holds open (the `prog_id` of each descriptor's fdinfo).
+pub fn bpf_program_ids(pid: u32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u32> = fds
+        .filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The pid of the first process (or kernel thread) whose command name is `comm`.
+pub fn thread_named(comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == comm)
+        })
 }

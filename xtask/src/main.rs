@@ -23,7 +23,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what this machine lacks: llvm-22-dev, nightly rust-src, bpf-linker 0.13.0,
-    /// tracefs and bpffs mounts. Idempotent.
+    /// tracefs and bpffs mounts, the container test packages, auditd (for the host_overhead
+    /// benchmark). Idempotent.
     Setup,
     /// Write a development PKI: CA (reused if present), collector and agent certificates.
     Certs {

@@ -25,6 +25,9 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// hybrid cgroups), containerd (its gRPC API is tested against a private instance) and a static
 /// busybox to build the test image from.
 const CONTAINER_PACKAGES: [&str; 4] = ["podman", "runc", "containerd", "busybox-static"];
+/// Debian packages the `host_overhead` benchmark compares the agent with: auditd (started by
+/// the benchmark itself, never as a service).
+const BENCH_PACKAGES: [&str; 1] = ["auditd"];
 /// Podman's system-wide configuration.
 const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
 
@@ -45,7 +48,7 @@ type Check = fn() -> Result<Option<Pending>>;
 
 /// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
 /// belongs to Podman).
-const CHECKS: [Check; 7] = [
+const CHECKS: [Check; 8] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
@@ -53,6 +56,7 @@ const CHECKS: [Check; 7] = [
     check_bpffs,
     check_container_packages,
     check_containers_conf,
+    check_bench_packages,
 ];
 
 impl Pending {
@@ -364,6 +368,31 @@ fn check_container_packages() -> Result<Option<Pending>> {
         needs_root: true,
         commands: vec![update, install],
         check: check_container_packages,
+    }))
+}
+
+fn check_bench_packages() -> Result<Option<Pending>> {
+    let missing: Vec<&str> = BENCH_PACKAGES
+        .into_iter()
+        .filter(|package| !deb_installed(package))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: {} already installed", BENCH_PACKAGES.join(", "));
+        return Ok(None);
+    }
+    println!("setup: benchmark packages missing: {}", missing.join(", "));
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(BENCH_PACKAGES);
+    Ok(Some(Pending {
+        what: "auditd",
+        needs_root: true,
+        commands: vec![update, install],
+        check: check_bench_packages,
     }))
 }
 
