@@ -344,55 +344,57 @@ fn deb_installed(package: &str) -> bool {
 }
 
 fn check_container_packages() -> Result<Option<Pending>> {
-    let missing: Vec<&str> = CONTAINER_PACKAGES
-        .into_iter()
+    deb_packages(
+        &CONTAINER_PACKAGES,
+        "container test",
+        "podman, runc, containerd, busybox-static",
+        &[],
+        check_container_packages,
+    )
+}
+
+fn check_bench_packages() -> Result<Option<Pending>> {
+    deb_packages(
+        &BENCH_PACKAGES,
+        "benchmark",
+        "auditd",
+        &["--no-install-recommends"],
+        check_bench_packages,
+    )
+}
+
+/// `None` when every one of the Debian `packages` is installed, else their `apt-get`
+/// install (with `install_args`); `purpose` names them in the message, `check` is the caller.
+fn deb_packages(
+    packages: &[&str],
+    purpose: &str,
+    what: &'static str,
+    install_args: &[&str],
+    check: Check,
+) -> Result<Option<Pending>> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
         .filter(|package| !deb_installed(package))
         .collect();
     if missing.is_empty() {
-        println!("setup: {} already installed", CONTAINER_PACKAGES.join(", "));
+        println!("setup: {} already installed", packages.join(", "));
         return Ok(None);
     }
-    println!(
-        "setup: container test packages missing: {}",
-        missing.join(", ")
-    );
+    println!("setup: {purpose} packages missing: {}", missing.join(", "));
     let mut update = Command::new("apt-get");
     update.arg("update");
     let mut install = Command::new("apt-get");
     install
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
-        .args(CONTAINER_PACKAGES);
+        .args(install_args)
+        .args(packages);
     Ok(Some(Pending {
-        what: "podman, runc, containerd, busybox-static",
+        what,
         needs_root: true,
         commands: vec![update, install],
-        check: check_container_packages,
-    }))
-}
-
-fn check_bench_packages() -> Result<Option<Pending>> {
-    let missing: Vec<&str> = BENCH_PACKAGES
-        .into_iter()
-        .filter(|package| !deb_installed(package))
-        .collect();
-    if missing.is_empty() {
-        println!("setup: {} already installed", BENCH_PACKAGES.join(", "));
-        return Ok(None);
-    }
-    println!("setup: benchmark packages missing: {}", missing.join(", "));
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    let mut install = Command::new("apt-get");
-    install
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(BENCH_PACKAGES);
-    Ok(Some(Pending {
-        what: "auditd",
-        needs_root: true,
-        commands: vec![update, install],
-        check: check_bench_packages,
+        check,
     }))
 }
 
