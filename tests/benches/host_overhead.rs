@@ -623,32 +623,22 @@ impl AgentMonitor {
         let Some(path) = &self.jsonl else {
             return Ok(());
         };
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut reader = BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            self.offset += n as u64;
+        let tally = &mut self.tally;
+        read_new_lines(std::fs::File::open(path)?, &mut self.offset, |line| {
             if !line.starts_with("{\"gap\"") {
-                self.tally.0 += 1;
-                continue;
+                tally.0 += 1;
+                return;
             }
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                return;
             };
             let count = value["gap"]["count"].as_u64().unwrap_or(0);
             if value["gap"]["reason"].as_str() == Some("kernel") {
-                self.tally.1 += count;
+                tally.1 += count;
             } else {
-                self.tally.2 += count;
+                tally.2 += count;
             }
-        }
-        Ok(())
+        })
     }
 
     /// The BPF programs the agent holds, with their statistics.
@@ -842,32 +832,23 @@ impl Auditd {
 
     /// Reads the log written since the last call: records, and events by serial.
     fn read_log(&mut self) -> anyhow::Result<()> {
-        let Ok(mut file) = std::fs::File::open(&self.log) else {
+        let Ok(file) = std::fs::File::open(&self.log) else {
             return Ok(());
         };
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut reader = BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            self.offset += n as u64;
-            self.tally.0 += 1;
+        let (tally, last_serial) = (&mut self.tally, &mut self.last_serial);
+        read_new_lines(file, &mut self.offset, |line| {
+            tally.0 += 1;
             // msg=audit(1700000000.123:4567): the serial after the colon.
             let serial = line
                 .split_once("msg=audit(")
                 .and_then(|(_, rest)| rest.split_once(')'))
                 .map(|(stamp, _)| stamp)
                 .unwrap_or_default();
-            if serial != self.last_serial {
-                self.tally.1 += 1;
-                self.last_serial = serial.to_owned();
+            if serial != *last_serial {
+                tally.1 += 1;
+                *last_serial = serial.to_owned();
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -1368,5 +1349,26 @@ fn verdicts(workload: Workload, summaries: &BTreeMap<(Workload, Config), Summary
         }
     } else {
         println!("  {key}: the agent + collector configuration was not run");
+    }
+}
+
+/// Calls `each` with every whole line of `file` after `offset` and moves `offset` past them;
+/// a last line still being written (no newline yet) is left for the next call.
+fn read_new_lines(
+    mut file: std::fs::File,
+    offset: &mut u64,
+    mut each: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    file.seek(SeekFrom::Start(*offset))?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            return Ok(());
+        }
+        *offset += n as u64;
+        each(&line);
     }
 }
