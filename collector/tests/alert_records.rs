@@ -111,12 +111,7 @@ fn seeds() -> Vec<Event> {
                 ..NetworkEvent::default()
             }),
         ),
-        event(
-            3,
-            Payload::Signal(SignalEvent {
-                ..SignalEvent::default()
-            }),
-        ),
+        event(3, Payload::Signal(SignalEvent::default())),
     ]
 }
 
