@@ -3,6 +3,7 @@
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
 pub mod codec;
+pub mod encoded;
 pub mod limits;
 pub mod wire;
 

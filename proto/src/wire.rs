@@ -27,6 +27,13 @@ pub fn most_elements(message: &[u8], repeated: &Repeated) -> Result<usize, Malfo
     most_below(message, repeated.path, repeated.number)
 }
 
+/// Checks that `message` parses as protobuf fields (keys, varints, lengths within bounds) at
+/// its top level, without decoding any of them.
+pub fn check_framing(message: &[u8]) -> Result<(), Malformed> {
+    // Field 0 is no field number: nothing is counted, every top-level field is walked.
+    most_below(message, &[], 0).map(drop)
+}
+
 fn most_below(mut buf: &[u8], path: &[u32], number: u32) -> Result<usize, Malformed> {
     let mut count = 0;
     let mut most = 0;
@@ -122,6 +129,14 @@ mod tests {
         assert_eq!(count(&batch, "exec.ancestors.argv"), 6);
         assert_eq!(count(&batch, "hello.capabilities.hooks"), 0);
         assert_eq!(count(&batch, "network.dns.answers"), 0);
+    }
+
+    #[test]
+    fn framing_is_checked_without_decoding() {
+        let event = exec(2, 3).encode_to_vec();
+        assert_eq!(check_framing(&event), Ok(()));
+        assert!(check_framing(&event[..event.len() - 1]).is_err());
+        assert!(check_framing(&[0x0a, 0x05, b'a']).is_err());
     }
 
     #[test]

@@ -18,8 +18,9 @@ use std::{
 };
 
 use kestrel_proto::{
-    agent_message, collector_message, ingest_client::IngestClient, AgentMessage, CollectorMessage,
-    EventBatch, Gap, Heartbeat, Hello, KernelCapabilities,
+    agent_message, collector_message,
+    encoded::{open_ingest_stream, BatchEncoder, EncodedAgentMessage},
+    AgentMessage, CollectorMessage, Gap, Heartbeat, Hello, KernelCapabilities,
 };
 use rand::Rng;
 use tokio::{
@@ -265,13 +266,9 @@ impl Shipper {
             .keep_alive_timeout(Duration::from_secs(20))
             .connect()
             .await?;
-        let (outbound, rx) = mpsc::channel::<AgentMessage>(32);
-        outbound.send(self.hello()).await?;
-        let mut inbound = IngestClient::new(channel)
-            .max_decoding_message_size(1024 * 1024)
-            .stream(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let (outbound, rx) = mpsc::channel::<EncodedAgentMessage>(32);
+        outbound.send((&self.hello()).into()).await?;
+        let mut inbound = open_ingest_stream(channel, ReceiverStream::new(rx), 1024 * 1024).await?;
         self.reader_mut().rewind();
         tracing::info!(
             url = %self.config.url,
@@ -319,7 +316,7 @@ impl Shipper {
                         anyhow::bail!("spool closed");
                     }
                 }
-                _ = heartbeat.tick() => outbound.send(self.heartbeat()).await?,
+                _ = heartbeat.tick() => outbound.send((&self.heartbeat()).into()).await?,
                 _ = tls_check.tick() => {
                     if self.tls_changed() {
                         tracing::info!("TLS files changed: reconnecting with the new certificate");
@@ -347,7 +344,7 @@ impl Shipper {
     /// Sends what the spool holds, as far as the window allows.
     async fn pump(
         &mut self,
-        outbound: &mpsc::Sender<AgentMessage>,
+        outbound: &mpsc::Sender<EncodedAgentMessage>,
         in_flight: &mut VecDeque<InFlight>,
     ) -> anyhow::Result<()> {
         self.published.borrow_and_update();
@@ -369,22 +366,14 @@ impl Shipper {
                 return Ok(());
             }
             for message in messages(items) {
-                let (last_seq, events) = match &message {
-                    Message::Batch(batch) => (
-                        batch.first_seq + batch.events.len() as u64 - 1,
-                        batch.events.len(),
-                    ),
-                    Message::Gap(gap) => (gap.last_seq, 0),
-                };
-                in_flight.push_back(InFlight { last_seq, events });
+                in_flight.push_back(InFlight {
+                    last_seq: message.last_seq,
+                    events: message.events,
+                });
                 self.stats
                     .events_sent
-                    .fetch_add(events as u64, Ordering::Relaxed);
-                let msg = match message {
-                    Message::Batch(batch) => agent_message::Msg::Batch(batch),
-                    Message::Gap(gap) => agent_message::Msg::Gap(gap),
-                };
-                outbound.send(AgentMessage { msg: Some(msg) }).await?;
+                    .fetch_add(message.events as u64, Ordering::Relaxed);
+                outbound.send(message.encoded).await?;
             }
         }
     }
@@ -594,38 +583,49 @@ impl Delivery {
     }
 }
 
-/// A message built from spool items.
-enum Message {
-    Batch(EventBatch),
-    Gap(Gap),
+/// A message built from spool items: one batch of consecutive events, or one Gap.
+struct Message {
+    encoded: EncodedAgentMessage,
+    /// The last sequence number it covers.
+    last_seq: u64,
+    /// Events it holds (0 for a Gap).
+    events: usize,
+}
+
+impl Message {
+    fn batch(batch: BatchEncoder) -> Message {
+        Message {
+            last_seq: batch.next_seq() - 1,
+            events: batch.len(),
+            encoded: batch.finish(),
+        }
+    }
 }
 
 /// Groups consecutive events into batches; a Gap item ends the batch before it.
 fn messages(items: Vec<Item>) -> Vec<Message> {
     let mut out = Vec::new();
-    let mut batch: Option<EventBatch> = None;
+    let mut batch: Option<BatchEncoder> = None;
     for item in items {
         match item {
-            Item::Event { seq, event } => {
-                let contiguous = batch
-                    .as_ref()
-                    .is_some_and(|b| b.first_seq + b.events.len() as u64 == seq);
-                if !contiguous {
-                    out.extend(batch.take().map(Message::Batch));
-                    batch = Some(EventBatch {
-                        first_seq: seq,
-                        events: Vec::new(),
-                    });
+            Item::Event { seq, body } => {
+                if batch.as_ref().is_none_or(|b| b.next_seq() != seq) {
+                    out.extend(batch.take().map(Message::batch));
+                    batch = Some(BatchEncoder::new(seq));
                 }
-                batch.as_mut().expect("set above").events.push(*event);
+                batch.as_mut().expect("set above").push(&body);
             }
             Item::Gap(gap) => {
-                out.extend(batch.take().map(Message::Batch));
-                out.push(Message::Gap(gap));
+                out.extend(batch.take().map(Message::batch));
+                out.push(Message {
+                    last_seq: gap.last_seq,
+                    events: 0,
+                    encoded: (&AgentMessage::from(agent_message::Msg::Gap(gap))).into(),
+                });
             }
         }
     }
-    out.extend(batch.map(Message::Batch));
+    out.extend(batch.map(Message::batch));
     out
 }
 
@@ -684,6 +684,7 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
@@ -698,7 +699,7 @@ mod tests {
     fn event(seq: u64) -> Item {
         Item::Event {
             seq,
-            event: Box::default(),
+            body: Vec::new(),
         }
     }
 
@@ -712,9 +713,19 @@ mod tests {
         let out = messages(vec![event(1), event(2), Item::Gap(gap), event(4), event(6)]);
         let shape: Vec<(char, u64, usize)> = out
             .iter()
-            .map(|m| match m {
-                Message::Batch(b) => ('b', b.first_seq, b.events.len()),
-                Message::Gap(g) => ('g', g.first_seq, 0),
+            .map(|m| {
+                let decoded = AgentMessage::decode(m.encoded.as_bytes()).unwrap();
+                match decoded.msg.unwrap() {
+                    agent_message::Msg::Batch(b) => {
+                        assert_eq!(b.events.len(), m.events);
+                        let seqs: Vec<u64> = b.events.iter().map(|e| e.seq).collect();
+                        let expected: Vec<u64> = (b.first_seq..=m.last_seq).collect();
+                        assert_eq!(seqs, expected);
+                        ('b', b.first_seq, b.events.len())
+                    }
+                    agent_message::Msg::Gap(g) => ('g', g.first_seq, 0),
+                    other => panic!("unexpected {other:?}"),
+                }
             })
             .collect();
         assert_eq!(shape, [('b', 1, 2), ('g', 3, 0), ('b', 4, 1), ('b', 6, 1)]);

@@ -21,14 +21,23 @@ pub enum Item {
     Event {
         /// Its sequence number.
         seq: u64,
-        /// The event.
-        event: Box<Event>,
+        /// The event's protobuf encoding as the spool holds it (its own `seq` field unset or
+        /// stale: `seq` is the one that counts), sent as it is.
+        body: Vec<u8>,
     },
     /// Events given up or lost, covering `first_seq..=last_seq`.
     Gap(Gap),
 }
 
 impl Item {
+    /// The event decoded and stamped with its sequence number; `None` for a Gap.
+    pub fn decode_event(&self) -> Option<Result<Event, prost::DecodeError>> {
+        let Item::Event { seq, body } = self else {
+            return None;
+        };
+        Some(Event::decode(&body[..]).map(|event| Event { seq: *seq, ..event }))
+    }
+
     /// The last sequence number this item covers.
     pub fn last_seq(&self) -> u64 {
         match self {
@@ -158,7 +167,7 @@ impl SpoolReader {
                         return Ok(Some(self.lost(header.seq.min(end), "unknown", 0, 0)));
                     }
                     let path = open.path.clone();
-                    return Ok(Some(self.decode(&path, header, &body)));
+                    return Ok(Some(self.item(&path, header, body)));
                 }
                 Next::BodyDamaged { header, offset } => {
                     if header.seq < self.next_seq {
@@ -262,16 +271,17 @@ impl SpoolReader {
         }))
     }
 
-    fn decode(&self, path: &std::path::Path, header: Header, body: &[u8]) -> Item {
+    /// The item a record whose checksum held stands for. An event is sent as the spool holds it:
+    /// the checksum shows these are the bytes the writer encoded, and the framing check keeps
+    /// a record that is not protobuf (written by something else) from reaching the collector,
+    /// which would refuse the whole batch, again at every resend.
+    fn item(&self, path: &std::path::Path, header: Header, body: Vec<u8>) -> Item {
         match header.record_type {
-            RecordType::Event => match Event::decode(body) {
-                Ok(mut event) => {
-                    event.seq = header.seq;
-                    Item::Event {
-                        seq: header.seq,
-                        event: Box::new(event),
-                    }
-                }
+            RecordType::Event => match kestrel_proto::wire::check_framing(&body) {
+                Ok(()) => Item::Event {
+                    seq: header.seq,
+                    body,
+                },
                 Err(e) => {
                     self.report(
                         path,
@@ -287,7 +297,7 @@ impl SpoolReader {
                     )
                 }
             },
-            RecordType::Gap => match Gap::decode(body) {
+            RecordType::Gap => match Gap::decode(&body[..]) {
                 Ok(mut gap) => {
                     gap.first_seq = header.seq;
                     gap.last_seq = header.seq;

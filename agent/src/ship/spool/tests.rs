@@ -47,13 +47,16 @@ fn read_all(spool: &Arc<Spool>) -> Vec<Item> {
     }
 }
 
+/// The event an item holds, decoded; `None` for a Gap.
+fn decoded(item: &Item) -> Option<Event> {
+    item.decode_event()
+        .map(|e| e.expect("a spooled event decodes"))
+}
+
 fn pids(items: &[Item]) -> Vec<u32> {
     items
         .iter()
-        .filter_map(|i| match i {
-            Item::Event { event, .. } => Some(event.process.as_ref().unwrap().pid),
-            Item::Gap(_) => None,
-        })
+        .filter_map(|i| Some(decoded(i)?.process.unwrap().pid))
         .collect()
 }
 
@@ -85,7 +88,7 @@ fn events_are_read_back_in_order_with_consecutive_sequence_numbers() {
     let seqs: Vec<u64> = items.iter().map(Item::last_seq).collect();
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
     match &items[0] {
-        Item::Event { seq, event } => assert_eq!(event.seq, *seq),
+        item @ Item::Event { seq, .. } => assert_eq!(decoded(item).unwrap().seq, *seq),
         other => panic!("{other:?}"),
     }
 }
@@ -225,7 +228,7 @@ fn full_spool_sheds_low_priority_kinds_first_and_counts_them_in_gaps() {
     let items = read_all(&spool);
     let mut stored: BTreeMap<&str, u64> = BTreeMap::new();
     for item in &items {
-        if let Item::Event { event, .. } = item {
+        if let Some(event) = decoded(item) {
             *stored.entry(event.kind_name()).or_default() += 1;
         }
     }
@@ -705,10 +708,10 @@ fn random_and_mutated_segment_files_are_read_in_order_without_error() {
         let (spool, mut writer) = Spool::open(dir.path(), small()).unwrap();
         writer.append(&[event("exec", 1000)]).unwrap();
         let items = read_in_order(&spool, bytes.len() + 4);
-        let last_pid = items.iter().rev().find_map(|i| match i {
-            Item::Event { event, .. } => event.process.as_ref().map(|p| p.pid),
-            Item::Gap(_) => None,
-        });
+        let last_pid = items
+            .iter()
+            .rev()
+            .find_map(|i| decoded(i)?.process.map(|p| p.pid));
         assert_eq!(
             last_pid,
             Some(1000),
@@ -834,7 +837,8 @@ proptest! {
         let mut covered = std::collections::BTreeSet::new();
         for item in &items {
             let (first, end) = match item {
-                Item::Event { seq, event } => {
+                Item::Event { seq, .. } => {
+                    let event = decoded(item).unwrap();
                     prop_assert_eq!(written.get(seq).copied(), Some(event.process.as_ref().unwrap().pid));
                     (*seq, *seq)
                 }
