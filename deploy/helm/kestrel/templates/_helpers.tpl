@@ -1,0 +1,87 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "kestrel.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kestrel.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kestrel.agent.fullname" -}}
+{{- printf "%s-agent" (include "kestrel.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kestrel.collector.fullname" -}}
+{{- printf "%s-collector" (include "kestrel.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "kestrel.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kestrel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component ("agent" or "collector"): pass (list $ "agent"). */}}
+{{- define "kestrel.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "kestrel.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* An image reference: pass (list $ .Values.agent.image). */}}
+{{- define "kestrel.image" -}}
+{{- $root := index . 0 -}}
+{{- $image := index . 1 }}
+{{- printf "%s%s:%s" $root.Values.image.registry $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+
+{{/* The collector URL agents dial. */}}
+{{- define "kestrel.collectorUrl" -}}
+{{- if .Values.agent.collectorUrl }}
+{{- .Values.agent.collectorUrl }}
+{{- else }}
+{{- printf "https://%s.%s.svc:%v" (include "kestrel.collector.fullname" .) .Release.Namespace .Values.collector.service.grpcPort }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's configuration file: the user's map with the chart's mounts filled in. */}}
+{{- define "kestrel.agent.config" -}}
+{{- $config := deepCopy .Values.agent.config }}
+{{- $containers := default dict (get $config "containers") }}
+{{- $endpoints := list }}
+{{- with .Values.agent.runtimes }}
+{{- if .containerd.enabled }}
+{{- $endpoints = append $endpoints (dict "kind" "containerd" "socket" (printf "/host/runtime/containerd/%s" .containerd.socket)) }}
+{{- end }}
+{{- if .crio.enabled }}
+{{- $endpoints = append $endpoints (dict "kind" "cri-o" "socket" (printf "/host/runtime/crio/%s" .crio.socket)) }}
+{{- end }}
+{{- if .docker.enabled }}
+{{- $endpoints = append $endpoints (dict "kind" "docker" "socket" "/host/runtime/docker/docker.sock") }}
+{{- end }}
+{{- end }}
+{{- if not (hasKey $containers "endpoints") }}
+{{- $_ := set $containers "endpoints" $endpoints }}
+{{- end }}
+{{- $_ := set $containers "proc_root" "/host/proc" }}
+{{- $_ := set $containers "cgroup_root" "/host/sys/fs/cgroup" }}
+{{- $_ := set $config "containers" $containers }}
+{{- $spool := default dict (get $config "spool") }}
+{{- $_ := set $spool "dir" "/var/lib/kestrel/spool" }}
+{{- $_ := set $config "spool" $spool }}
+{{- toToml $config }}
+{{- end }}
