@@ -83,5 +83,42 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $spool := default dict (get $config "spool") }}
 {{- $_ := set $spool "dir" "/var/lib/kestrel/spool" }}
 {{- $_ := set $config "spool" $spool }}
+{{- include "kestrel.integers" $config }}
+{{- toToml $config }}
+{{- end }}
+
+{{/*
+Helm reads every number in values as a float, and toToml writes 4096 as 4096.0, which the
+binaries refuse where they expect an integer. This turns whole floats back into integers, in
+place, in a map and the maps and lists inside it (pass a deepCopy).
+*/}}
+{{- define "kestrel.integers" -}}
+{{- $map := . }}
+{{- range $key, $value := $map }}
+{{- if kindIs "map" $value }}
+{{- include "kestrel.integers" $value }}
+{{- else if kindIs "slice" $value }}
+{{- $items := list }}
+{{- range $value }}
+{{- if kindIs "map" . }}
+{{- include "kestrel.integers" . }}
+{{- $items = append $items . }}
+{{- else if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- $items = append $items (int64 .) }}
+{{- else }}
+{{- $items = append $items . }}
+{{- end }}
+{{- end }}
+{{- $_ := set $map $key $items }}
+{{- else if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+{{- $_ := set $map $key (int64 $value) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The collector's configuration file (collector.toml). */}}
+{{- define "kestrel.collector.config" -}}
+{{- $config := deepCopy .Values.collector.config }}
+{{- include "kestrel.integers" $config }}
 {{- toToml $config }}
 {{- end }}
