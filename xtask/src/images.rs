@@ -109,7 +109,19 @@ fn prepare_context(root: &Path, image: &Image, binary: &Path, context: &Path) ->
         fs::remove_dir_all(context).with_context(|| format!("removing {}", context.display()))?;
     }
     let rootfs = context.join("rootfs");
-    copy_file(binary, &rootfs.join("usr/bin").join(image.binary), 0o755)?;
+    let installed = rootfs.join("usr/bin").join(image.binary);
+    copy_file(binary, &installed, 0o755)?;
+    // Debug information is most of a binary's size; symbols stay for backtraces.
+    if util::on_path("strip") {
+        util::run(
+            "images",
+            Command::new("strip").arg("--strip-debug").arg(&installed),
+        )?;
+    } else {
+        println!(
+            "images: note: strip (binutils) not found; the binaries keep their debug information"
+        );
+    }
     for library in shared_libraries(binary)? {
         let inside = rootfs.join(library.strip_prefix("/").unwrap_or(&library));
         copy_file(&library, &inside, 0o755)?;
