@@ -263,6 +263,39 @@ fn chart_lints_strict() {
 }
 
 #[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    let chart = workspace_root().join(CHART);
+    let readme = std::fs::read_to_string(chart.join("README.md")).unwrap();
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    /// Paths neither documented themselves nor through every key inside them.
+    fn undocumented(readme: &str, path: &str, value: &Value, missing: &mut Vec<String>) {
+        if !path.is_empty() && readme.contains(&format!("| `{path}` |")) {
+            return;
+        }
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (key, inner) in map {
+                    let inner_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    undocumented(readme, &inner_path, inner, missing);
+                }
+            }
+            _ => missing.push(path.to_owned()),
+        }
+    }
+    let mut missing = Vec::new();
+    undocumented(&readme, "", &values, &mut missing);
+    assert!(
+        missing.is_empty(),
+        "values without a row in {CHART}/README.md: {missing:?}"
+    );
+}
+
+#[test]
 fn default_values_run_an_unprivileged_agent_on_every_node_with_its_own_identity() {
     if tools().is_none() {
         return;
