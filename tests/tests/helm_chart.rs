@@ -386,7 +386,7 @@ fn default_values_run_an_unprivileged_agent_on_every_node_with_its_own_identity(
         .collect();
     assert_eq!(csi.len(), 1, "the SPIFFE Workload API volume");
     container(daemonset, "spiffe-helper");
-    let spiffe_id = chart.one("ClusterSPIFFEID");
+    let spiffe_id = chart.named("ClusterSPIFFEID", "kestrel-agent");
     assert_eq!(
         spiffe_id["spec"]["spiffeIDTemplate"],
         "spiffe://{{ .TrustDomain }}/node/{{ .PodSpec.NodeName }}"
@@ -432,7 +432,20 @@ fn default_values_run_an_unprivileged_agent_on_every_node_with_its_own_identity(
         arg_value(serve, "--trust-domain").as_deref(),
         Some("kestrel.local")
     );
-    assert_eq!(secrets(collector), ["kestrel-collector-tls"]);
+    // The collector's certificate is a SPIRE SVID for the Service's names, renewed in place.
+    assert!(secrets(collector).is_empty(), "{:?}", secrets(collector));
+    container(collector, "spiffe-helper");
+    assert_eq!(
+        arg_value(serve, "--client-ca").as_deref(),
+        Some("/run/kestrel/tls/ca.pem")
+    );
+    let collector_id = chart.named("ClusterSPIFFEID", "kestrel-collector");
+    assert!(
+        strings(&collector_id["spec"]["dnsNames"]).is_empty()
+            && strings(&collector_id["spec"]["dnsNameTemplates"])
+                .contains(&"kestrel-collector.kestrel.svc".to_owned()),
+        "the collector's SVID names the host agents dial: {collector_id}"
+    );
     let policy = chart.one("NetworkPolicy");
     let ingress = policy["spec"]["ingress"].as_array().unwrap();
     let grpc = ingress
@@ -504,7 +517,8 @@ fn node_secrets_mode_gives_each_node_only_its_own_certificate() {
     }
     let chart = Rendered::new(
         "agent:\n  tls:\n    mode: nodeSecrets\n    nodes:\n      \
-         node-a: kestrel-agent-node-a\n      node-b: kestrel-agent-node-b\n",
+         node-a: kestrel-agent-node-a\n      node-b: kestrel-agent-node-b\n\
+         collector:\n  tls:\n    mode: existingSecret\n",
     );
     let daemonsets = chart.all("DaemonSet");
     assert_eq!(daemonsets.len(), 2, "one DaemonSet per listed node");
@@ -546,7 +560,7 @@ fn service_monitor_and_cert_manager_render_their_resources() {
     }
     let chart = Rendered::new(
         "serviceMonitor:\n  enabled: true\n  labels:\n    release: prom\n\
-         collector:\n  tls:\n    certManager:\n      enabled: true\n",
+         collector:\n  tls:\n    mode: existingSecret\n    certManager:\n      enabled: true\n",
     );
     let monitor = chart.one("ServiceMonitor");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
@@ -573,7 +587,8 @@ fn existing_config_maps_and_secrets_are_referenced_not_rendered() {
         "collector:\n  existingConfigMap: my-collector-config\n  existingSecret: my-sink-secrets\n  \
          denyListConfigMap: my-deny-list\n  secretEnv:\n    - {name: KESTREL_WEBHOOK_SECRET, \
          secretName: sirt, key: webhook}\n  rules:\n    builtin: false\n    \
-         existingConfigMap: my-rules\n  tls:\n    existingSecret: my-collector-tls\n",
+         existingConfigMap: my-rules\n  tls:\n    mode: existingSecret\n    \
+         existingSecret: my-collector-tls\n",
     );
     assert!(
         chart
@@ -594,6 +609,12 @@ fn existing_config_maps_and_secrets_are_referenced_not_rendered() {
         ["my-collector-config", "my-deny-list", "my-rules"].into()
     );
     assert_eq!(secrets(collector), ["my-collector-tls"]);
+    let copy = pod(collector)["initContainers"][0].clone();
+    assert_eq!(copy["name"], "tls-files", "the key is copied owner-only");
+    assert_eq!(
+        strings(&copy["command"])[..4],
+        ["/bin/busybox", "install", "-m", "0600"]
+    );
     let serve = container(collector, "collector");
     assert_eq!(
         arg_value(serve, "--rules").as_deref(),
@@ -635,6 +656,10 @@ fn broken_values_are_refused_with_a_message_naming_the_value() {
         (
             "collector:\n  rules:\n    files:\n      rule.txt: x\n",
             "rule.txt must end in .yml",
+        ),
+        (
+            "collector:\n  tls:\n    certManager:\n      enabled: true\n",
+            "needs collector.tls.mode=existingSecret",
         ),
     ] {
         let err = template(values).expect_err(values);

@@ -122,3 +122,59 @@ place, in a map and the maps and lists inside it (pass a deepCopy).
 {{- include "kestrel.integers" $config }}
 {{- toToml $config }}
 {{- end }}
+
+{{/*
+spiffe-helper's configuration: the SVID, key and bundle files it writes to /run/kestrel/tls.
+Pass (dict "root" $ "cert" "agent.pem" "key" "agent-key.pem" "daemon" "true").
+*/}}
+{{- define "kestrel.spiffeHelper.conf" -}}
+agent_address = "/spiffe-workload-api/{{ .root.Values.spire.socketName }}"
+cert_dir = "/run/kestrel/tls"
+svid_file_name = "{{ .cert }}"
+svid_key_file_name = "{{ .key }}"
+svid_bundle_file_name = "ca.pem"
+daemon_mode = {{ .daemon }}
+{{- end }}
+
+{{/*
+A spiffe-helper container (a list item). Pass (dict "root" $ "name" "spiffe-helper" "config"
+"helper.conf" "uid" 65532 "configMap" "<volume with the configuration>").
+*/}}
+{{- define "kestrel.spiffeHelper.container" -}}
+- name: {{ .name }}
+  image: {{ .root.Values.spire.helperImage }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args:
+    - -config
+    - /etc/spiffe-helper/{{ .config }}
+  {{- with .root.Values.spire.helperResources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    runAsNonRoot: true
+    runAsUser: {{ .uid }}
+    runAsGroup: {{ .uid }}
+    capabilities:
+      drop:
+        - ALL
+  volumeMounts:
+    - name: {{ .configMap }}
+      mountPath: /etc/spiffe-helper
+      readOnly: true
+    - name: spiffe-workload-api
+      mountPath: /spiffe-workload-api
+      readOnly: true
+    - name: tls
+      mountPath: /run/kestrel/tls
+{{- end }}
+
+{{/* The volume of the SPIFFE Workload API socket. */}}
+{{- define "kestrel.spiffeHelper.volume" -}}
+- name: spiffe-workload-api
+  csi:
+    driver: {{ .Values.spire.csiDriver }}
+    readOnly: true
+{{- end }}
