@@ -493,8 +493,13 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
     let chart = Rendered::new(
         "agent:\n  privileged: true\n  config:\n    dns_answers: false\n    \
          muted_paths: [/var/lib/build-cache]\n    spool:\n      max_bytes: 1048576\n    \
-         containers:\n      max_cgroups: 4096\n",
+         containers:\n      max_cgroups: 4096\n    muted_executables: [/usr/bin/backup-tool]\n  \
+         extraVolumes:\n    - {name: backup-tool, hostPath: {path: /usr/bin/backup-tool, type: File}}\n  \
+         extraVolumeMounts:\n    - {name: backup-tool, mountPath: /usr/bin/backup-tool, readOnly: true}\n",
     );
+    // A muted executable is looked up in the agent's container: the host's file is mounted there.
+    assert!(host_paths(chart.one("DaemonSet"))
+        .contains(&("backup-tool".to_owned(), "/usr/bin/backup-tool".to_owned())));
     // Numbers stay integers (Helm reads values as floats) and the chart's keys are kept.
     let config = agent_config(&chart);
     assert!(!config.dns_answers);
