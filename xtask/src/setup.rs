@@ -484,6 +484,9 @@ fn check_helm() -> Result<Option<Pending>> {
     }
     let mut commands = Vec::new();
     if !util::on_path("npm") {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        commands.push(update);
         let mut install = Command::new("apt-get");
         install
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -533,8 +536,21 @@ fn check_kubernetes_validate() -> Result<Option<Pending>> {
         ),
         None => println!("setup: {KUBERNETES_VALIDATE} is not installed for {}", python.display()),
     }
+    let mut commands = Vec::new();
+    let has_pip = util::capture(Command::new(&python).args(["-m", "pip", "--version"]))
+        .is_ok_and(|output| output.status.success());
+    if !has_pip {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        let mut pip = Command::new("apt-get");
+        pip.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "python3-pip"]);
+        commands.extend([update, pip]);
+    }
     let mut install = Command::new(python);
-    install.args([
+    // Debian's own Python refuses pip installs outside a virtual environment (PEP 668) unless
+    // told; the tests run the module with this same python3.
+    install.env("PIP_BREAK_SYSTEM_PACKAGES", "1").args([
         "-m",
         "pip",
         "install",
@@ -542,10 +558,11 @@ fn check_kubernetes_validate() -> Result<Option<Pending>> {
         "--disable-pip-version-check",
         &format!("{KUBERNETES_VALIDATE}=={KUBERNETES_VALIDATE_VERSION}"),
     ]);
+    commands.push(install);
     Ok(Some(Pending {
         what: "kubernetes-validate (PyPI)",
-        needs_root: false,
-        commands: vec![install],
+        needs_root: !has_pip,
+        commands,
         check: check_kubernetes_validate,
     }))
 }
