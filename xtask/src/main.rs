@@ -1,6 +1,8 @@
 //! `cargo xtask`: set-up, development PKI, local run, and the full check suite for Kestrel.
 
 mod certs;
+mod helm;
+mod images;
 mod run;
 mod setup;
 mod test;
@@ -24,7 +26,7 @@ struct Cli {
 enum Task {
     /// Install what this machine lacks: llvm-22-dev, nightly rust-src, bpf-linker 0.13.0,
     /// tracefs and bpffs mounts, the container test packages, auditd (for the host_overhead
-    /// benchmark). Idempotent.
+    /// benchmark), Helm 3 and kubernetes-validate (for the chart tests). Idempotent.
     Setup,
     /// Write a development PKI: CA (reused if present), collector and agent certificates.
     Certs {
@@ -38,6 +40,22 @@ enum Task {
     },
     /// Run collector and agent on this host with a dev PKI and print alerts live.
     Run,
+    /// Regenerate deploy/kubernetes/*.yaml from the Helm chart (`helm template`, default values).
+    HelmManifests {
+        /// Compare with the files instead of writing them; fail when they differ.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the kestrel-agent and kestrel-collector images (Podman, FROM scratch) tagged with
+    /// the workspace version.
+    Images {
+        /// Cargo profile of the binaries put in the images.
+        #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
+        profile: String,
+        /// Use the binaries already built instead of running `cargo build` first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Setup, rustfmt, clippy, build the binaries, then `cargo test --workspace`.
     Test {
         /// Passed on to `cargo test --workspace` (after `--`).
@@ -75,6 +93,8 @@ fn dispatch(task: Task) -> Result<ExitCode> {
             }
         }
         Task::Run => return run::run(),
+        Task::HelmManifests { check } => helm::manifests(check)?,
+        Task::Images { profile, no_build } => images::images(&profile, !no_build)?,
         Task::Test { args } => test::test(&args)?,
         Task::Bench { args } => test::bench(&args)?,
     }

