@@ -277,26 +277,43 @@ impl Pipeline {
 
     fn syscall_event(&mut self, syscall: &Syscall) -> Event {
         let tgid = syscall.common.tgid;
-        let info = self
-            .table
-            .get(tgid)
-            .cloned()
-            .unwrap_or_else(|| unknown_process(tgid, 0, ""));
-        if syscall.syscall == sys::SETNS && syscall.result == 0 {
-            self.join_namespace(tgid, syscall.args[1]);
-        }
-        let bases = self.bases(syscall, &info.cwd);
+        let directories = self.known_directories(syscall);
+        // Borrowed from the table, not cloned: this runs for every file and network event.
+        let unknown;
+        let info = match self.table.get(tgid) {
+            Some(info) => info,
+            None => {
+                unknown = unknown_process(tgid, 0, "");
+                &unknown
+            }
+        };
+        let bases = Bases {
+            cwd: &info.cwd,
+            directories,
+        };
         let mut payload = syscalls::payload_in(syscall, &bases);
-        if let Some(Payload::Network(network)) = &mut payload {
-            self.name_remote_host(syscall, network);
-        }
-        let mut process = self.process(&info, syscall.common.pid, syscall.common.cgroup_id);
+        let mut process = describe(
+            info,
+            Describe {
+                users: &mut self.users,
+                clock: &self.clock,
+                terminals: &mut self.terminals,
+            },
+            syscall.common.pid,
+            syscall.common.cgroup_id,
+        );
         process.euid = syscall.euid;
         process.parent_exec_id = self
             .table
             .get(info.ppid)
             .map(|p| p.exec_id.clone())
             .unwrap_or_default();
+        if syscall.syscall == sys::SETNS && syscall.result == 0 {
+            self.join_namespace(tgid, syscall.args[1]);
+        }
+        if let Some(Payload::Network(network)) = &mut payload {
+            self.name_remote_host(syscall, network);
+        }
         self.event(syscall.common.boot_ns, process, payload)
     }
 
@@ -313,17 +330,20 @@ impl Pipeline {
             .unwrap_or_default();
         let exe = absolute_exe(&exec.filename, tgid, &cwd);
         self.table.on_exec(&exec, exe, cwd);
+        // Described from the table in place, not from clones of its entries.
         let ancestors: Vec<Ancestor> = self
             .table
             .ancestors(tgid)
             .into_iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|p| self.ancestor(&p))
+            .map(|p| ancestor(p, &mut self.users, &self.clock))
             .collect();
-        let info = self.table.get(tgid).expect("just inserted").clone();
-        let mut process = self.process(&info, exec.common.pid, exec.common.cgroup_id);
+        let info = self.table.get(tgid).expect("just inserted");
+        let names = Describe {
+            users: &mut self.users,
+            clock: &self.clock,
+            terminals: &mut self.terminals,
+        };
+        let mut process = describe(info, names, exec.common.pid, exec.common.cgroup_id);
         process.euid = exec.euid;
         process.egid = exec.egid;
         process.parent_exec_id = ancestors
@@ -401,38 +421,57 @@ impl Pipeline {
     }
 
     fn process(&mut self, info: &ProcessInfo, pid: u32, cgroup_id: u64) -> Process {
-        Process {
-            pid,
-            tgid: info.tgid,
-            ppid: info.ppid,
-            uid: info.uid,
-            gid: info.gid,
-            user: self.users.name(info.uid).to_owned(),
-            exe: info.exe.clone(),
-            comm: info.comm.clone(),
-            argv: info.argv.clone(),
-            argv_truncated: info.argv_truncated,
-            cwd: info.cwd.clone(),
-            exec_id: info.exec_id.clone(),
-            parent_exec_id: String::new(),
-            cgroup_id,
-            container_id: String::new(),
-            start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
-            tty: self.terminals.get(info.tty).unwrap_or_default().to_owned(),
-            ..Process::default()
-        }
+        let names = Describe {
+            users: &mut self.users,
+            clock: &self.clock,
+            terminals: &mut self.terminals,
+        };
+        describe(info, names, pid, cgroup_id)
     }
+}
 
-    fn ancestor(&mut self, info: &ProcessInfo) -> Ancestor {
-        Ancestor {
-            pid: info.tgid,
-            exe: info.exe.clone(),
-            argv: info.argv.clone(),
-            uid: info.uid,
-            user: self.users.name(info.uid).to_owned(),
-            exec_id: info.exec_id.clone(),
-            start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
-        }
+/// What [`describe`] takes from the pipeline besides the process: borrowed field by field,
+/// so that the process itself can stay borrowed from the table.
+struct Describe<'a> {
+    users: &'a mut UserNames,
+    clock: &'a BootClock,
+    terminals: &'a mut crate::enrich::tty::Names,
+}
+
+/// The `Process` of an event by thread `pid` of the process `info` describes.
+fn describe(info: &ProcessInfo, names: Describe<'_>, pid: u32, cgroup_id: u64) -> Process {
+    Process {
+        pid,
+        tgid: info.tgid,
+        ppid: info.ppid,
+        uid: info.uid,
+        gid: info.gid,
+        user: names.users.name(info.uid).to_owned(),
+        exe: info.exe.clone(),
+        comm: info.comm.clone(),
+        argv: info.argv.clone(),
+        argv_truncated: info.argv_truncated,
+        cwd: info.cwd.clone(),
+        exec_id: info.exec_id.clone(),
+        parent_exec_id: String::new(),
+        cgroup_id,
+        container_id: String::new(),
+        start_time_unix_ns: names.clock.unix_ns(info.start_boot_ns),
+        tty: names.terminals.get(info.tty).unwrap_or_default().to_owned(),
+        ..Process::default()
+    }
+}
+
+/// The ancestor entry of an exec event for the process `info` describes.
+fn ancestor(info: &ProcessInfo, users: &mut UserNames, clock: &BootClock) -> Ancestor {
+    Ancestor {
+        pid: info.tgid,
+        exe: info.exe.clone(),
+        argv: info.argv.clone(),
+        uid: info.uid,
+        user: users.name(info.uid).to_owned(),
+        exec_id: info.exec_id.clone(),
+        start_time_unix_ns: clock.unix_ns(info.start_boot_ns),
     }
 }
 
