@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (identity, epoch, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_time ON events (time_unix_ns);
-CREATE INDEX IF NOT EXISTS events_exec_id ON events (identity, exec_id);
+CREATE INDEX IF NOT EXISTS events_exec ON events (identity, exec_id, time_unix_ns) WHERE kind = 'exec';
 CREATE TABLE IF NOT EXISTS alerts (
     id           INTEGER PRIMARY KEY,
     time_unix_ns INTEGER NOT NULL,
@@ -67,6 +67,11 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// migrations depend on.
 pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(TABLES)?;
+    // Only exec events are looked up by execution (an alert's ancestry). The index of every
+    // event by it that older collectors made cost a B-tree insert per file and network event,
+    // and the planner did not even use it (it searched all of the host's events by the primary
+    // key instead): `events_exec` holds exec events only, with their time for the newest.
+    conn.execute_batch("DROP INDEX IF EXISTS events_exec_id")?;
     migrate_gaps(conn)?;
     add_missing_columns(conn, "agents", &[("silent_since_unix_ns", "INTEGER")])?;
     // Events stored before digests were kept have none: a resend of one is taken as the same.
@@ -281,6 +286,43 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn executions_are_found_through_the_index_of_exec_events_only() {
+        let conn = Connection::open_in_memory().unwrap();
+        // An older store's index of every event by execution.
+        conn.execute_batch(
+            "CREATE TABLE events (identity TEXT NOT NULL, epoch INTEGER NOT NULL, \
+             seq INTEGER NOT NULL, time_unix_ns INTEGER NOT NULL, kind TEXT NOT NULL, \
+             pid INTEGER NOT NULL, exe TEXT NOT NULL, exec_id TEXT NOT NULL, \
+             json TEXT NOT NULL, digest INTEGER, PRIMARY KEY (identity, epoch, seq)) \
+             WITHOUT ROWID; CREATE INDEX events_exec_id ON events (identity, exec_id);",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        create(&conn).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.contains(&"events_exec".to_owned()), "{indexes:?}");
+        assert!(
+            !indexes.contains(&"events_exec_id".to_owned()),
+            "{indexes:?}"
+        );
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT json FROM events WHERE identity = 'h' \
+                 AND exec_id = 'e' AND kind = 'exec' ORDER BY time_unix_ns DESC LIMIT 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("events_exec"), "{plan}");
     }
 
     #[test]
