@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
     /// Bytes waiting in the ring before the kernel wakes the agent (default 1/32 of the ring;
-    /// records below it are read every 5 ms). 0 wakes it for every record, the kernel's default.
+    /// records below it are read every 20 ms). 0 wakes it for every record, the kernel's default.
     #[arg(long)]
     ring_wakeup_bytes: Option<u32>,
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
