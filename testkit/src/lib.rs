@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod kernel;
 pub mod net;
 pub mod pki;
+pub mod podman;
 pub mod procstat;
 pub mod pty;
 pub mod receiver;

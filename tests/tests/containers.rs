@@ -83,16 +83,12 @@ impl Podman {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
-        )
-        .expect("write containers.conf");
+        let conf = kestrel_testkit::podman::write_conf(dir.path());
 
         let socket = dir.path().join("podman.sock");
         let mut command = Command::new("podman");
         command
-            .env("CONTAINERS_CONF", dir.path().join("containers.conf"))
+            .env("CONTAINERS_CONF", &conf)
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()))
             .stdout(Stdio::null())
@@ -118,23 +114,11 @@ impl Podman {
 
     /// Runs `podman args…` with this test's configuration; fails the test on error.
     fn run(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        assert!(
-            output.status.success(),
-            "podman {} failed ({}):\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        kestrel_testkit::podman::run(&self.dir.path().join("containers.conf"), args)
     }
 
     fn output(&self, args: &[&str]) -> Output {
-        Command::new("podman")
-            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
-            .args(args)
-            .output()
-            .expect("run podman")
+        kestrel_testkit::podman::output(&self.dir.path().join("containers.conf"), args)
     }
 
     /// Imports [`IMAGE`]: a root file system with only `/bin/busybox` and applet links.

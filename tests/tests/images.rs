@@ -8,36 +8,12 @@
 //! hosts). Needs root (rootful Podman): in CI a missing tool or capability fails the test.
 //! The agent is never started: `--version` exits before anything is loaded.
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::{path::Path, process::Command};
 
-use kestrel_testkit::{binary, skip_or_fail, workspace_root};
+use kestrel_testkit::{binary, podman, skip_or_fail, workspace_root};
 
 /// The workspace version: the images' tag and the chart's appVersion.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn podman(conf: &Path, args: &[&str]) -> Output {
-    Command::new("podman")
-        .env("CONTAINERS_CONF", conf)
-        .args(args)
-        .output()
-        .expect("run podman")
-}
-
-/// Runs `podman args…`; fails the test with Podman's message unless it succeeds.
-fn podman_ok(conf: &Path, args: &[&str]) -> String {
-    let output = podman(conf, args);
-    assert!(
-        output.status.success(),
-        "podman {} failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 #[test]
 fn images_build_from_scratch_and_report_their_version() {
@@ -52,12 +28,7 @@ fn images_build_from_scratch_and_report_their_version() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("containers.conf");
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
-    )
-    .unwrap();
+    let conf = podman::write_conf(dir.path());
 
     // The binaries of this test build (debug or release), as `cargo xtask images` takes them.
     let agent = binary("kestrel-agent");
@@ -83,12 +54,12 @@ fn images_build_from_scratch_and_report_their_version() {
     for name in ["kestrel-agent", "kestrel-collector"] {
         let image = format!("localhost/{name}:{VERSION}");
         assert!(printed.contains(&format!("built {image}")), "{printed}");
-        let version = podman_ok(
+        let version = podman::run(
             &conf,
             &["run", "--rm", "--network", "none", &image, "--version"],
         );
         assert_eq!(version, format!("{name} {VERSION}"), "{image} --version");
-        let layers = podman_ok(
+        let layers = podman::run(
             &conf,
             &[
                 "image",
@@ -103,7 +74,7 @@ fn images_build_from_scratch_and_report_their_version() {
 
     let collector = format!("localhost/kestrel-collector:{VERSION}");
     assert_eq!(
-        podman_ok(
+        podman::run(
             &conf,
             &[
                 "image",
@@ -116,7 +87,7 @@ fn images_build_from_scratch_and_report_their_version() {
         "65532:65532",
         "the collector image runs as its non-root user"
     );
-    let id = podman_ok(
+    let id = podman::run(
         &conf,
         &[
             "run",
@@ -132,7 +103,7 @@ fn images_build_from_scratch_and_report_their_version() {
     );
     assert_eq!(id, "65532");
     // The default rule set is in the image and the binary there accepts it.
-    let check = podman(
+    let check = podman::output(
         &conf,
         &[
             "run",
