@@ -251,15 +251,18 @@ fn migrate_rate_limits_per_host(conn: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    /// The events table as schema version 1 made it.
+    const EVENTS_V1: &str = "CREATE TABLE events (identity TEXT NOT NULL, \
+         epoch INTEGER NOT NULL, seq INTEGER NOT NULL, time_unix_ns INTEGER NOT NULL, \
+         kind TEXT NOT NULL, pid INTEGER NOT NULL, exe TEXT NOT NULL, exec_id TEXT NOT NULL, \
+         json TEXT NOT NULL, PRIMARY KEY (identity, epoch, seq)) WITHOUT ROWID";
+
     #[test]
     fn an_older_store_gains_digests_and_the_high_water_marks_of_its_events() {
         let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(EVENTS_V1).unwrap();
         conn.execute_batch(
-            "CREATE TABLE events (identity TEXT NOT NULL, epoch INTEGER NOT NULL, \
-             seq INTEGER NOT NULL, time_unix_ns INTEGER NOT NULL, kind TEXT NOT NULL, \
-             pid INTEGER NOT NULL, exe TEXT NOT NULL, exec_id TEXT NOT NULL, \
-             json TEXT NOT NULL, PRIMARY KEY (identity, epoch, seq)) WITHOUT ROWID; \
-             INSERT INTO events VALUES ('a', 1, 5, 0, 'exec', 1, '', '', '{}'), \
+            "INSERT INTO events VALUES ('a', 1, 5, 0, 'exec', 1, '', '', '{}'), \
              ('a', 1, 9, 0, 'exec', 1, '', '', '{}'), ('a', 2, 3, 0, 'exec', 1, '', '', '{}'); \
              PRAGMA user_version = 1;",
         )
@@ -292,14 +295,9 @@ mod tests {
     fn executions_are_found_through_the_index_of_exec_events_only() {
         let conn = Connection::open_in_memory().unwrap();
         // An older store's index of every event by execution.
-        conn.execute_batch(
-            "CREATE TABLE events (identity TEXT NOT NULL, epoch INTEGER NOT NULL, \
-             seq INTEGER NOT NULL, time_unix_ns INTEGER NOT NULL, kind TEXT NOT NULL, \
-             pid INTEGER NOT NULL, exe TEXT NOT NULL, exec_id TEXT NOT NULL, \
-             json TEXT NOT NULL, digest INTEGER, PRIMARY KEY (identity, epoch, seq)) \
-             WITHOUT ROWID; CREATE INDEX events_exec_id ON events (identity, exec_id);",
-        )
-        .unwrap();
+        conn.execute_batch(EVENTS_V1).unwrap();
+        conn.execute_batch("CREATE INDEX events_exec_id ON events (identity, exec_id)")
+            .unwrap();
         create(&conn).unwrap();
         create(&conn).unwrap();
         let indexes: Vec<String> = conn
