@@ -287,6 +287,7 @@ impl Pipeline {
         }
         let bases = self.bases(syscall, &info.cwd);
         let mut payload = syscalls::payload_in(syscall, &bases);
+        syscalls::name_target(&mut payload, &self.table);
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(syscall, network);
         }
