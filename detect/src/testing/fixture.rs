@@ -375,6 +375,18 @@ fn a_record() -> u32 {
     1
 }
 
+/// The pid a fixture process gets when the case names none: 4242 without an exec id, else a
+/// stable number derived from the exec id (FNV-1a), in 10000..60000.
+fn default_pid(exec_id: &str) -> u32 {
+    if exec_id.is_empty() {
+        return 4242;
+    }
+    let hash = exec_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    10_000 + hash % 50_000
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -436,7 +448,9 @@ impl FixtureEvent {
             .argv
             .clone()
             .unwrap_or_else(|| vec![basename(&exe).to_string()]);
-        let pid = p.pid.or(p.tgid).unwrap_or(4242);
+        // Default pid: 4242, or one of its own per exec id, so that distinct executions are
+        // distinct processes (the session table follows a process across its execs by pid).
+        let pid = p.pid.or(p.tgid).unwrap_or_else(|| default_pid(&p.exec_id));
         let uid = p.uid.unwrap_or(1000);
         let process = pb::Process {
             pid,
