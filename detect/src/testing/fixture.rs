@@ -17,7 +17,8 @@
 //! case does not care about and words for enums (`file: { op: chmod, path: /tmp/x, mode: 0o4755 }`,
 //! `network: { op: connect, protocol: tcp, remote_ip: 10.0.0.1, remote_port: 4444 }`). Exactly
 //! one payload key per event: exec, fork, exit, file, network, credential, ptrace, signal,
-//! module, bpf, memfd, namespace, io_uring. `at: 30s` places an event 30 s after the first
+//! module, bpf, memfd, namespace, io_uring. A process without a `pid` gets one of its own per
+//! `exec_id` (4242 without one). `at: 30s` places an event 30 s after the first
 //! (default: 1 s after the previous one). A case expecting `match` passes when the rule fires on
 //! any of its events; `no_match` when it fires on none. Every rule needs at least one case of
 //! each.
