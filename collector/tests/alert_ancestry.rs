@@ -59,8 +59,13 @@ async fn deep_ancestry_is_stored_delivered_and_listed(depth: u32) {
         "the batch is stored and acknowledged"
     );
     // A later alert is delivered too: one deep alert does not block the outbox.
+    // Another process, from another shell (session): another finding.
     let mut other = shadow_read_with_ancestors(3);
-    other.process.as_mut().unwrap().parent_exec_id = "exec-of-another-shell".into();
+    let process = other.process.as_mut().unwrap();
+    process.pid = 7777;
+    process.tgid = 7777;
+    process.exec_id = "exec-of-another-cat".into();
+    process.parent_exec_id = "exec-of-another-shell".into();
     stream.send(batch(1, vec![other])).await;
     assert_eq!(stream.ack().await, 1);
 

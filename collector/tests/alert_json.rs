@@ -127,6 +127,7 @@ fn correlation_alert_keeps_all_evidence_and_groups_by_its_key() {
         rule: shadow_rule().info(RuleKind::Correlation).into(),
         events: events.into_iter().map(std::sync::Arc::new).collect(),
         group: Some("User=alice".into()),
+        session: None,
     };
     let alert = Alert::from_detection(&detection, 1);
     assert_eq!(alert.evidences.len(), 2);

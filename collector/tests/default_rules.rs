@@ -109,3 +109,60 @@ fn rules_test_reports_pass_and_fail_per_rule() {
     );
     assert!(out.contains("no 'match' case"), "{out}");
 }
+
+#[test]
+fn every_default_rule_and_correlation_input_has_an_attack_technique_tag() {
+    let (set, _) = RuleSet::load_dir(&rules_dir()).unwrap();
+    let technique = |tags: &[String]| {
+        tags.iter().any(|t| {
+            t.strip_prefix("attack.t")
+                .is_some_and(|n| n.len() >= 4 && n[..4].bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let mut untagged: Vec<&str> = set
+        .rules()
+        .iter()
+        .filter(|r| !technique(&r.tags))
+        .map(|r| r.id.as_str())
+        .collect();
+    untagged.extend(
+        set.correlations()
+            .iter()
+            .filter(|c| !technique(&c.info.tags))
+            .map(|c| c.info.id.as_str()),
+    );
+    assert!(untagged.is_empty(), "no ATT&CK technique tag: {untagged:?}");
+}
+
+const COVERAGE_BEGIN: &str = "<!-- rules coverage: begin -->\n";
+const COVERAGE_END: &str = "<!-- rules coverage: end -->";
+
+/// The README's coverage table is what `rules coverage collector/rules` prints; regenerate it
+/// with `KESTREL_UPDATE_README=1 cargo test -p kestrel-collector --test default_rules`.
+#[test]
+fn readme_coverage_table_is_the_output_of_rules_coverage() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (code, printed) = collector(&["rules", "coverage", rules_dir().to_str().unwrap()]);
+    assert_eq!(code, 0, "{printed}");
+    let (set, _) = RuleSet::load_dir(&rules_dir()).unwrap();
+    let table = kestrel_collector::cli::rules::Coverage::of(&set).markdown();
+    assert_eq!(printed, table, "the CLI prints the table");
+    let begin = readme
+        .find(COVERAGE_BEGIN)
+        .expect("README has the coverage begin marker")
+        + COVERAGE_BEGIN.len();
+    let end = readme
+        .find(COVERAGE_END)
+        .expect("README has the coverage end marker");
+    if std::env::var_os("KESTREL_UPDATE_README").is_some() {
+        let updated = format!("{}{table}{}", &readme[..begin], &readme[end..]);
+        std::fs::write(&readme_path, updated).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[begin..end],
+        table,
+        "README coverage table is stale: run KESTREL_UPDATE_README=1 cargo test -p kestrel-collector --test default_rules"
+    );
+}

@@ -173,6 +173,7 @@ fn signal(target_pid: u32, signal: i32) -> Event {
         target_pid,
         signal,
         result: 0,
+        ..Default::default()
     }));
     event
 }

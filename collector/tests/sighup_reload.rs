@@ -207,8 +207,8 @@ fn rewrite_unnoticed(path: &Path, text: &str) {
         .unwrap();
 }
 
-/// A `cat /etc/shadow` exec from a shell of its own (so the alerts' fingerprints differ and
-/// none is deduplicated).
+/// A `cat /etc/shadow` exec from a login shell (a session) of its own, so the alerts'
+/// fingerprints differ and none is deduplicated.
 fn shadow_exec(n: u32) -> Event {
     let mut event = shadow_exec_event();
     let process = event.process.as_mut().unwrap();
@@ -216,6 +216,9 @@ fn shadow_exec(n: u32) -> Event {
     process.tgid = 5000 + n;
     process.exec_id = format!("exec-sighup-{n}");
     process.parent_exec_id = format!("exec-sighup-shell-{n}");
+    if let Some(kestrel_proto::event::Payload::Exec(exec)) = &mut event.payload {
+        exec.ancestors[0].exec_id = format!("exec-sighup-shell-{n}");
+    }
     event.time_unix_ns += u64::from(n) * 1_000_000_000;
     event
 }

@@ -58,6 +58,9 @@ pub struct Detection {
     /// For a correlation rule, its group key (`Field=value` pairs of its `group-by`, joined by
     /// `, `); `None` for detection rules.
     pub group: Option<String>,
+    /// The session of the triggering event's process (its `SessionExecId`: the exec id of the
+    /// process just below the nearest session boundary), when the detector knows it.
+    pub session: Option<Arc<str>>,
 }
 
 impl Detection {

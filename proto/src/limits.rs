@@ -101,9 +101,11 @@ const PROCESS: u32 = 4;
 const EXEC: u32 = 10;
 const NETWORK: u32 = 14;
 const DNS: u32 = 11;
+const PTRACE: u32 = 16;
+const SIGNAL: u32 = 17;
 
 /// The repeated fields counted before decoding.
-pub const COUNTED_ON_THE_WIRE: [Repeated; 6] = [
+pub const COUNTED_ON_THE_WIRE: [Repeated; 8] = [
     Repeated {
         field: "batch.events",
         path: &[BATCH],
@@ -139,5 +141,17 @@ pub const COUNTED_ON_THE_WIRE: [Repeated; 6] = [
         path: &[BATCH, EVENTS, NETWORK, DNS],
         number: 4,
         limit: DNS_ANSWERS,
+    },
+    Repeated {
+        field: "ptrace.target_argv",
+        path: &[BATCH, EVENTS, PTRACE],
+        number: 6,
+        limit: ARGV_ENTRIES,
+    },
+    Repeated {
+        field: "signal.target_argv",
+        path: &[BATCH, EVENTS, SIGNAL],
+        number: 6,
+        limit: ARGV_ENTRIES,
     },
 ];

@@ -292,6 +292,7 @@ impl Pipeline {
             directories,
         };
         let mut payload = syscalls::payload_in(syscall, &bases);
+        syscalls::name_target(&mut payload, &self.table);
         let mut process = describe(
             info,
             Describe {

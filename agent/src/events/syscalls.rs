@@ -17,7 +17,7 @@ use super::{
     network,
 };
 use crate::{
-    enrich::paths::fd_path,
+    enrich::{paths::fd_path, process_table::ProcessTable},
     kernel::decode::{c_string, Syscall},
 };
 
@@ -56,6 +56,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
                 s.args[0]
             } as u32,
             result: s.result,
+            ..Default::default()
         }),
         KIND_SIGNAL => Payload::Signal(SignalEvent {
             syscall: sys::name(s.syscall).into(),
@@ -66,6 +67,7 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
                 s.args[1]
             } as i32,
             result: s.result,
+            ..Default::default()
         }),
         KIND_MODULE => Payload::Module(ModuleEvent {
             syscall: sys::name(s.syscall).into(),
@@ -119,6 +121,26 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
     })
 }
 
+/// Names the target of a signal, ptrace or process_vm_writev from the process table (its
+/// executable and argv), so rules can tell `kill -9 <auditd's pid>` from any other kill: the
+/// `kill` builtin sends the signal without an exec that would name it. Unknown targets (a
+/// thread id, a process gone) stay unnamed.
+pub fn name_target(payload: &mut Option<Payload>, table: &ProcessTable) {
+    let (pid, exe, argv) = match payload {
+        Some(Payload::Signal(s)) => (s.target_pid, &mut s.target_exe, &mut s.target_argv),
+        Some(Payload::Ptrace(p)) => (p.target_pid, &mut p.target_exe, &mut p.target_argv),
+        _ => return,
+    };
+    // kill(0, …) and negative pids (process groups) name no one process.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    if let Some(target) = table.get(pid) {
+        exe.clone_from(&target.exe);
+        argv.clone_from(&target.argv);
+    }
+}
+
 /// The protocol form of a credential set the kernel side read.
 fn credentials(set: &CredentialSet) -> Credentials {
     Credentials {
@@ -139,6 +161,37 @@ fn credentials(set: &CredentialSet) -> Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_names_its_target_from_the_process_table() {
+        let table = ProcessTable::from_proc();
+        let me = std::process::id();
+        let mut payload = Some(Payload::Signal(SignalEvent {
+            target_pid: me,
+            signal: 15,
+            ..Default::default()
+        }));
+        name_target(&mut payload, &table);
+        let Some(Payload::Signal(s)) = &payload else {
+            unreachable!()
+        };
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(s.target_exe, exe.display().to_string());
+        assert!(!s.target_argv.is_empty());
+
+        // A process group (kill(-pgid, …)) and pid 0 name no one process.
+        for pid in [0, (-42i32) as u32] {
+            let mut payload = Some(Payload::Ptrace(PtraceEvent {
+                target_pid: pid,
+                ..Default::default()
+            }));
+            name_target(&mut payload, &table);
+            let Some(Payload::Ptrace(p)) = &payload else {
+                unreachable!()
+            };
+            assert!(p.target_exe.is_empty() && p.target_argv.is_empty());
+        }
+    }
 
     #[test]
     fn every_followed_call_has_a_name() {

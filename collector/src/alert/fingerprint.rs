@@ -4,13 +4,16 @@
 //!
 //! The fingerprint is the first 128 bits of SHA-256 over a versioned, NUL-separated list of
 //! parts, in hex:
-//! - detection rules: rule id, host, the parent's execution (`parent_exec_id`), executable,
-//!   command line, user, container id;
+//! - detection rules: rule id, host, the session (`SessionExecId`: the exec id of the process
+//!   just below the nearest session boundary such as sshd, login, cron, tmux or a container
+//!   runtime; the parent's execution when the session is unknown), executable, command line,
+//!   user, container id;
 //! - correlation rules: rule id, host, group key;
 //! - system alerts: rule id, host, group.
 //!
-//! Process ids and times are left out on purpose: `cat /etc/shadow` run twice from one shell (a
-//! loop, a script) is one finding; run from another shell session it is another.
+//! Process ids, parents and times are left out on purpose: `cat /etc/shadow` run twice from one
+//! session (a loop, a script, or many short-lived `sh -c` shells started by one login shell) is
+//! one finding; run from another session it is another.
 
 use sha2::{Digest, Sha256};
 
@@ -18,8 +21,9 @@ use sha2::{Digest, Sha256};
 /// module doc for why process ids and times are not part of it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Subject<'a> {
-    /// The parent's execution (`parent_exec_id`): one shell session, one finding.
-    pub parent_exec_id: &'a str,
+    /// The session (`SessionExecId`), or the parent's execution (`parent_exec_id`) when the
+    /// session is unknown: one session, one finding.
+    pub session: &'a str,
     /// The process's executable.
     pub exe: &'a str,
     /// Its command line.
@@ -35,11 +39,11 @@ pub fn of_detection(rule_id: &str, host: &str, group: Option<&str>, subject: &Su
     match group {
         Some(group) => hash(&["v1", "correlation", rule_id, host, group]),
         None => hash(&[
-            "v1",
+            "v2",
             "detection",
             rule_id,
             host,
-            subject.parent_exec_id,
+            subject.session,
             subject.exe,
             subject.command_line,
             subject.user,
@@ -104,9 +108,9 @@ mod tests {
     }
 
     #[test]
-    fn the_same_command_from_another_parent_is_another_finding() {
+    fn the_same_command_from_another_session_is_another_finding() {
         let other = Subject {
-            parent_exec_id: "exec-of-another-shell",
+            session: "exec-of-another-login-shell",
             ..process("cat /etc/shadow")
         };
         assert_ne!(

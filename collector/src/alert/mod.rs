@@ -449,6 +449,7 @@ impl Alert {
             rule: Arc::new(rule.info(RuleKind::Detection)),
             events: vec![Arc::new(event.clone())],
             group: None,
+            session: None,
         };
         Alert::from_detection(&detection, epoch)
     }
@@ -474,7 +475,10 @@ impl Alert {
             &trigger.host,
             detection.group.as_deref(),
             &fingerprint::Subject {
-                parent_exec_id: &process.parent_exec_id,
+                session: detection
+                    .session
+                    .as_deref()
+                    .unwrap_or(&process.parent_exec_id),
                 exe: &process.exe,
                 command_line: &process.command_line,
                 user: &process.user,
@@ -912,11 +916,12 @@ mod tests {
             }),
             events: vec![Arc::new(event)],
             group: None,
+            session: Some(Arc::from("exec-of-the-login-shell")),
         }
     }
 
     #[test]
-    fn the_same_command_from_another_pid_of_the_same_shell_has_the_same_fingerprint() {
+    fn the_same_command_from_another_shell_of_the_same_session_has_the_same_fingerprint() {
         let a = Alert::from_detection(&shadow_read(1), 1);
         let b = Alert::from_detection(&shadow_read(2), 1);
         assert_eq!(a.fingerprint(), b.fingerprint());
@@ -926,10 +931,32 @@ mod tests {
             .process
             .as_mut()
             .unwrap()
-            .parent_exec_id = "exec-of-another-shell".into();
-        assert_ne!(
+            .parent_exec_id = "exec-of-another-short-lived-shell".into();
+        assert_eq!(
             a.fingerprint(),
             Alert::from_detection(&other_shell, 1).fingerprint()
+        );
+        let mut other_session = shadow_read(1);
+        other_session.session = Some(Arc::from("exec-of-another-login-shell"));
+        assert_ne!(
+            a.fingerprint(),
+            Alert::from_detection(&other_session, 1).fingerprint()
+        );
+    }
+
+    #[test]
+    fn without_a_known_session_the_parent_execution_tells_findings_apart() {
+        let mut a = shadow_read(1);
+        a.session = None;
+        let mut b = a.clone();
+        Arc::make_mut(&mut b.events[0])
+            .process
+            .as_mut()
+            .unwrap()
+            .parent_exec_id = "exec-of-another-shell".into();
+        assert_ne!(
+            Alert::from_detection(&a, 1).fingerprint(),
+            Alert::from_detection(&b, 1).fingerprint()
         );
     }
 

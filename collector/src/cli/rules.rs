@@ -1,5 +1,6 @@
-//! `kestrel-collector rules check DIR` and `rules test DIR`.
+//! `kestrel-collector rules check DIR`, `rules test DIR` and `rules coverage DIR`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,13 @@ pub enum RulesCommand {
         /// Rules directory.
         dir: PathBuf,
     },
+    /// Print the ATT&CK techniques the alerting rules of DIR cover, from their tags, as a
+    /// Markdown table (technique, tactics, rules) followed by a count per tactic; exit 1 when
+    /// an alerting rule has no technique tag.
+    Coverage {
+        /// Rules directory.
+        dir: PathBuf,
+    },
 }
 
 /// `rules check` or `rules test` found problems (the details were printed).
@@ -45,6 +53,14 @@ pub enum RulesCliError {
         dir: PathBuf,
         /// How many problems were found.
         invalid: usize,
+    },
+    /// Some alerting rules carry no ATT&CK technique tag.
+    #[error("{untagged} alerting rule(s) in {} have no ATT&CK technique tag", dir.display())]
+    Untagged {
+        /// The rules directory.
+        dir: PathBuf,
+        /// How many.
+        untagged: usize,
     },
     /// Some rule tests failed.
     #[error("{failed} rule(s) failed their fixtures in {}", dir.display())]
@@ -63,6 +79,116 @@ pub fn run(args: RulesArgs) -> Result<(), RulesCliError> {
     match args.command {
         RulesCommand::Check { dir } => check(&dir, &mut out),
         RulesCommand::Test { dir } => test(&dir, &mut out),
+        RulesCommand::Coverage { dir } => {
+            let (set, errors) = RuleSet::load_dir(&dir)?;
+            print_errors(&errors, &mut out);
+            let coverage = Coverage::of(&set);
+            let _ = out.write_all(coverage.markdown().as_bytes());
+            for id in &coverage.untagged {
+                let _ = writeln!(out, "UNTAGGED {id}");
+            }
+            if coverage.untagged.is_empty() {
+                Ok(())
+            } else {
+                Err(RulesCliError::Untagged {
+                    dir,
+                    untagged: coverage.untagged.len(),
+                })
+            }
+        }
+    }
+}
+
+/// The ATT&CK techniques a rule set's alerting rules (detection rules that report on their
+/// own, and correlations) cover, read from their Sigma tags (`attack.t1059.004`,
+/// `attack.execution`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Technique id (`T1059.004`) to the tactics named beside it and the rule ids tagged with it.
+    pub techniques: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// Tactic to the alerting rules tagged with it.
+    pub tactics: BTreeMap<String, BTreeSet<String>>,
+    /// Alerting rules without any technique tag.
+    pub untagged: Vec<String>,
+}
+
+impl Coverage {
+    /// Reads the tags of `set`'s alerting rules.
+    pub fn of(set: &RuleSet) -> Coverage {
+        let mut coverage = Coverage::default();
+        let detection = set
+            .rules()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set.rule_emits(*i))
+            .map(|(_, r)| (&r.id, &r.tags));
+        let correlation = set
+            .correlations()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set.correlation_emits(*i))
+            .map(|(_, c)| (&c.info.id, &c.info.tags));
+        for (id, tags) in detection.chain(correlation) {
+            let mut techniques = Vec::new();
+            let mut tactics = BTreeSet::new();
+            for tag in tags {
+                let Some(name) = tag.strip_prefix("attack.") else {
+                    continue;
+                };
+                let numbered = |letter: char| {
+                    name.len() >= 5
+                        && name.starts_with([letter, letter.to_ascii_uppercase()])
+                        && name[1..5].bytes().all(|b| b.is_ascii_digit())
+                };
+                if numbered('t') {
+                    techniques.push(name.to_ascii_uppercase());
+                } else if !numbered('g') && !numbered('s') {
+                    // Groups (g0032) and software (s0002) are neither.
+                    tactics.insert(name.to_owned());
+                }
+            }
+            if techniques.is_empty() {
+                coverage.untagged.push(id.clone());
+            }
+            for tactic in &tactics {
+                coverage
+                    .tactics
+                    .entry(tactic.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+            for technique in techniques {
+                let entry = coverage.techniques.entry(technique).or_default();
+                entry.0.extend(tactics.iter().cloned());
+                entry.1.insert(id.clone());
+            }
+        }
+        coverage
+    }
+
+    /// The Markdown tables: one row per technique, then one row per tactic.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| technique | tactics | rules |\n|---|---|---|\n");
+        for (technique, (tactics, rules)) in &self.techniques {
+            let link = technique.replacen('.', "/", 1);
+            let tactics: Vec<&str> = tactics.iter().map(String::as_str).collect();
+            let rules: Vec<String> = rules.iter().map(|r| format!("`{r}`")).collect();
+            out.push_str(&format!(
+                "| [{technique}](https://attack.mitre.org/techniques/{link}/) | {} | {} |\n",
+                tactics.join(", "),
+                rules.join(", ")
+            ));
+        }
+        out.push_str("\n| tactic | techniques | rules |\n|---|---|---|\n");
+        for (tactic, rules) in &self.tactics {
+            let techniques = self
+                .techniques
+                .values()
+                .filter(|(tactics, _)| tactics.contains(tactic))
+                .count();
+            out.push_str(&format!("| {tactic} | {techniques} | {} |\n", rules.len()));
+        }
+        out
     }
 }
 

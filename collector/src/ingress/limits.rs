@@ -323,8 +323,16 @@ pub fn check_event(event: &Event) -> Result<(), OverLimit> {
             Ok(())
         }
         Payload::Credential(e) => c.text("credential.syscall", &e.syscall, NAME_BYTES),
-        Payload::Ptrace(e) => c.text("ptrace.syscall", &e.syscall, NAME_BYTES),
-        Payload::Signal(e) => c.text("signal.syscall", &e.syscall, NAME_BYTES),
+        Payload::Ptrace(e) => {
+            c.text("ptrace.syscall", &e.syscall, NAME_BYTES)?;
+            c.text("ptrace.target_exe", &e.target_exe, PATH_BYTES)?;
+            c.argv("ptrace.target_argv", &e.target_argv)
+        }
+        Payload::Signal(e) => {
+            c.text("signal.syscall", &e.syscall, NAME_BYTES)?;
+            c.text("signal.target_exe", &e.target_exe, PATH_BYTES)?;
+            c.argv("signal.target_argv", &e.target_argv)
+        }
         Payload::Module(e) => {
             c.text("module.syscall", &e.syscall, NAME_BYTES)?;
             c.text("module.path", &e.path, PATH_BYTES)?;

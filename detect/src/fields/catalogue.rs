@@ -247,6 +247,10 @@ fields! {
     // process_access, process_signal.
     /// The pid acted on.
     TargetProcessId: ["TargetProcessId"], Number, TARGET_PROCESS;
+    /// The target's executable, from the agent's process table; absent when unknown.
+    TargetImage: ["TargetImage"], Text, TARGET_PROCESS;
+    /// The target's argv joined by single spaces; absent when unknown.
+    TargetCommandLine: ["TargetCommandLine"], Text, TARGET_PROCESS;
     /// The ptrace request name (`PTRACE_ATTACH`, `PTRACE_POKETEXT`, …) or its number;
     /// `process_vm_writev` for that syscall.
     PtraceRequest: ["PtraceRequest"], Text, PTRACE;

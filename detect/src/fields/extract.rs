@@ -133,6 +133,16 @@ pub(super) fn compute(
             Some(Payload::Signal(s)) => number(out, Some(s.target_pid)),
             _ => false,
         },
+        F::TargetImage => match &event.payload {
+            Some(Payload::Ptrace(p)) => non_empty(out, Some(p.target_exe.as_str())),
+            Some(Payload::Signal(s)) => non_empty(out, Some(s.target_exe.as_str())),
+            _ => false,
+        },
+        F::TargetCommandLine => match &event.payload {
+            Some(Payload::Ptrace(p)) if !p.target_argv.is_empty() => join_into(out, &p.target_argv),
+            Some(Payload::Signal(s)) if !s.target_argv.is_empty() => join_into(out, &s.target_argv),
+            _ => false,
+        },
         F::PtraceRequest => match &event.payload {
             Some(Payload::Ptrace(p)) => {
                 match (p.syscall.as_str(), ptrace_request_name(p.request)) {

@@ -320,3 +320,37 @@ fn values_from_the_previous_event_are_not_reused() {
     let v = values.get(Field::CommandLine).unwrap();
     assert_eq!((v.raw, v.lower), ("b C", "b c"));
 }
+
+#[test]
+fn signal_and_ptrace_targets_are_named_when_the_agent_knew_them() {
+    let signal = Event {
+        payload: Some(Payload::Signal(kestrel_proto::SignalEvent {
+            target_pid: 612,
+            signal: 9,
+            target_exe: "/usr/sbin/auditd".into(),
+            target_argv: vec!["/sbin/auditd".into(), "-n".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&signal);
+    assert_eq!(
+        raw(&v, Field::TargetImage).as_deref(),
+        Some("/usr/sbin/auditd")
+    );
+    assert_eq!(
+        raw(&v, Field::TargetCommandLine).as_deref(),
+        Some("/sbin/auditd -n")
+    );
+    let unknown = Event {
+        payload: Some(Payload::Ptrace(kestrel_proto::PtraceEvent {
+            target_pid: 99,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let v = values(&unknown);
+    assert_eq!(raw(&v, Field::TargetImage), None);
+    assert_eq!(raw(&v, Field::TargetCommandLine), None);
+    assert_eq!(raw(&v, Field::TargetProcessId).as_deref(), Some("99"));
+}

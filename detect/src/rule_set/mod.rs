@@ -249,6 +249,12 @@ impl RuleSet {
         self.rule_links.get(index).is_some_and(|l| l.emits)
     }
 
+    /// True when correlation rule `index` reports detections of its own; false when it only
+    /// feeds other correlations (unless one says `generate: true`).
+    pub fn correlation_emits(&self, index: usize) -> bool {
+        self.correlation_links.get(index).is_some_and(|l| l.emits)
+    }
+
     /// What detection rule `index`'s match leads to.
     pub(crate) fn rule_links(&self, index: usize) -> &Links {
         &self.rule_links[index]

@@ -195,6 +195,7 @@ impl Detector {
                     rule: rules.rule_info(r).clone(),
                     events: vec![event.clone()],
                     group: None,
+                    session: session.clone(),
                 });
             }
             self.hits.extend(&rules.rule_links(r).feeds);
@@ -259,6 +260,7 @@ impl Detector {
                     rule: Arc::new(correlation.info.clone()),
                     events: evidence,
                     group: Some(group),
+                    session: ctx.session.map(Arc::from),
                 });
             }
             if fired.insert(index) {

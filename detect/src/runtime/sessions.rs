@@ -9,7 +9,12 @@
 //! systemd is the root of the session of everything it spawns.
 //!
 //! Exec events carry the ancestry, so each exec records `exec_id -> session`; forks inherit
-//! the parent's session; any other event looks its process up. A process seen for the first
+//! the parent's session; any other event looks its process up. A process keeps its session
+//! across its own execs: when a session root replaces itself (`bash -c '...; ./x'` runs its
+//! last command in place, as `ssh host 'curl ...; ./x'` does), the new image stays in the
+//! session unless the image it replaces was a boundary program (an sshd or cron child becoming
+//! the login shell starts a session, as before). For that the table also remembers, per
+//! process id, the session of its current image when that image is not a boundary. A process seen for the first
 //! time through a non-exec event inherits its parent's session when that is known. Exit
 //! events forget the process. Memory is bounded: two generations of at most `capacity / 2`
 //! entries each; when the current one fills up, the older one is dropped (least recently
@@ -107,10 +112,18 @@ impl Sessions {
             return None;
         }
         let key = self.key(&event.host, &process.exec_id);
+        let pid_key = self.pid_key(&event.host, process.tgid);
+        let boundary_image = is_boundary_name(&process.exe);
         match &event.payload {
             Some(Payload::Exec(exec)) => {
-                let session = self.session_of_exec(&event.host, &process.exec_id, &exec.ancestors);
+                // The same process before this exec, when its image was not a boundary.
+                let kept = pid_key.and_then(|k| self.get(k));
+                let session = match kept {
+                    Some(session) => session,
+                    None => self.session_of_exec(&event.host, &process.exec_id, &exec.ancestors),
+                };
                 self.insert(key, session.clone());
+                self.remember_pid(pid_key, boundary_image, &session);
                 Some(session)
             }
             _ => {
@@ -121,9 +134,34 @@ impl Sessions {
                     .then(|| self.key(&event.host, &process.parent_exec_id))
                     .and_then(|k| self.get(k))?;
                 self.insert(key, parent.clone());
+                self.remember_pid(pid_key, boundary_image, &parent);
                 Some(parent)
             }
         }
+    }
+
+    /// Remembers the session of process `pid_key`'s current image, or forgets it when the
+    /// image is a boundary (its next exec starts a session).
+    fn remember_pid(&mut self, pid_key: Option<u64>, boundary_image: bool, session: &Arc<str>) {
+        let Some(k) = pid_key else { return };
+        if boundary_image {
+            self.current.remove(&k);
+            self.previous.remove(&k);
+        } else {
+            self.insert(k, session.clone());
+        }
+    }
+
+    /// The key of a process id on a host (distinct from exec id keys); `None` for pids 0-2,
+    /// which are boundaries (and 0 is unknown).
+    fn pid_key(&self, host: &str, tgid: u32) -> Option<u64> {
+        (tgid > 2).then(|| {
+            let mut h = self.hasher.build_hasher();
+            host.hash(&mut h);
+            0xffu8.hash(&mut h);
+            tgid.hash(&mut h);
+            h.finish()
+        })
     }
 
     /// Forgets the process of an exit event (call after the event was evaluated).
@@ -132,6 +170,10 @@ impl Sessions {
             let key = self.key(&event.host, &process.exec_id);
             self.current.remove(&key);
             self.previous.remove(&key);
+            if let Some(k) = self.pid_key(&event.host, process.tgid) {
+                self.current.remove(&k);
+                self.previous.remove(&k);
+            }
         }
     }
 
@@ -211,10 +253,12 @@ impl Sessions {
 
 /// True when `a` starts sessions for its children.
 fn is_boundary(a: &Ancestor) -> bool {
-    if a.pid <= 2 {
-        return true;
-    }
-    let exe = a.exe.as_bytes();
+    a.pid <= 2 || is_boundary_name(&a.exe)
+}
+
+/// True when the program `exe` starts sessions for its children.
+fn is_boundary_name(exe: &str) -> bool {
+    let exe = exe.as_bytes();
     let name = match memchr::memrchr(b'/', exe) {
         Some(slash) => &exe[slash + 1..],
         None => exe,
@@ -317,6 +361,50 @@ mod tests {
         s.after(&exit);
         let unknown = other("child", "gone", Payload::File(FileEvent::default()));
         assert_eq!(s.observe(&unknown), None);
+    }
+
+    fn with_pid(mut event: Event, tgid: u32, exe: &str) -> Event {
+        let p = event.process.as_mut().unwrap();
+        p.tgid = tgid;
+        p.exe = exe.into();
+        event
+    }
+
+    #[test]
+    fn a_session_root_that_execs_in_place_keeps_its_session() {
+        let mut s = Sessions::new(1024);
+        // ssh host 'curl ...; ./x': sshd's child becomes bash -c (a new session), whose last
+        // command replaces it in place: same pid, new exec id, parent still sshd.
+        let sshd_child = other("sshd-child", "sshd", Payload::Fork(ForkEvent::default()));
+        s.observe(&with_pid(sshd_child, 100, "/usr/sbin/sshd"));
+        let shell = with_pid(
+            exec("bash", sshd_chain()[1..].to_vec()),
+            100,
+            "/usr/bin/bash",
+        );
+        assert_eq!(
+            s.observe(&shell).as_deref(),
+            Some("bash"),
+            "sshd's child starts one"
+        );
+        let replaced = with_pid(exec("x", sshd_chain()[1..].to_vec()), 100, "/tmp/x");
+        assert_eq!(
+            s.observe(&replaced).as_deref(),
+            Some("bash"),
+            "kept across exec"
+        );
+        // Once it exits, a new process with the same pid starts afresh.
+        s.after(&with_pid(
+            other("x", "sshd", Payload::Exit(ExitEvent::default())),
+            100,
+            "/tmp/x",
+        ));
+        let reused = with_pid(
+            exec("bash2", sshd_chain()[1..].to_vec()),
+            100,
+            "/usr/bin/bash",
+        );
+        assert_eq!(s.observe(&reused).as_deref(), Some("bash2"));
     }
 
     #[test]

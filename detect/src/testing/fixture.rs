@@ -17,7 +17,8 @@
 //! case does not care about and words for enums (`file: { op: chmod, path: /tmp/x, mode: 0o4755 }`,
 //! `network: { op: connect, protocol: tcp, remote_ip: 10.0.0.1, remote_port: 4444 }`). Exactly
 //! one payload key per event: exec, fork, exit, file, network, credential, ptrace, signal,
-//! module, bpf, memfd, namespace, io_uring. `at: 30s` places an event 30 s after the first
+//! module, bpf, memfd, namespace, io_uring. A process without a `pid` gets one of its own per
+//! `exec_id` (4242 without one). `at: 30s` places an event 30 s after the first
 //! (default: 1 s after the previous one). A case expecting `match` passes when the rule fires on
 //! any of its events; `no_match` when it fires on none. Every rule needs at least one case of
 //! each.
@@ -375,6 +376,18 @@ fn a_record() -> u32 {
     1
 }
 
+/// The pid a fixture process gets when the case names none: 4242 without an exec id, else a
+/// stable number derived from the exec id (FNV-1a), in 10000..60000.
+fn default_pid(exec_id: &str) -> u32 {
+    if exec_id.is_empty() {
+        return 4242;
+    }
+    let hash = exec_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    10_000 + hash % 50_000
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -436,7 +449,9 @@ impl FixtureEvent {
             .argv
             .clone()
             .unwrap_or_else(|| vec![basename(&exe).to_string()]);
-        let pid = p.pid.or(p.tgid).unwrap_or(4242);
+        // Default pid: 4242, or one of its own per exec id, so that distinct executions are
+        // distinct processes (the session table follows a process across its execs by pid).
+        let pid = p.pid.or(p.tgid).unwrap_or_else(|| default_pid(&p.exec_id));
         let uid = p.uid.unwrap_or(1000);
         let process = pb::Process {
             pid,
