@@ -404,6 +404,19 @@ impl Agent {
         kinds
     }
 
+    /// The `I`s of the execs of `/bin/true MARKER I` in the agent's own JSON-lines output: which
+    /// marks the agent captured, whatever became of them on the way to the store.
+    pub fn produced_marks(&self, marker: &str) -> Vec<u32> {
+        let mut marks: Vec<u32> = crate::read_json_lines(&self.events)
+            .iter()
+            .filter(|e| event_kind(e).as_deref() == Some("exec"))
+            .filter(|e| e["process"]["argv"][1].as_str() == Some(marker))
+            .filter_map(|e| e["process"]["argv"][2].as_str()?.parse().ok())
+            .collect();
+        marks.sort_unstable();
+        marks
+    }
+
     /// How many exec events the agent produced per executable, most first: what filled a spool
     /// or a ring buffer when a test finds less room than it expected.
     pub fn execs_by_image(&self) -> Vec<(String, u64)> {

@@ -66,14 +66,23 @@ fn setup(name: &str, others: &[&str], collector_args: &[&str], agent_args: &[&st
     }
 }
 
-fn expect_marks(collector: &Collector, marker: &str, expected: &[u32], what: &str) {
+/// Waits for exactly `expected` marks in the store; a failure says which of the missing ones
+/// the agent captured at all (lost on the way, or never seen) and the Gaps the store holds.
+fn expect_marks(collector: &Collector, agent: &Agent, marker: &str, expected: &[u32], what: &str) {
     let stored = wait_for_marks(collector, marker, expected, DELIVERY);
-    assert_eq!(
-        stored,
-        expected,
-        "{what}: {}",
-        diff_marks(&stored, expected)
-    );
+    if stored != expected {
+        let produced = agent.produced_marks(marker);
+        let missing_but_produced: Vec<u32> = expected
+            .iter()
+            .filter(|m| !stored.contains(m) && produced.contains(m))
+            .copied()
+            .collect();
+        panic!(
+            "{what}: {}; of the missing, the agent produced {missing_but_produced:?}; gaps: {:?}",
+            diff_marks(&stored, expected),
+            collector.gaps()
+        );
+    }
 }
 
 /// The epochs stored for `name`.
@@ -140,7 +149,13 @@ fn collector_killed_mid_stream_and_restarted_stores_each_event_once() {
     workload.join().unwrap();
 
     let expected: Vec<u32> = (0..N).collect();
-    expect_marks(&collector, &mark, &expected, "after a collector kill -9");
+    expect_marks(
+        &collector,
+        &agent,
+        &mark,
+        &expected,
+        "after a collector kill -9",
+    );
     assert_eq!(epochs(&collector, "fault-a").len(), 1, "one epoch");
     assert!(
         agent.logs().contains("collector stream failed"),
@@ -178,7 +193,13 @@ fn agent_killed_and_restarted_resends_what_was_not_acknowledged_once() {
     run_marked(&mark, N..N + M, Duration::ZERO);
 
     let expected: Vec<u32> = (0..N + M).collect();
-    expect_marks(&collector, &mark, &expected, "after an agent kill -9");
+    expect_marks(
+        &collector,
+        &agent,
+        &mark,
+        &expected,
+        "after an agent kill -9",
+    );
     assert_eq!(
         epochs(&collector, "fault-b").len(),
         1,
@@ -247,7 +268,13 @@ fn collector_down_for_a_minute_of_activity_loses_nothing() {
     collector.start();
 
     let expected: Vec<u32> = (0..n).collect();
-    expect_marks(&collector, &mark, &expected, "after a collector outage");
+    expect_marks(
+        &collector,
+        &agent,
+        &mark,
+        &expected,
+        "after a collector outage",
+    );
     assert!(
         u64::from(n) >= outage.as_secs() * 3,
         "the workload ran through the outage ({n} execs)"
@@ -468,7 +495,13 @@ fn damaged_spool_record_is_reported_in_a_gap_and_later_segments_are_delivered() 
     collector.start();
     agent.start();
     let expected: Vec<u32> = (0..N).filter(|m| *m != target_mark).collect();
-    expect_marks(&collector, &mark, &expected, "all but the damaged record");
+    expect_marks(
+        &collector,
+        &agent,
+        &mark,
+        &expected,
+        "all but the damaged record",
+    );
     let gap = collector
         .gaps()
         .into_iter()
@@ -658,7 +691,13 @@ fn hostile_clients_leave_the_collector_up_and_a_good_agent_delivering_within_two
     const N: u32 = 100;
     run_marked(&mark, 10..N, Duration::ZERO);
     let expected: Vec<u32> = (0..N).collect();
-    expect_marks(&collector, &mark, &expected, "next to hostile clients");
+    expect_marks(
+        &collector,
+        &agent,
+        &mark,
+        &expected,
+        "next to hostile clients",
+    );
     collector.process().assert_running();
     let slowest = latencies.iter().max().unwrap();
     assert!(
