@@ -162,7 +162,7 @@ impl AgentConfig {
             ("max_bytes", spool.max_bytes),
             ("segment_bytes", spool.segment_bytes),
         ] {
-            if value == Some(0) {
+            if value.map(|size| size.as_u64()) == Some(0) {
                 problems.push(format!("spool.{field}: must be positive"));
             }
         }
@@ -180,6 +180,19 @@ impl AgentConfig {
             .filter(|(name, _)| self.kinds.iter().any(|k| k == name))
             .fold(0, |mask, (_, kind)| mask | 1 << kind)
     }
+}
+
+/// Parses a byte size as a flag takes it: `268435456`, `256MiB`, `256 MiB`, `8MB`, `1.5GiB`.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("'{text}' is not a byte size (e.g. 8388608, 8MiB): {e}"))
+}
+
+/// [`parse_byte_size`] for a size the kernel takes as 32 bits (the ring buffer's).
+pub fn parse_byte_size_u32(text: &str) -> Result<u32, String> {
+    let bytes = parse_byte_size(text)?;
+    u32::try_from(bytes).map_err(|_| format!("'{text}' is more than 4 GiB - 1"))
 }
 
 #[cfg(test)]
@@ -249,6 +262,34 @@ mod tests {
         };
         assert_eq!(tier("file"), "high".parse().unwrap());
         assert_eq!(tier("exec"), "high".parse().unwrap(), "the flag wins");
+    }
+
+    #[test]
+    fn byte_sizes_take_units_in_the_file_and_on_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "[spool]\nmax_bytes = \"256MiB\"\nsegment_bytes = 65536\n",
+        )
+        .unwrap();
+        let spool = AgentConfig::load(&path).unwrap().spool;
+        assert_eq!(spool.max_bytes.map(|b| b.as_u64()), Some(256 << 20));
+        assert_eq!(spool.segment_bytes.map(|b| b.as_u64()), Some(65536));
+        std::fs::write(&path, "[spool]\nmax_bytes = \"lots\"\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("max_bytes") && err.contains("lots"), "{err}");
+
+        assert_eq!(parse_byte_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_byte_size("256 MiB"), Ok(256 << 20));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert!(parse_byte_size("-1")
+            .unwrap_err()
+            .contains("'-1' is not a byte size"));
+        assert_eq!(parse_byte_size_u32("4MiB"), Ok(4 << 20));
+        assert!(parse_byte_size_u32("8GiB")
+            .unwrap_err()
+            .contains("more than 4 GiB"));
     }
 
     #[test]

@@ -43,12 +43,13 @@ struct Cli {
     /// Also write every event as a JSON line to this file.
     #[arg(long)]
     events_jsonl: Option<PathBuf>,
-    /// Kernel ring buffer size in bytes (a power-of-two multiple of the page size; default 8 MiB).
-    #[arg(long)]
+    /// Kernel ring buffer size (`8MiB`, `8388608`: a power-of-two multiple of the page size;
+    /// default 8 MiB).
+    #[arg(long, value_parser = kestrel_agent::config::parse_byte_size_u32)]
     ring_buffer_bytes: Option<u32>,
     /// Bytes waiting in the ring before the kernel wakes the agent (default 1/32 of the ring;
     /// records below it are read every 20 ms). 0 wakes it for every record, the kernel's default.
-    #[arg(long)]
+    #[arg(long, value_parser = kestrel_agent::config::parse_byte_size_u32)]
     ring_wakeup_bytes: Option<u32>,
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
     #[arg(long)]

@@ -94,8 +94,8 @@ pub struct CollectorConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
-    /// Largest decoded agent message in bytes. Default 4194304 (4 MiB).
-    pub max_message_bytes: usize,
+    /// Largest decoded agent message: bytes, or a size such as `"4MiB"`. Default 4 MiB.
+    pub max_message_bytes: bytesize::ByteSize,
     /// Most events in one batch. Default 2048.
     pub max_batch_events: usize,
     /// Events of one agent waiting for the store writer. Default 16384.
@@ -125,7 +125,7 @@ impl Default for IngressConfig {
         let d = IngressLimits::default();
         let text = |d: Duration| humantime::format_duration(d).to_string();
         IngressConfig {
-            max_message_bytes: d.max_message_bytes,
+            max_message_bytes: bytesize::ByteSize::b(d.max_message_bytes as u64),
             max_batch_events: d.max_batch_events,
             max_events_in_flight_per_agent: d.max_events_in_flight_per_agent,
             max_streams_per_connection: d.max_streams_per_connection,
@@ -320,7 +320,7 @@ impl CollectorConfig {
         };
         let i = &self.ingress;
         let ingress = IngressLimits {
-            max_message_bytes: i.max_message_bytes,
+            max_message_bytes: usize::try_from(i.max_message_bytes.as_u64()).unwrap_or(usize::MAX),
             max_batch_events: i.max_batch_events,
             max_events_in_flight_per_agent: i.max_events_in_flight_per_agent,
             max_streams_per_connection: i.max_streams_per_connection,
@@ -454,6 +454,21 @@ mod tests {
                 .to_string();
         assert!(
             err.contains("ingress.max_batch_events: 20000 is above 16384"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn message_size_takes_units_and_a_bad_one_is_named() {
+        let settings = parse("[ingress]\nmax_message_bytes = \"2MiB\"\n").unwrap();
+        assert_eq!(settings.ingress.max_message_bytes, 2 << 20);
+        let settings = parse("[ingress]\nmax_message_bytes = 1048576\n").unwrap();
+        assert_eq!(settings.ingress.max_message_bytes, 1 << 20);
+        let err = parse("[ingress]\nmax_message_bytes = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_message_bytes") && err.contains("big"),
             "{err}"
         );
     }

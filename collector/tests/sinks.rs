@@ -231,7 +231,7 @@ async fn jsonl_sink_from_the_config_file_rotates_and_keeps_every_alert() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alerts.jsonl");
     let env = Env::start(&format!(
-        "{FAST_DELIVERY}\n[alerts]\ndedup_window = \"0s\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"{}\"\nmax_bytes = 9000\nmax_files = 9\n",
+        "{FAST_DELIVERY}\n[alerts]\ndedup_window = \"0s\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"{}\"\nmax_bytes = \"9KB\"\nmax_files = 9\n",
         path.display()
     ));
     for n in 0..6 {
@@ -256,7 +256,7 @@ async fn jsonl_sink_from_the_config_file_rotates_and_keeps_every_alert() {
     assert_eq!(count_lines(), 6);
     assert!(
         dir.path().join("alerts.jsonl.1").exists(),
-        "rotated at 9000 bytes"
+        "rotated at 9KB (9000 bytes)"
     );
     env.stop().await;
 }

@@ -504,7 +504,7 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
     let config = agent_config(&chart);
     assert!(!config.dns_answers);
     assert_eq!(config.muted_paths, ["/var/lib/build-cache"]);
-    assert_eq!(config.spool.max_bytes, Some(1_048_576));
+    assert_eq!(config.spool.max_bytes.map(|b| b.as_u64()), Some(1_048_576));
     assert_eq!(config.containers.max_cgroups, 4096);
     assert_eq!(config.containers.proc_root, Path::new("/host/proc"));
     let agent = container(chart.one("DaemonSet"), "agent");

@@ -428,12 +428,12 @@ pub struct DeliveryArgs {
     /// (kept across restarts). Without it, a temporary directory removed at exit is used.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Most bytes the spool may hold; beyond, events are shed by priority (and counted in Gaps).
-    /// Default 256 MiB.
-    #[arg(long, value_name = "BYTES")]
+    /// Most bytes the spool may hold (`256MiB`, `268435456`); beyond, events are shed by
+    /// priority (and counted in Gaps). Default 256 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_byte_size)]
     pub spool_max_bytes: Option<u64>,
-    /// Size of one spool segment file. Default 8 MiB.
-    #[arg(long, value_name = "BYTES")]
+    /// Size of one spool segment file (`8MiB`, `8388608`). Default 8 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_byte_size)]
     pub spool_segment_bytes: Option<u64>,
     /// Shedding priority of an event kind when the spool fills, KIND=low|normal|high
     /// (repeatable). Defaults: exec, credential, module high; file, network, ptrace, bpf, memfd,
@@ -457,8 +457,12 @@ impl DeliveryArgs {
         priority.extend(self.spool_priority.iter().cloned());
         DeliveryArgs {
             spool: self.spool.clone().or_else(|| file.dir.clone()),
-            spool_max_bytes: self.spool_max_bytes.or(file.max_bytes),
-            spool_segment_bytes: self.spool_segment_bytes.or(file.segment_bytes),
+            spool_max_bytes: self
+                .spool_max_bytes
+                .or(file.max_bytes.map(|size| size.as_u64())),
+            spool_segment_bytes: self
+                .spool_segment_bytes
+                .or(file.segment_bytes.map(|size| size.as_u64())),
             spool_priority: priority,
             heartbeat_interval: self.heartbeat_interval,
         }

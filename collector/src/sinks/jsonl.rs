@@ -25,8 +25,8 @@ pub const DEFAULT_MAX_FILES: u32 = 5;
 pub struct Options {
     /// The file to append to, or `-` for stdout. Required.
     path: Option<PathBuf>,
-    /// Rotate the file when it would grow past this many bytes. Default: never.
-    max_bytes: Option<u64>,
+    /// Rotate the file when it would grow past this size (bytes, or `"100MiB"`). Default: never.
+    max_bytes: Option<bytesize::ByteSize>,
     /// Rotated files kept (`F.1` newest … `F.N`). Default [`DEFAULT_MAX_FILES`].
     max_files: Option<u32>,
 }
@@ -58,7 +58,7 @@ impl Build for Options {
         let path = self.path.clone().unwrap_or_default();
         let file = JsonlFile::open(
             &path,
-            self.max_bytes.unwrap_or(0),
+            self.max_bytes.map_or(0, |size| size.as_u64()),
             self.max_files.unwrap_or(DEFAULT_MAX_FILES),
         )
         .map_err(|e| settings.error(e.to_string()))?;

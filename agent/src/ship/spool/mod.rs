@@ -65,10 +65,11 @@ use state::State;
 pub struct SpoolSettings {
     /// Spool directory (`--spool`).
     pub dir: Option<PathBuf>,
-    /// Most bytes the spool may hold (`--spool-max-bytes`, default 256 MiB).
-    pub max_bytes: Option<u64>,
-    /// Size of one segment file (`--spool-segment-bytes`, default 8 MiB).
-    pub segment_bytes: Option<u64>,
+    /// Most bytes the spool may hold (`--spool-max-bytes`, default 256 MiB): a number of bytes
+    /// or a size such as `"256MiB"`.
+    pub max_bytes: Option<bytesize::ByteSize>,
+    /// Size of one segment file (`--spool-segment-bytes`, default 8 MiB), as `max_bytes`.
+    pub segment_bytes: Option<bytesize::ByteSize>,
     /// Shedding tier per event kind: `low`, `normal` or `high` (`--spool-priority`).
     pub priority: BTreeMap<String, String>,
 }
