@@ -51,6 +51,11 @@ struct Cli {
     /// records below it are read every 20 ms). 0 wakes it for every record, the kernel's default.
     #[arg(long, value_parser = kestrel_agent::config::parse_byte_size_u32)]
     ring_wakeup_bytes: Option<u32>,
+    /// Check the configuration and exit without loading anything into the kernel: the TLS
+    /// files (with --collector), --config, the spool settings and the ring sizes. Exit status 0
+    /// when the agent would start with them; otherwise 1, naming every problem found.
+    #[arg(long)]
+    check_config: bool,
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -99,6 +104,7 @@ async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Probe { config }) => probe(config.as_deref()),
+        None if cli.check_config => check_config(&cli),
         None => run(cli).await,
     }
 }
@@ -132,6 +138,52 @@ fn probe(config: Option<&std::path::Path>) -> anyhow::Result<()> {
             anyhow::bail!("the agent cannot run on this kernel: {err}")
         }
     }
+}
+
+/// `--check-config`: what `run` reads before it touches the kernel, every problem reported.
+fn check_config(cli: &Cli) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if let (Some(url), Some(ca), Some(cert), Some(key)) =
+        (&cli.collector, &cli.ca, &cli.cert, &cli.key)
+    {
+        let files = TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        match collector_host(url) {
+            Ok(domain) => {
+                if let Err(e) = (TlsSource { files, domain }).load() {
+                    problems.push(format!("{e:#}"));
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    let config = match cli.config.as_deref().map(AgentConfig::load).transpose() {
+        Ok(config) => config.unwrap_or_default(),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            AgentConfig::default()
+        }
+    };
+    if let Err(e) = cli.delivery.with_file(&config.spool).spool_config() {
+        problems.push(format!("{e:#}"));
+    }
+    let ring = LoadOptions {
+        ring_buffer_bytes: cli.ring_buffer_bytes,
+        ring_wakeup_bytes: cli.ring_wakeup_bytes,
+        ..LoadOptions::default()
+    };
+    problems.extend(ring.ring_problems());
+    if problems.is_empty() {
+        println!("kestrel-agent: configuration OK");
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("kestrel-agent: {problem}");
+    }
+    anyhow::bail!("{} problem(s) in the configuration", problems.len())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -174,6 +226,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config,
         ..LoadOptions::default()
     };
+    if let Some(problem) = options.ring_problems().first() {
+        anyhow::bail!("{problem}");
+    }
     let mut probes = Probes::load(&options)
         .context("loading eBPF programs (run as root; see `kestrel-agent probe`)")?;
     // Parsing the object and the kernel's BTF took tens of MiB that the agent does not keep.

@@ -58,6 +58,23 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.check_config {
+        return match Collector::check_config(&args) {
+            Ok(found) => {
+                println!(
+                    "kestrel-collector: configuration OK ({} rules, {} sinks)",
+                    found.rules, found.sinks
+                );
+                Ok(())
+            }
+            Err(problems) => {
+                for problem in &problems {
+                    eprintln!("kestrel-collector: {problem}");
+                }
+                anyhow::bail!("{} problem(s) in the configuration", problems.len())
+            }
+        };
+    }
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let collector = Collector::start(&args).await?;

@@ -37,6 +37,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Authenticated connections waiting for the gRPC server to pick them up.
 const CONN_QUEUE: usize = 64;
 
+/// What `serve --check-config` found in a configuration that would start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigCheck {
+    /// Rules loaded from the rules directory.
+    pub rules: usize,
+    /// Sinks configured (the `--alerts-jsonl` one included).
+    pub sinks: usize,
+}
+
 /// The collector could not start, or its server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -93,6 +102,51 @@ pub struct Collector {
 impl Collector {
     /// Loads the TLS files, the rules, the store and the alert output, then binds the listen
     /// address. Each failure names the file or address at fault.
+    /// What `serve --check-config` checks, without binding, opening the store or starting
+    /// anything: the key's mode, the certificates, every rule file, the configuration file and
+    /// its sinks (built as `serve` builds them: a jsonl sink creates its file). Every problem
+    /// found, or what would be loaded.
+    pub fn check_config(args: &ServeArgs) -> Result<ConfigCheck, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut problem = |e: ServeError| problems.push(crate::report::error_chain(&e));
+        if let Err(e) = crate::private_files::check_private_key(&args.key) {
+            problem(e.into());
+        }
+        if let Err(e) = tls::ReloadingConfig::load(&args.cert, &args.key, &args.client_ca) {
+            problem(e.into());
+        }
+        let rules = match RuleSet::load_dir(&args.rules) {
+            Ok((rules, errors)) => {
+                problems.extend(errors.iter().map(ToString::to_string));
+                rules.len()
+            }
+            Err(e) => {
+                problems.push(crate::report::error_chain(&e));
+                0
+            }
+        };
+        let sinks = match settings(args) {
+            Ok(settings) => {
+                let built = settings.sinks.iter().map(|sink| sink.build());
+                let errors: Vec<String> = built
+                    .filter_map(Result::err)
+                    .map(|e| e.to_string())
+                    .collect();
+                problems.extend(errors);
+                settings.sinks.len()
+            }
+            Err(e) => {
+                problems.push(crate::report::error_chain(&e));
+                0
+            }
+        };
+        if problems.is_empty() {
+            Ok(ConfigCheck { rules, sinks })
+        } else {
+            Err(problems)
+        }
+    }
+
     pub async fn start(args: &ServeArgs) -> Result<Collector, ServeError> {
         crate::private_files::check_private_key(&args.key)?;
         let tls = Arc::new(tls::ReloadingConfig::load(

@@ -116,6 +116,29 @@ pub struct LoadOptions {
     pub config: AgentConfig,
 }
 
+impl LoadOptions {
+    /// What is wrong with the ring sizes, before the kernel refuses them with a bare EINVAL:
+    /// the ring must be a power-of-two multiple of the page size, and a wake-up threshold past
+    /// the ring's size would never wake the agent.
+    pub fn ring_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+        let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let ring = self.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BYTES);
+        if !ring.is_power_of_two() || ring < page {
+            problems.push(format!(
+                "--ring-buffer-bytes: {ring} is not a power-of-two multiple of the page size ({page})"
+            ));
+        }
+        if self.ring_wakeup_bytes.is_some_and(|wakeup| wakeup > ring) {
+            problems.push(format!(
+                "--ring-wakeup-bytes: more than the ring's {ring} bytes, so the agent would never be woken"
+            ));
+        }
+        problems
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {

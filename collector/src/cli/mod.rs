@@ -51,6 +51,11 @@ pub enum Command {
 /// Options of `kestrel-collector serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Check the configuration and exit without serving: the key's mode, the certificates,
+    /// every rule file, `--config` and its sinks. Exit status 0 when `serve` would start with
+    /// it; otherwise 1, naming every problem found.
+    #[arg(long)]
+    pub check_config: bool,
     /// Address to listen on for agents, e.g. `0.0.0.0:50051` or `[::]:50051`.
     #[arg(long, value_name = "ADDR")]
     pub listen: String,

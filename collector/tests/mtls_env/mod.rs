@@ -62,6 +62,7 @@ impl Harness {
             write(&rules_dir, name, text);
         }
         let mut args = ServeArgs {
+            check_config: false,
             listen: "127.0.0.1:0".into(),
             cert: write(dir.path(), "collector.pem", &server_cert.cert_pem),
             key: write(dir.path(), "collector-key.pem", &server_cert.key_pem),
