@@ -2,6 +2,7 @@
 //! exec on this host, and the alert line it must produce.
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -29,6 +30,19 @@ fn read_shadow_under_sh(terminal: Option<&Pty>) -> u32 {
     pid
 }
 
+/// A collector for `dir` that raises one alert per matching event: alerts fold by session, and
+/// the tests of this file run their `cat /etc/shadow` concurrently in one session (each agent
+/// sees the others' too), so with the default `dedup_window` one test's alert could be counted
+/// into another's.
+fn collector_without_folding(dir: &Path, pki: &Path, args: &[&str]) -> Collector {
+    let config = dir.join("collector.toml");
+    std::fs::write(&config, "[alerts]\ndedup_window = \"0s\"\n").unwrap();
+    let config = config.display().to_string();
+    let mut all = vec!["--config", config.as_str()];
+    all.extend_from_slice(args);
+    Collector::new(dir, pki, &all)
+}
+
 fn shadow_alert_for(sh_pid: u32) -> impl Fn(&Value) -> bool {
     move |alert: &Value| {
         alert["rule"]["id"] == "kestrel-cred-shadow-read-cli"
@@ -44,7 +58,7 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     certs(&pki, AGENT);
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    let mut collector = collector_without_folding(dir.path(), &pki, &[]);
     collector.start();
     let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
     agent.start();
@@ -127,7 +141,7 @@ fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
     certs(&rogue_pki, "rogue");
     // The rogue agent trusts our collector's CA but presents a certificate from its own CA.
     std::fs::copy(pki.join("ca.pem"), rogue_pki.join("ca.pem")).unwrap();
-    let mut collector = Collector::new(dir.path(), &pki, &[]);
+    let mut collector = collector_without_folding(dir.path(), &pki, &[]);
     collector.start();
     let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
     agent.start();
@@ -180,7 +194,8 @@ fn agent_and_collector_serve_metrics_of_what_flowed() {
     certs(&pki, AGENT);
     let collector_metrics = format!("127.0.0.1:{}", free_port());
     let agent_metrics = format!("127.0.0.1:{}", free_port());
-    let mut collector = Collector::new(dir.path(), &pki, &["--metrics-listen", &collector_metrics]);
+    let mut collector =
+        collector_without_folding(dir.path(), &pki, &["--metrics-listen", &collector_metrics]);
     collector.start();
     let mut agent = Agent::new(
         dir.path(),
