@@ -44,8 +44,8 @@ pub struct Outputs {
 /// The record -> event stage.
 pub struct Pipeline {
     table: ProcessTable,
-    users: UserNames,
-    clock: BootClock,
+    /// Turns the table's entries into the processes of events.
+    describer: Describer,
     outputs: Outputs,
     loss: Option<LossMonitor>,
     containers: Option<ContainerResolver>,
@@ -53,8 +53,6 @@ pub struct Pipeline {
     resolved: Resolved,
     /// Paths of directories opened, for calls relative to a descriptor of one.
     directories: Directories,
-    /// Names of terminals.
-    terminals: crate::enrich::tty::Names,
     /// Events the shipper queue had no room for.
     pub shipper_overflow: u64,
 }
@@ -64,14 +62,16 @@ impl Pipeline {
     pub fn new(table: ProcessTable, outputs: Outputs) -> Self {
         Self {
             table,
-            users: UserNames::default(),
-            clock: BootClock::now(),
+            describer: Describer {
+                users: UserNames::default(),
+                clock: BootClock::now(),
+                terminals: crate::enrich::tty::Names::default(),
+            },
             outputs,
             loss: None,
             containers: None,
             resolved: Resolved::default(),
             directories: Directories::default(),
-            terminals: crate::enrich::tty::Names::default(),
             shipper_overflow: 0,
         }
     }
@@ -90,7 +90,7 @@ impl Pipeline {
 
     /// Wall-clock nanoseconds now.
     fn now_unix_ns(&self) -> u64 {
-        self.clock.unix_ns(BootClock::boot_ns_now())
+        self.describer.clock.unix_ns(BootClock::boot_ns_now())
     }
 
     /// The process table as it stands.
@@ -293,16 +293,10 @@ impl Pipeline {
         };
         let mut payload = syscalls::payload_in(syscall, &bases);
         syscalls::name_target(&mut payload, &self.table);
-        let mut process = describe(
-            info,
-            Describe {
-                users: &mut self.users,
-                clock: &self.clock,
-                terminals: &mut self.terminals,
-            },
-            syscall.common.pid,
-            syscall.common.cgroup_id,
-        );
+        // The describer and the table are separate fields: `info` stays borrowed from the table.
+        let mut process =
+            self.describer
+                .process(info, syscall.common.pid, syscall.common.cgroup_id);
         process.euid = syscall.euid;
         process.parent_exec_id = self
             .table
@@ -336,15 +330,12 @@ impl Pipeline {
             .table
             .ancestors(tgid)
             .into_iter()
-            .map(|p| ancestor(p, &mut self.users, &self.clock))
+            .map(|p| self.describer.ancestor(p))
             .collect();
         let info = self.table.get(tgid).expect("just inserted");
-        let names = Describe {
-            users: &mut self.users,
-            clock: &self.clock,
-            terminals: &mut self.terminals,
-        };
-        let mut process = describe(info, names, exec.common.pid, exec.common.cgroup_id);
+        let mut process = self
+            .describer
+            .process(info, exec.common.pid, exec.common.cgroup_id);
         process.euid = exec.euid;
         process.egid = exec.egid;
         process.parent_exec_id = ancestors
@@ -369,7 +360,9 @@ impl Pipeline {
 
     fn fork_event(&mut self, fork: Fork) -> Event {
         let info = self.table.on_fork(&fork).clone();
-        let mut process = self.process(&info, fork.child_pid, fork.common.cgroup_id);
+        let mut process = self
+            .describer
+            .process(&info, fork.child_pid, fork.common.cgroup_id);
         process.parent_exec_id = self
             .table
             .get(fork.common.tgid)
@@ -390,7 +383,9 @@ impl Pipeline {
             .table
             .on_exit(tgid)
             .unwrap_or_else(|| unknown_process(tgid, exit.ppid, &exit.comm));
-        let process = self.process(&info, exit.common.pid, exit.common.cgroup_id);
+        let process = self
+            .describer
+            .process(&info, exit.common.pid, exit.common.cgroup_id);
         self.event(
             exit.common.boot_ns,
             process,
@@ -411,7 +406,7 @@ impl Pipeline {
             process.container_id = container.id.clone();
         }
         Event {
-            time_unix_ns: self.clock.unix_ns(boot_ns),
+            time_unix_ns: self.describer.clock.unix_ns(boot_ns),
             host: String::new(),
             seq: 0,
             process: Some(process),
@@ -420,59 +415,52 @@ impl Pipeline {
             payload,
         }
     }
+}
 
+/// What turns a table entry into the `Process` or `Ancestor` of an event: user names, the
+/// boot clock and terminal names, each cached.
+struct Describer {
+    users: UserNames,
+    clock: BootClock,
+    terminals: crate::enrich::tty::Names,
+}
+
+impl Describer {
+    /// The `Process` of an event by thread `pid` of the process `info` describes.
     fn process(&mut self, info: &ProcessInfo, pid: u32, cgroup_id: u64) -> Process {
-        let names = Describe {
-            users: &mut self.users,
-            clock: &self.clock,
-            terminals: &mut self.terminals,
-        };
-        describe(info, names, pid, cgroup_id)
+        Process {
+            pid,
+            tgid: info.tgid,
+            ppid: info.ppid,
+            uid: info.uid,
+            gid: info.gid,
+            user: self.users.name(info.uid).to_owned(),
+            exe: info.exe.clone(),
+            comm: info.comm.clone(),
+            argv: info.argv.clone(),
+            argv_truncated: info.argv_truncated,
+            cwd: info.cwd.clone(),
+            exec_id: info.exec_id.clone(),
+            parent_exec_id: String::new(),
+            cgroup_id,
+            container_id: String::new(),
+            start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
+            tty: self.terminals.get(info.tty).unwrap_or_default().to_owned(),
+            ..Process::default()
+        }
     }
-}
 
-/// What [`describe`] takes from the pipeline besides the process: borrowed field by field,
-/// so that the process itself can stay borrowed from the table.
-struct Describe<'a> {
-    users: &'a mut UserNames,
-    clock: &'a BootClock,
-    terminals: &'a mut crate::enrich::tty::Names,
-}
-
-/// The `Process` of an event by thread `pid` of the process `info` describes.
-fn describe(info: &ProcessInfo, names: Describe<'_>, pid: u32, cgroup_id: u64) -> Process {
-    Process {
-        pid,
-        tgid: info.tgid,
-        ppid: info.ppid,
-        uid: info.uid,
-        gid: info.gid,
-        user: names.users.name(info.uid).to_owned(),
-        exe: info.exe.clone(),
-        comm: info.comm.clone(),
-        argv: info.argv.clone(),
-        argv_truncated: info.argv_truncated,
-        cwd: info.cwd.clone(),
-        exec_id: info.exec_id.clone(),
-        parent_exec_id: String::new(),
-        cgroup_id,
-        container_id: String::new(),
-        start_time_unix_ns: names.clock.unix_ns(info.start_boot_ns),
-        tty: names.terminals.get(info.tty).unwrap_or_default().to_owned(),
-        ..Process::default()
-    }
-}
-
-/// The ancestor entry of an exec event for the process `info` describes.
-fn ancestor(info: &ProcessInfo, users: &mut UserNames, clock: &BootClock) -> Ancestor {
-    Ancestor {
-        pid: info.tgid,
-        exe: info.exe.clone(),
-        argv: info.argv.clone(),
-        uid: info.uid,
-        user: users.name(info.uid).to_owned(),
-        exec_id: info.exec_id.clone(),
-        start_time_unix_ns: clock.unix_ns(info.start_boot_ns),
+    /// The ancestor entry of an exec event for the process `info` describes.
+    fn ancestor(&mut self, info: &ProcessInfo) -> Ancestor {
+        Ancestor {
+            pid: info.tgid,
+            exe: info.exe.clone(),
+            argv: info.argv.clone(),
+            uid: info.uid,
+            user: self.users.name(info.uid).to_owned(),
+            exec_id: info.exec_id.clone(),
+            start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
+        }
     }
 }
 
