@@ -143,30 +143,13 @@ fn probe(config: Option<&std::path::Path>) -> anyhow::Result<()> {
 /// `--check-config`: what `run` reads before it touches the kernel, every problem reported.
 fn check_config(cli: &Cli) -> anyhow::Result<()> {
     let mut problems = Vec::new();
-    if let (Some(url), Some(ca), Some(cert), Some(key)) =
-        (&cli.collector, &cli.ca, &cli.cert, &cli.key)
-    {
-        let files = TlsFiles {
-            ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
-        };
-        match collector_host(url) {
-            Ok(domain) => {
-                if let Err(e) = (TlsSource { files, domain }).load() {
-                    problems.push(format!("{e:#}"));
-                }
-            }
-            Err(e) => problems.push(format!("{e:#}")),
-        }
+    if let Err(e) = collector_tls(cli) {
+        problems.push(format!("{e:#}"));
     }
-    let config = match cli.config.as_deref().map(AgentConfig::load).transpose() {
-        Ok(config) => config.unwrap_or_default(),
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            AgentConfig::default()
-        }
-    };
+    let config = agent_config(cli).unwrap_or_else(|e| {
+        problems.push(format!("{e:#}"));
+        AgentConfig::default()
+    });
     if let Err(e) = cli.delivery.with_file(&config.spool).spool_config() {
         problems.push(format!("{e:#}"));
     }
@@ -186,21 +169,38 @@ fn check_config(cli: &Cli) -> anyhow::Result<()> {
     anyhow::bail!("{} problem(s) in the configuration", problems.len())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let tls = match (&cli.collector, &cli.ca, &cli.cert, &cli.key) {
-        (Some(url), Some(ca), Some(cert), Some(key)) => {
-            let files = TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            };
-            let domain = collector_host(url)?;
-            let tls = TlsSource { files, domain };
-            tls.load()?;
-            Some((url.clone(), tls))
-        }
-        _ => None,
+/// The collector URL and its TLS files, loaded once to check them; `None` without --collector.
+fn collector_tls(cli: &Cli) -> anyhow::Result<Option<(String, TlsSource)>> {
+    let (Some(url), Some(ca), Some(cert), Some(key)) =
+        (&cli.collector, &cli.ca, &cli.cert, &cli.key)
+    else {
+        return Ok(None);
     };
+    let files = TlsFiles {
+        ca: ca.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let tls = TlsSource {
+        files,
+        domain: collector_host(url)?,
+    };
+    tls.load()?;
+    Ok(Some((url.clone(), tls)))
+}
+
+/// The `--config` file, or the defaults without one.
+fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    Ok(cli
+        .config
+        .as_deref()
+        .map(AgentConfig::load)
+        .transpose()?
+        .unwrap_or_default())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let tls = collector_tls(&cli)?;
     let jsonl = cli
         .events_jsonl
         .as_deref()
@@ -212,12 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
-    let config = cli
-        .config
-        .as_deref()
-        .map(AgentConfig::load)
-        .transpose()?
-        .unwrap_or_default();
+    let config = agent_config(&cli)?;
     let container_config = config.containers.clone();
     let delivery_args = cli.delivery.with_file(&config.spool);
     let options = LoadOptions {
