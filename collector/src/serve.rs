@@ -100,20 +100,18 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Loads the TLS files, the rules, the store and the alert output, then binds the listen
-    /// address. Each failure names the file or address at fault.
     /// What `serve --check-config` checks, without binding, opening the store or starting
     /// anything: the key's mode, the certificates, every rule file, the configuration file and
     /// its sinks (built as `serve` builds them: a jsonl sink creates its file). Every problem
     /// found, or what would be loaded.
     pub fn check_config(args: &ServeArgs) -> Result<ConfigCheck, Vec<String>> {
         let mut problems = Vec::new();
-        let mut problem = |e: ServeError| problems.push(crate::report::error_chain(&e));
+        let chain = |e: &dyn std::error::Error| crate::report::error_chain(e);
         if let Err(e) = crate::private_files::check_private_key(&args.key) {
-            problem(e.into());
+            problems.push(chain(&e));
         }
         if let Err(e) = tls::ReloadingConfig::load(&args.cert, &args.key, &args.client_ca) {
-            problem(e.into());
+            problems.push(chain(&e));
         }
         let rules = match RuleSet::load_dir(&args.rules) {
             Ok((rules, errors)) => {
@@ -121,22 +119,18 @@ impl Collector {
                 rules.len()
             }
             Err(e) => {
-                problems.push(crate::report::error_chain(&e));
+                problems.push(chain(&e));
                 0
             }
         };
         let sinks = match settings(args) {
             Ok(settings) => {
-                let built = settings.sinks.iter().map(|sink| sink.build());
-                let errors: Vec<String> = built
-                    .filter_map(Result::err)
-                    .map(|e| e.to_string())
-                    .collect();
-                problems.extend(errors);
+                let errors = settings.sinks.iter().filter_map(|sink| sink.build().err());
+                problems.extend(errors.map(|e| e.to_string()));
                 settings.sinks.len()
             }
             Err(e) => {
-                problems.push(crate::report::error_chain(&e));
+                problems.push(chain(&e));
                 0
             }
         };
@@ -147,6 +141,8 @@ impl Collector {
         }
     }
 
+    /// Loads the TLS files, the rules, the store and the alert output, then binds the listen
+    /// address. Each failure names the file or address at fault.
     pub async fn start(args: &ServeArgs) -> Result<Collector, ServeError> {
         crate::private_files::check_private_key(&args.key)?;
         let tls = Arc::new(tls::ReloadingConfig::load(
