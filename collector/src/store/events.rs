@@ -13,6 +13,10 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events \
      (identity, epoch, seq, time_unix_ns, kind, pid, exe, exec_id, json, digest) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
+/// The newest exec event of an execution (where an alert finds its ancestry), by `events_exec`.
+pub(super) const EXEC_EVENT_JSON: &str = "SELECT json FROM events \
+     WHERE identity = ?1 AND exec_id = ?2 AND kind = 'exec' ORDER BY time_unix_ns DESC LIMIT 1";
+
 const STORED_DIGEST: &str =
     "SELECT digest FROM events WHERE identity = ?1 AND epoch = ?2 AND seq = ?3";
 
@@ -285,12 +289,7 @@ impl AdmissionTx<'_> {
     ) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT json FROM events WHERE identity = ?1 AND exec_id = ?2 AND kind = 'exec' \
-                 ORDER BY time_unix_ns DESC LIMIT 1",
-                params![identity, exec_id],
-                |r| r.get(0),
-            )
+            .query_row(EXEC_EVENT_JSON, params![identity, exec_id], |r| r.get(0))
             .optional()?)
     }
 }

@@ -314,13 +314,15 @@ mod tests {
         );
         let plan: String = conn
             .query_row(
-                "EXPLAIN QUERY PLAN SELECT json FROM events WHERE identity = 'h' \
-                 AND exec_id = 'e' AND kind = 'exec' ORDER BY time_unix_ns DESC LIMIT 1",
-                [],
+                &format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    super::super::events::EXEC_EVENT_JSON
+                ),
+                ["h", "e"],
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("events_exec"), "{plan}");
+        assert!(plan.contains("USING INDEX events_exec ("), "{plan}");
     }
 
     #[test]
