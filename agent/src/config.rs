@@ -171,6 +171,7 @@ impl AgentConfig {
                 problems.push(format!("spool.priority: {e}"));
             }
         }
+        problems.extend(self.containers.problems());
         problems
     }
 

@@ -124,8 +124,8 @@ fn agent_check_config_passes_a_good_configuration_and_names_every_problem_of_a_b
     assert!(output.status.success(), "{out}{err}");
     assert!(out.contains("configuration OK"), "{out}");
 
-    // Three problems at once: a key that is not one, a spool of 0 bytes, a ring the kernel
-    // would refuse.
+    // Four problems at once: a key that is not one, a spool of 0 bytes, container lookups
+    // that could never run, a ring the kernel would refuse.
     let not_a_key = dir.path().join("not-a-key.pem");
     std::fs::write(&not_a_key, "hello").unwrap();
     std::fs::set_permissions(
@@ -133,7 +133,11 @@ fn agent_check_config_passes_a_good_configuration_and_names_every_problem_of_a_b
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    std::fs::write(&config, "[spool]\nmax_bytes = 0\n").unwrap();
+    std::fs::write(
+        &config,
+        "[spool]\nmax_bytes = 0\n[containers]\nmax_concurrent_lookups = 0\n",
+    )
+    .unwrap();
     let mut bad: Vec<String> = vec!["--check-config".into()];
     bad.extend(tls.iter().cloned());
     bad.extend([
@@ -151,6 +155,10 @@ fn agent_check_config_passes_a_good_configuration_and_names_every_problem_of_a_b
     assert!(
         err.contains("spool.max_bytes"),
         "the spool size is named: {err}"
+    );
+    assert!(
+        err.contains("containers.max_concurrent_lookups"),
+        "the container setting is named: {err}"
     );
     assert!(
         err.contains("--ring-buffer-bytes: 3000000"),

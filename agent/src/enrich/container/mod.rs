@@ -86,6 +86,14 @@ impl Default for ContainerConfig {
     }
 }
 
+/// Most cgroups [`ContainerConfig::max_cgroups`] may ask to remember.
+pub const MOST_CGROUPS: u64 = 1 << 20;
+/// Most runtime lookups [`ContainerConfig::max_concurrent_lookups`] may run at once.
+pub const MOST_CONCURRENT_LOOKUPS: u64 = 256;
+/// Longest [`ContainerConfig::lookup_timeout_ms`]: a runtime slower than this is as good as
+/// absent, and events wait for nothing.
+pub const MOST_LOOKUP_TIMEOUT_MS: u64 = 60_000;
+
 impl ContainerConfig {
     /// Every problem with these settings (empty when they are usable).
     pub fn problems(&self) -> Vec<String> {
@@ -113,6 +121,43 @@ impl ContainerConfig {
         }
         if self.containerd_namespaces.iter().any(String::is_empty) {
             problems.push("containers.containerd_namespaces: empty namespace name".into());
+        }
+        for (field, path) in [
+            ("proc_root", Some(&self.proc_root)),
+            ("cgroup_root", self.cgroup_root.as_ref()),
+        ] {
+            if let Some(path) = path.filter(|p| !p.is_absolute()) {
+                problems.push(format!(
+                    "containers.{field}: {} must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        // Upper bounds keep a typo from becoming a memory or file-descriptor exhaustion.
+        for (field, value, most) in [
+            ("max_cgroups", self.max_cgroups as u64, MOST_CGROUPS),
+            (
+                "max_concurrent_lookups",
+                self.max_concurrent_lookups as u64,
+                MOST_CONCURRENT_LOOKUPS,
+            ),
+            (
+                "lookup_timeout_ms",
+                self.lookup_timeout_ms,
+                MOST_LOOKUP_TIMEOUT_MS,
+            ),
+        ] {
+            if value > most {
+                problems.push(format!(
+                    "containers.{field} must be at most {most}, got {value}"
+                ));
+            }
+        }
+        if self.retry_min_ms > self.retry_max_secs.saturating_mul(1000) {
+            problems.push(format!(
+                "containers.retry_min_ms ({} ms) must not exceed retry_max_secs ({} s)",
+                self.retry_min_ms, self.retry_max_secs
+            ));
         }
         problems
     }
@@ -799,6 +844,30 @@ mod tests {
         for expected in ["max_cgroups", "lookup_timeout_ms", "relative.sock"] {
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn settings_out_of_bounds_are_each_named() {
+        let config = ContainerConfig {
+            proc_root: "host/proc".into(),
+            max_cgroups: MOST_CGROUPS as usize + 1,
+            max_concurrent_lookups: 100_000,
+            lookup_timeout_ms: 10 * 60 * 1000,
+            retry_min_ms: 120_000,
+            retry_max_secs: 60,
+            ..ContainerConfig::default()
+        };
+        let problems = config.problems().join("\n");
+        for expected in [
+            "containers.proc_root: host/proc must be an absolute path",
+            "containers.max_cgroups must be at most",
+            "containers.max_concurrent_lookups must be at most 256",
+            "containers.lookup_timeout_ms must be at most 60000",
+            "containers.retry_min_ms (120000 ms) must not exceed retry_max_secs (60 s)",
+        ] {
+            assert!(problems.contains(expected), "{expected}: {problems}");
+        }
+        assert!(ContainerConfig::default().problems().is_empty());
     }
 
     #[test]
