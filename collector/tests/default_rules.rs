@@ -65,11 +65,11 @@ fn rules_check_passes_on_the_default_rules() {
 }
 
 #[test]
-fn rules_check_exits_1_naming_file_line_and_reason() {
+fn rules_check_exits_1_naming_file_line_and_reason_of_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.yml"),
-        "title: bad\nlogsource: { category: process_creation, product: linux }\ndetection:\n    sel:\n        Image|endswithh: /x\n    condition: sel\n",
+        "title: bad\nlogsource: { category: process_creation, product: linux }\ndetection:\n    sel:\n        Image|endswithh: /x\n        Usr: root\n    condition: sel or other\n",
     )
     .unwrap();
     let (code, out) = collector(&["rules", "check", dir.path().to_str().unwrap()]);
@@ -80,6 +80,9 @@ fn rules_check_exits_1_naming_file_line_and_reason() {
         "{out}"
     );
     assert!(out.contains("(line 5)"), "{out}");
+    assert!(out.contains("unknown field 'Usr'"), "{out}");
+    assert!(out.contains("unknown search identifier 'other'"), "{out}");
+    assert!(out.contains("1 invalid (3 problem(s))"), "{out}");
 }
 
 #[test]

@@ -401,6 +401,36 @@ fn invalid_yaml_names_the_file_and_other_rules_still_load() {
 }
 
 #[test]
+fn every_problem_of_a_rule_file_is_reported_in_one_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "title: many problems\nid: many\nlevel: extreme\nlogsource:\n    category: process_creation\ndetection:\n    sel:\n        Imagee|endswith: /x\n        CommandLine|nosuchmod: y\n    sel2:\n        - Image|re: '(['\n        - ParentImage: /bin/sh\n    condition: sel and sel3\n";
+    std::fs::write(dir.path().join("many.yml"), text).unwrap();
+    let filter = "title: f\nlogsource:\n    product: windows\nfilter:\n    sel:\n        Image: /x\n    condition: sel\n";
+    std::fs::write(dir.path().join("filter.yml"), filter).unwrap();
+    let (set, errors) = RuleSet::load_dir(dir.path()).unwrap();
+    assert_eq!(set.len(), 0);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let all = messages.join("\n");
+    for (expected, line) in [
+        ("unknown level 'extreme'", 3),
+        ("unknown field 'Imagee'", 8),
+        ("unknown modifier 'nosuchmod'", 9),
+        ("invalid regular expression", 11),
+        ("condition 'sel and sel3'", 13),
+    ] {
+        let found = messages
+            .iter()
+            .find(|m| m.contains(expected))
+            .unwrap_or_else(|| panic!("{expected} is reported: {all}"));
+        assert!(found.contains(&format!("(line {line})")), "{found}");
+    }
+    // The filter's two problems: its logsource, and no rules to apply to.
+    assert!(all.contains("logsource (product: windows)"), "{all}");
+    assert!(all.contains("missing 'rules'"), "{all}");
+    assert_eq!(errors.len(), 7, "{all}");
+}
+
+#[test]
 fn duplicate_ids_keep_the_first_rule() {
     let dir = tempfile::tempdir().unwrap();
     let text = "title: t\nid: same\nlogsource:\n    category: process_creation\ndetection:\n    sel:\n        Image: /x\n    condition: sel\n";

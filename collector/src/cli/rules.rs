@@ -47,7 +47,7 @@ pub enum RulesCliError {
     #[error(transparent)]
     Load(#[from] kestrel_detect::LoadError),
     /// Some rules are invalid.
-    #[error("{invalid} invalid rule(s) in {}", dir.display())]
+    #[error("{invalid} problem(s) in the rules of {}", dir.display())]
     Invalid {
         /// The rules directory.
         dir: PathBuf,
@@ -192,17 +192,20 @@ impl Coverage {
     }
 }
 
-/// `rules check DIR`: writes one line per invalid rule and a summary to `out`.
+/// `rules check DIR`: writes one line per problem (a rule file reports all of its own, with
+/// their lines) and a summary to `out`.
 pub fn check(dir: &Path, out: &mut impl Write) -> Result<(), RulesCliError> {
     let (set, errors) = RuleSet::load_dir(dir)?;
     print_errors(&errors, out);
     let _ = writeln!(
         out,
-        "{}: {} detection rule(s), {} correlation rule(s), {} filter(s) loaded; {} invalid",
+        "{}: {} detection rule(s), {} correlation rule(s), {} filter(s) loaded; {} invalid \
+         ({} problem(s))",
         dir.display(),
         set.rules().len(),
         set.correlations().len(),
         set.filter_count(),
+        invalid_files(&errors),
         errors.len()
     );
     if errors.is_empty() {
@@ -213,6 +216,15 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<(), RulesCliError> {
             invalid: errors.len(),
         })
     }
+}
+
+/// How many rule files the problems are in (a file reports every problem it has).
+fn invalid_files(errors: &[RuleError]) -> usize {
+    errors
+        .iter()
+        .map(|e| &e.path)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 fn print_errors(errors: &[RuleError], out: &mut impl Write) {

@@ -65,20 +65,34 @@ impl Selection {
         name: &str,
         def: &Yaml,
         category: Category,
-    ) -> Result<Selection, SelectionError> {
-        let at_name = |kind| SelectionError {
-            kind,
-            key: name.to_string(),
+    ) -> Result<Selection, Vec<SelectionError>> {
+        let at_name = |kind| {
+            vec![SelectionError {
+                kind,
+                key: name.to_string(),
+            }]
         };
         let alternatives = match def {
             Yaml::Mapping(map) => vec![compile_map(name, map, category)?],
-            Yaml::Sequence(items) if !items.is_empty() => items
-                .iter()
-                .map(|item| match item {
-                    Yaml::Mapping(map) => compile_map(name, map, category),
-                    _ => Err(at_name(RuleErrorKind::KeywordSearch(name.to_string()))),
-                })
-                .collect::<Result<_, _>>()?,
+            Yaml::Sequence(items) if !items.is_empty() => {
+                let mut alternatives = Vec::new();
+                let mut problems = Vec::new();
+                for item in items {
+                    match item {
+                        Yaml::Mapping(map) => match compile_map(name, map, category) {
+                            Ok(tests) => alternatives.push(tests),
+                            Err(errors) => problems.extend(errors),
+                        },
+                        _ => {
+                            problems.extend(at_name(RuleErrorKind::KeywordSearch(name.to_string())))
+                        }
+                    }
+                }
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
+                alternatives
+            }
             Yaml::Sequence(_) => {
                 return Err(at_name(RuleErrorKind::Detection(format!(
                     "selection '{name}' is an empty list"
@@ -200,32 +214,40 @@ fn compile_map(
     selection: &str,
     map: &serde_yaml::Mapping,
     category: Category,
-) -> Result<Vec<FieldTest>, SelectionError> {
+) -> Result<Vec<FieldTest>, Vec<SelectionError>> {
     if map.is_empty() {
-        return Err(SelectionError {
+        return Err(vec![SelectionError {
             kind: RuleErrorKind::Detection(format!("selection '{selection}' is an empty map")),
             key: selection.to_string(),
-        });
+        }]);
     }
-    map.iter()
-        .map(|(key, value)| {
-            let key = match key {
-                Yaml::String(s) => s.as_str(),
-                other => {
-                    return Err(SelectionError {
-                        kind: RuleErrorKind::Detection(format!(
-                            "selection '{selection}' has a non-string key {other:?}"
-                        )),
-                        key: selection.to_string(),
-                    })
-                }
-            };
-            compile_field(selection, key, value, category).map_err(|kind| SelectionError {
-                kind,
-                key: key.to_string(),
-            })
-        })
-        .collect()
+    let mut tests = Vec::new();
+    let mut problems = Vec::new();
+    for (key, value) in map {
+        let compiled = match key {
+            Yaml::String(key) => {
+                compile_field(selection, key, value, category).map_err(|kind| SelectionError {
+                    kind,
+                    key: key.clone(),
+                })
+            }
+            other => Err(SelectionError {
+                kind: RuleErrorKind::Detection(format!(
+                    "selection '{selection}' has a non-string key {other:?}"
+                )),
+                key: selection.to_string(),
+            }),
+        };
+        match compiled {
+            Ok(test) => tests.push(test),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        Ok(tests)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Looks `name` up and checks that events of `category` carry it.

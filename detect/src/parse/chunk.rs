@@ -11,6 +11,33 @@ use crate::error::RuleErrorKind;
 /// A problem in one document and the 1-based file line it concerns, when known.
 pub(crate) type DocumentError = (RuleErrorKind, Option<usize>);
 
+/// Every problem found in one document (at least one), so that `rules check` names them all
+/// in one run. A problem that leaves nothing else checkable (YAML that does not parse) is
+/// the only one.
+#[derive(Debug, Default)]
+pub(crate) struct DocumentErrors(pub(crate) Vec<DocumentError>);
+
+impl From<DocumentError> for DocumentErrors {
+    fn from(error: DocumentError) -> Self {
+        DocumentErrors(vec![error])
+    }
+}
+
+impl DocumentErrors {
+    /// Adds the problem of `result`, if any, and returns its value otherwise.
+    pub(crate) fn take<T>(&mut self, result: Result<T, impl Into<DocumentErrors>>) -> Option<T> {
+        result.map_err(|e| self.0.extend(e.into().0)).ok()
+    }
+
+    /// `value` when no problem was found.
+    pub(crate) fn or<T>(self, value: Option<T>) -> Result<T, DocumentErrors> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self),
+        }
+    }
+}
+
 /// What a YAML document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

@@ -8,7 +8,7 @@ use serde_yaml::Value as Yaml;
 
 use crate::error::{RuleError, RuleErrorKind};
 use crate::logsource::Category;
-use crate::parse::chunk::{default_id, kind_of, split, Chunk, DocumentError, Kind};
+use crate::parse::chunk::{default_id, kind_of, split, Chunk, DocumentErrors, Kind};
 use crate::parse::correlation::CorrelationDef;
 use crate::parse::rule::{check_logsource, Logic, RawLogsource, RawMeta, Rule};
 
@@ -39,13 +39,15 @@ struct RawFilter {
 }
 
 impl FilterDef {
-    fn compile(path: &Path, chunk: &Chunk<'_>) -> Result<FilterDef, DocumentError> {
+    fn compile(path: &Path, chunk: &Chunk<'_>) -> Result<FilterDef, DocumentErrors> {
         let raw: RawFilter = chunk.parse()?;
-        let category = check_logsource(&raw.logsource)
-            .map_err(|kind| (kind, chunk.line_of("logsource", 0)))?;
+        let mut problems = DocumentErrors::default();
+        let category = problems.take(
+            check_logsource(&raw.logsource).map_err(|kind| (kind, chunk.line_of("logsource", 0))),
+        );
         let line = chunk.line_of("rules", 0);
-        let rules = match raw.filter.get("rules") {
-            Some(Yaml::String(s)) => vec![s.clone()],
+        let rules = problems.take(match raw.filter.get("rules") {
+            Some(Yaml::String(s)) => Ok(vec![s.clone()]),
             Some(Yaml::Sequence(items)) if !items.is_empty() => items
                 .iter()
                 .map(|i| i.as_str().map(str::to_string))
@@ -55,17 +57,16 @@ impl FilterDef {
                         RuleErrorKind::Filter("rules must be a list of rule ids or names".into()),
                         line,
                     )
-                })?,
-            _ => {
-                return Err((
-                    RuleErrorKind::Filter(
-                        "missing 'rules': the rules the filter applies to".into(),
-                    ),
-                    chunk.line_of("filter", 0),
-                ))
-            }
-        };
-        let logic = Logic::compile(&raw.filter, chunk, "filter", category)?;
+                }),
+            _ => Err((
+                RuleErrorKind::Filter("missing 'rules': the rules the filter applies to".into()),
+                chunk.line_of("filter", 0),
+            )),
+        });
+        let logic = category.and_then(|category| {
+            problems.take(Logic::compile(&raw.filter, chunk, "filter", category))
+        });
+        let ((category, rules), logic) = problems.or(category.zip(rules).zip(logic))?;
         // `meta` (the mandatory title) is only validated: filters raise no alerts of their own.
         drop(raw.meta);
         Ok(FilterDef {
@@ -110,7 +111,12 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> (Vec<Document>, Vec<RuleErr
     for (i, chunk) in chunks.into_iter().enumerate() {
         match parse_document(path, &chunk, &default_id(path, i, count)) {
             Ok(doc) => documents.push(doc),
-            Err((kind, line)) => errors.push(RuleError::new(path, line, kind)),
+            Err(problems) => errors.extend(
+                problems
+                    .0
+                    .into_iter()
+                    .map(|(kind, line)| RuleError::new(path, line, kind)),
+            ),
         }
     }
     (documents, errors)
@@ -120,18 +126,18 @@ fn parse_document(
     path: &Path,
     chunk: &Chunk<'_>,
     default_id: &str,
-) -> Result<Document, DocumentError> {
+) -> Result<Document, DocumentErrors> {
     let value = chunk.parse_value()?;
     if value.as_mapping().is_some_and(|m| m.contains_key("action")) {
-        return Err((
+        return Err(DocumentErrors::from((
             RuleErrorKind::UnsupportedDocument("rule collections (action: global/reset/repeat)"),
             chunk.line_of("action", 0),
-        ));
+        )));
     }
     match kind_of(&value) {
         None => Rule::compile(path, chunk, default_id).map(Document::Detection),
         Some(Kind::Correlation) => {
-            CorrelationDef::compile(path, chunk, default_id).map(Document::Correlation)
+            Ok(CorrelationDef::compile(path, chunk, default_id).map(Document::Correlation)?)
         }
         Some(Kind::Filter) => FilterDef::compile(path, chunk).map(Document::Filter),
     }

@@ -12,7 +12,7 @@ use crate::detection::{RuleInfo, RuleKind};
 use crate::error::{RuleError, RuleErrorKind};
 use crate::fields::{EventContext, Field, FieldValues};
 use crate::logsource::{categories_of, Category};
-use crate::parse::chunk::{Chunk, DocumentError};
+use crate::parse::chunk::{Chunk, DocumentError, DocumentErrors};
 use crate::parse::condition::{self, Expr};
 
 /// Sigma levels, least severe first.
@@ -127,21 +127,31 @@ impl Rule {
                 None,
             )));
         }
-        Rule::compile(path, &chunk, &crate::parse::chunk::default_id(path, 0, 1)).map_err(fail)
+        Rule::compile(path, &chunk, &crate::parse::chunk::default_id(path, 0, 1))
+            .map_err(|errors| fail(errors.0.into_iter().next().expect("at least one problem")))
     }
 
     /// Compiles the detection rule in `chunk` of the file at `path`; `default_id` is its id when
-    /// it has neither `id` nor `name`.
+    /// it has neither `id` nor `name`. Every problem is reported (the detection section is
+    /// checked only against a logsource that is valid: its fields depend on the category).
     pub(crate) fn compile(
         path: &Path,
         chunk: &Chunk<'_>,
         default_id: &str,
-    ) -> Result<Rule, DocumentError> {
+    ) -> Result<Rule, DocumentErrors> {
         let raw: RawRule = chunk.parse()?;
-        let category = check_logsource(&raw.logsource)
-            .map_err(|kind| (kind, chunk.line_of("logsource", 0)))?;
-        let level = raw.meta.level(chunk)?;
-        let logic = Logic::compile(&raw.detection, chunk, "detection", category)?;
+        let mut problems = DocumentErrors::default();
+        let category = problems.take(
+            check_logsource(&raw.logsource).map_err(|kind| (kind, chunk.line_of("logsource", 0))),
+        );
+        let level = problems.take(raw.meta.level(chunk));
+        let logic = category.and_then(|category| {
+            problems.take(Logic::compile(&raw.detection, chunk, "detection", category))
+        });
+        let (category, level, logic) = problems.or(category
+            .zip(level)
+            .zip(logic)
+            .map(|((category, level), logic)| (category, level, logic)))?;
         Ok(Rule {
             id: raw.meta.id_or(default_id),
             name: raw.meta.name.clone(),
@@ -216,57 +226,66 @@ impl Logic {
         chunk: &Chunk<'_>,
         section: &str,
         category: Category,
-    ) -> Result<Logic, DocumentError> {
+    ) -> Result<Logic, DocumentErrors> {
         let section_line = chunk.line_of(section, 0).unwrap_or(chunk.first_line);
         let at = |key: &str| chunk.line_of(key, section_line);
+        let mut problems = DocumentErrors::default();
         let mut names = Vec::new();
         let mut selections = Vec::new();
-        let mut conditions = Vec::new();
+        let mut conditions = None;
         for (key, value) in map {
             let Some(key) = key.as_str() else {
                 let reason = format!("search identifier {key:?} is not a string");
-                return Err((RuleErrorKind::Detection(reason), Some(section_line)));
+                problems
+                    .0
+                    .push((RuleErrorKind::Detection(reason), Some(section_line)));
+                continue;
             };
             match key {
                 "condition" => {
-                    conditions = condition_texts(value).map_err(|k| (k, at("condition")))?
+                    conditions =
+                        problems.take(condition_texts(value).map_err(|k| (k, at("condition"))))
                 }
                 // Only meaningful with aggregations, which the condition parser rejects.
                 "timeframe" => {}
                 // A filter's list of the rules it applies to.
                 "rules" if section == "filter" => {}
                 name => {
-                    let selection = Selection::compile(name, value, category)
-                        .map_err(|e| (e.kind, at(&e.key)))?;
+                    // The name counts even when the selection is broken, so the condition is
+                    // judged on its own.
                     names.push(name.to_string());
-                    selections.push(selection);
+                    match Selection::compile(name, value, category) {
+                        Ok(selection) => selections.push(selection),
+                        Err(errors) => problems
+                            .0
+                            .extend(errors.into_iter().map(|e| (e.kind, at(&e.key)))),
+                    }
                 }
             }
         }
-        if conditions.is_empty() {
-            return Err((
+        if !map.contains_key("condition") {
+            problems.0.push((
                 RuleErrorKind::Detection("missing condition".into()),
                 Some(section_line),
             ));
         }
-        let parsed = conditions
-            .iter()
-            .map(|c| {
-                condition::parse(c, &names).map_err(|reason| {
-                    let kind = RuleErrorKind::Condition {
-                        condition: c.clone(),
-                        reason,
-                    };
-                    (kind, at("condition"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut parsed = Vec::new();
+        for text in conditions.iter().flatten() {
+            let condition = condition::parse(text, &names).map_err(|reason| {
+                let kind = RuleErrorKind::Condition {
+                    condition: text.clone(),
+                    reason,
+                };
+                (kind, at("condition"))
+            });
+            parsed.extend(problems.take(condition));
+        }
         let condition = if parsed.len() == 1 {
-            parsed.into_iter().next().expect("one condition")
+            parsed.pop()
         } else {
-            Expr::Or(parsed)
+            Some(Expr::Or(parsed))
         };
-        Ok(Logic {
+        problems.or(condition).map(|condition| Logic {
             selections,
             condition,
         })
