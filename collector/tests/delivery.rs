@@ -335,15 +335,45 @@ async fn suppression_holds_back_matching_alerts_until_removed() {
         "{FAST_DELIVERY}\n{}",
         webhook("hook", &receiver.url)
     ));
-    let added = execute(&AlertsCommand::Suppress {
-        command: SuppressCommand::Add {
-            data: data(&env),
-            rule: "0e6a7c2a-8a43-4d2b-9c1e-3f1d2c9b7a10".into(),
-            matchers: vec!["process.user=alice".into(), "ancestors.exe=*/sshd".into()],
-            duration: Some("1h".into()),
-            reason: "INC-42 password audit".into(),
-        },
-    })
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("shadow.yml"), common::SHADOW_RULE).unwrap();
+    let add = |rule: &str, rules_dir: Option<&std::path::Path>, matchers: &[&str]| {
+        execute(&AlertsCommand::Suppress {
+            command: SuppressCommand::Add {
+                data: data(&env),
+                rule: rule.into(),
+                rules: rules_dir.map(|d| d.to_path_buf()),
+                matchers: matchers.iter().map(|m| m.to_string()).collect(),
+                duration: Some("1h".into()),
+                reason: "INC-42 password audit".into(),
+            },
+        })
+    };
+    const SHADOW_ID: &str = "0e6a7c2a-8a43-4d2b-9c1e-3f1d2c9b7a10";
+    // A misspelt field, a rule no rule file has, and (without --rules) a rule that has not
+    // fired here: each would make a suppression that holds back nothing, and is refused.
+    let refused = add(SHADOW_ID, Some(rules.path()), &["proces.user=alice"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no field \"proces.user\""), "{refused}");
+    let refused = add("0e6a7c2a-typo", Some(rules.path()), &["process.user=alice"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no rule of"), "{refused}");
+    let refused = add(SHADOW_ID, None, &["process.user=alice"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("no alert of that rule is stored"),
+        "{refused}"
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM alert_suppressions"), 0);
+
+    let added = add(
+        SHADOW_ID,
+        Some(rules.path()),
+        &["process.user=alice", "ancestors.exe=*/sshd"],
+    )
     .unwrap();
     assert!(added.starts_with("suppression 1 added, until "), "{added}");
 
@@ -365,6 +395,9 @@ async fn suppression_holds_back_matching_alerts_until_removed() {
     bob.process.as_mut().unwrap().user = "bob".into();
     env.ingest(vec![bob]).await;
     assert_eq!(env.count("SELECT COUNT(*) FROM alerts"), 1);
+    // Once the rule has fired here, its id is known without --rules.
+    let added = add(SHADOW_ID, None, &["process.user=carol"]).unwrap();
+    assert!(added.starts_with("suppression 2 added"), "{added}");
 
     execute(&AlertsCommand::Suppress {
         command: SuppressCommand::Remove {

@@ -7,6 +7,7 @@
 
 pub mod fingerprint;
 pub mod render;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use kestrel_detect::{Detection, Rule, RuleKind};
 use kestrel_proto::event::Payload;
 use kestrel_proto::{Ancestor, Event};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -25,6 +27,20 @@ pub const OCSF_VERSION: &str = "1.3.0";
 pub const CLASS_UID: u32 = 2004;
 /// Rule id prefix of the alerts Kestrel raises about itself and its agents.
 pub const SYSTEM_RULE_PREFIX: &str = "kestrel.system.";
+/// Every rule id of the alerts Kestrel raises about itself and its agents (a suppression may
+/// name them like any rule's).
+pub const SYSTEM_RULES: &[&str] = &[
+    crate::pipeline::SEQUENCE_CONFLICT_RULE,
+    crate::alerting::admit::RATE_LIMITED,
+    crate::alerting::worker::SINK_FAILING,
+    crate::alerting::worker::SINK_RECOVERED,
+    crate::alerting::losses::EVENTS_LOST,
+    crate::alerting::losses::AGENT_DOWN,
+    crate::alerting::losses::AGENT_TAMPERING,
+    crate::alerting::losses::AGENT_STALLED,
+    crate::ingress::heartbeat::AGENT_SILENT,
+    crate::ingress::heartbeat::AGENT_RECOVERED,
+];
 /// Ancestors an alert keeps (nearest first); the rest are only counted in `ancestors_omitted`.
 /// The agent may send any chain, and the record's size must not depend on it.
 pub const MAX_ANCESTORS: usize = 64;
@@ -96,7 +112,7 @@ impl Level {
 }
 
 /// One alert: a detection (or a system condition) with the context an analyst needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Alert {
     /// Store row id, assigned when the alert is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +186,7 @@ pub struct Alert {
 }
 
 /// OCSF `finding_info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FindingInfo {
     /// The fingerprint: stable for the same rule, host and subject (see [`fingerprint`]).
     pub uid: String,
@@ -195,7 +211,7 @@ pub struct FindingInfo {
 }
 
 /// OCSF `analytic` (the rule).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Analytic {
     /// Rule id.
     pub uid: String,
@@ -209,7 +225,7 @@ pub struct Analytic {
 }
 
 /// OCSF `attack`: one ATT&CK technique (or tactic) the rule claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Attack {
     /// The tactic (first tactic tag of the rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,7 +239,7 @@ pub struct Attack {
 }
 
 /// An ATT&CK tactic or technique reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AttackRef {
     /// `TA0006`, `T1003`, `T1003.008`.
     pub uid: String,
@@ -232,7 +248,7 @@ pub struct AttackRef {
 }
 
 /// OCSF `metadata`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Metadata {
     /// OCSF version.
     pub version: String,
@@ -243,7 +259,7 @@ pub struct Metadata {
 }
 
 /// OCSF `product`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Product {
     /// `Kestrel`.
     pub name: String,
@@ -254,7 +270,7 @@ pub struct Product {
 }
 
 /// OCSF `device`: the host identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Device {
     /// Host identity (certificate SAN).
     pub uid: String,
@@ -265,7 +281,7 @@ pub struct Device {
 }
 
 /// OCSF evidence: one triggering event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Evidence {
     /// The event's process with its parent (`parent_process`, one level: the whole chain is
     /// the alert's flat `ancestors`).
@@ -282,7 +298,7 @@ pub struct Evidence {
 /// OCSF `process`. Only the process itself nests a `parent_process`, and that parent has
 /// none: a nested chain as deep as the agent claims would overflow the stack of whoever
 /// builds, serializes or drops it, and could not be read back (serde_json's recursion limit).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OcsfProcess {
     /// Process id.
     pub pid: u32,
@@ -304,7 +320,7 @@ pub struct OcsfProcess {
 }
 
 /// OCSF `file` (name and path).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OcsfFile {
     /// Base name.
     pub name: String,
@@ -313,7 +329,7 @@ pub struct OcsfFile {
 }
 
 /// OCSF `user`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OcsfUser {
     /// User name.
     pub name: String,
@@ -322,7 +338,7 @@ pub struct OcsfUser {
 }
 
 /// The rule, as shown in an alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertRule {
     /// Rule id.
     pub id: String,
@@ -337,7 +353,7 @@ pub struct AlertRule {
 }
 
 /// The process of the triggering event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertProcess {
     /// Process id (thread-group id as seen from the host).
     pub pid: u32,
@@ -369,7 +385,7 @@ pub struct AlertProcess {
 }
 
 /// One ancestor of the process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertAncestor {
     /// Process id.
     pub pid: u32,
@@ -390,7 +406,7 @@ pub struct AlertAncestor {
 }
 
 /// Container and Kubernetes context.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertContainer {
     /// Container id.
     pub id: String,
@@ -407,7 +423,7 @@ pub struct AlertContainer {
 }
 
 /// The triggering event's key and kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertEvent {
     /// The agent's spool epoch.
     pub epoch: u64,

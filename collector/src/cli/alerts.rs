@@ -78,6 +78,9 @@ pub enum AlertsCommand {
         #[arg(long)]
         alert: Option<i64>,
     },
+    /// Prints the JSON Schema of the alert record (what sinks receive; the fields a
+    /// suppression's `--match` may name).
+    Schema,
     /// Manage suppressions (rule id plus field matchers plus expiry).
     Suppress {
         /// What to do.
@@ -93,9 +96,13 @@ pub enum SuppressCommand {
     Add {
         #[command(flatten)]
         data: DataDir,
-        /// Rule id, or `*` for every rule.
+        /// Rule id, or `*` for every rule. It must be a rule of `--rules DIR` (or a
+        /// `kestrel.system.*` rule); without `--rules`, one that has raised an alert here.
         #[arg(long)]
         rule: String,
+        /// The collector's rules directory, to check `--rule` against.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
         /// `FIELD=GLOB` on the alert record (`process.exe=/usr/bin/backup-*`,
         /// `host=spiffe://kestrel.local/node/build-*`, `ancestors.exe=/usr/sbin/cron`).
         #[arg(long = "match", value_name = "FIELD=GLOB")]
@@ -143,7 +150,9 @@ pub fn run(args: AlertsArgs) -> Result<(), AlertsCliError> {
     let out = execute(&args.command)?;
     let json = matches!(
         args.command,
-        AlertsCommand::List { json: true, .. } | AlertsCommand::Show { json: true, .. }
+        AlertsCommand::List { json: true, .. }
+            | AlertsCommand::Show { json: true, .. }
+            | AlertsCommand::Schema
     );
     print!("{}", terminal_safe(&out, json));
     Ok(())
@@ -167,6 +176,7 @@ pub fn execute(command: &AlertsCommand) -> Result<String, AlertsCliError> {
                 "{moved} dead-lettered deliveries queued again; the running collector delivers them\n"
             ))
         }
+        AlertsCommand::Schema => Ok(format!("{:#}\n", crate::alert::schema::alert_schema())),
         AlertsCommand::Suppress { command } => suppress_command(command),
     }
 }
@@ -374,11 +384,43 @@ fn ack(dir: &Path, id: i64, by: Option<String>) -> Result<String, AlertsCliError
     Ok(format!("alert {id} acknowledged by {by}\n"))
 }
 
+/// Why `rule` cannot be the rule of a suppression (None when it can): a typo in a rule id
+/// would make a suppression that holds back nothing.
+fn unknown_rule(
+    store: &Store,
+    rule: &str,
+    rules_dir: Option<&Path>,
+) -> Result<Option<String>, AlertsCliError> {
+    if rule.is_empty() || rule == "*" || crate::alert::SYSTEM_RULES.contains(&rule) {
+        return Ok(None);
+    }
+    match rules_dir {
+        Some(dir) => {
+            let (set, _) = kestrel_detect::RuleSet::load_dir(dir)
+                .map_err(|e| AlertsCliError::Usage(format!("--rules: {e}")))?;
+            let known = set
+                .rules()
+                .iter()
+                .map(|r| r.id.as_str())
+                .chain(set.correlations().iter().map(|c| c.info.id.as_str()));
+            Ok((!known.clone().any(|id| id == rule))
+                .then(|| format!("--rule {rule:?}: no rule of {} has that id", dir.display())))
+        }
+        None => Ok((!store.has_alerts_of_rule(rule)?).then(|| {
+            format!(
+                "--rule {rule:?}: no alert of that rule is stored here; pass --rules DIR \
+                 (the collector's rules) to suppress a rule that has not fired yet"
+            )
+        })),
+    }
+}
+
 fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError> {
     match command {
         SuppressCommand::Add {
             data,
             rule,
+            rules,
             matchers,
             duration,
             reason,
@@ -388,6 +430,19 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
                 .iter()
                 .filter_map(|m| Matcher::parse(m).map_err(|e| problems.push(e)).ok())
                 .collect();
+            for matcher in &parsed {
+                if !crate::alert::schema::has_field(&matcher.field) {
+                    problems.push(format!(
+                        "--match {}=…: the alert record has no field {:?} (`alerts schema` \
+                         lists them; e.g. process.exe, process.command_line, host)",
+                        matcher.field, matcher.field
+                    ));
+                }
+            }
+            let store = open(&data.data)?;
+            if let Some(problem) = unknown_rule(&store, rule, rules.as_deref())? {
+                problems.push(problem);
+            }
             let expires = match duration {
                 None => None,
                 Some(text) => match humantime::parse_duration(text) {
@@ -411,8 +466,7 @@ fn suppress_command(command: &SuppressCommand) -> Result<String, AlertsCliError>
             if !problems.is_empty() {
                 return Err(AlertsCliError::Usage(problems.join("; ")));
             }
-            let id =
-                open(&data.data)?.add_suppression(rule, &parsed, reason, now_unix_ns(), expires)?;
+            let id = store.add_suppression(rule, &parsed, reason, now_unix_ns(), expires)?;
             Ok(format!(
                 "suppression {id} added{}\n",
                 expires

@@ -135,6 +135,15 @@ impl Store {
         Ok(ids)
     }
 
+    /// True when an alert of rule `rule_id` is stored.
+    pub fn has_alerts_of_rule(&self, rule_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT EXISTS (SELECT 1 FROM alerts WHERE rule_id = ?1)",
+            params![rule_id],
+            |row| row.get(0),
+        )?)
+    }
+
     /// Alert `id` read back with its dedup and ack state.
     pub fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
         let row: Option<(String, i64, i64, Option<i64>)> = self
