@@ -13,4 +13,5 @@ pub mod events;
 pub mod kernel;
 pub mod memory;
 pub mod metrics;
+pub mod service_manager;
 pub mod ship;

@@ -15,6 +15,7 @@ use kestrel_agent::{
     kernel::reader::RingReader,
     memory,
     metrics::{self, MetricsSource},
+    service_manager,
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
     ship::tls::{collector_host, TlsFiles},
@@ -291,10 +292,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .run(record_rx),
     );
-    tracing::info!(
-        hooks = probes.hooks.iter().filter(|h| h.result.is_ok()).count(),
-        "agent running"
-    );
+    let hooks = probes.hooks.iter().filter(|h| h.result.is_ok()).count();
+    tracing::info!(hooks, "agent running");
+    service_manager::ready(&format!("{hooks} hooks attached"));
+    let (reader_alive, pipeline_alive) = (reader.abort_handle(), pipeline.abort_handle());
+    tokio::spawn(service_manager::watchdog(move || {
+        !reader_alive.is_finished() && !pipeline_alive.is_finished()
+    }));
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
     tokio::select! {
@@ -302,6 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
+    service_manager::stopping();
     reader.abort();
     pipeline.await.context("pipeline task")??;
     if let Some(delivery) = delivery {

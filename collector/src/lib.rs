@@ -22,6 +22,7 @@ pub mod private_files;
 pub mod reload;
 pub mod report;
 pub mod serve;
+pub mod service_manager;
 pub mod sinks;
 pub mod store;
 pub mod text;

@@ -42,19 +42,7 @@ const IMAGES: [Image; 2] = [
 pub fn images(profile: &str, build: bool) -> Result<()> {
     let root = util::workspace_root();
     if build {
-        let mut cargo = util::cargo();
-        cargo.args([
-            "build",
-            "-p",
-            "kestrel-agent",
-            "-p",
-            "kestrel-collector",
-            "--bins",
-        ]);
-        if profile == "release" {
-            cargo.arg("--release");
-        }
-        util::run("images", &mut cargo)?;
+        util::build_binaries("images", profile)?;
     }
     if !util::on_path("podman") {
         bail!("images: podman not found; `cargo xtask setup` installs it (Debian podman)");

