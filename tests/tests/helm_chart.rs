@@ -336,11 +336,12 @@ fn default_values_run_an_unprivileged_agent_on_every_node_with_its_own_identity(
     assert_eq!(added, expected, "the agent's capabilities");
     assert!(!added.contains("SYS_ADMIN"), "no CAP_SYS_ADMIN");
     assert_eq!(security["readOnlyRootFilesystem"], true);
-    for probe in ["livenessProbe", "readinessProbe"] {
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(
             agent[probe]["httpGet"]["port"], "metrics",
             "{probe} on the metrics listener"
         );
+        assert_eq!(agent[probe]["httpGet"]["path"], path, "{probe}");
     }
     let metrics = arg_value(agent, "--metrics-listen").expect("--metrics-listen");
     assert!(metrics.ends_with(":9101"), "{metrics}");
@@ -736,15 +737,19 @@ fn collector_serves_with_the_configuration_the_chart_renders() {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut collector = stack::Collector::new(dir.path(), &pki, &extra);
     collector.start();
-    let status = poll(Duration::from_secs(10), || {
-        http_status(metrics_port, "/metrics")
-    });
-    assert_eq!(
-        status.as_deref(),
-        Some("HTTP/1.1 200 OK"),
-        "the probes' path answers; log:\n{}",
-        stack::read(&collector.log())
-    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = serve[probe]["httpGet"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe} has an httpGet path"))
+            .to_owned();
+        let status = poll(Duration::from_secs(10), || http_status(metrics_port, &path));
+        assert_eq!(
+            status.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "{probe} {path} answers 200; log:\n{}",
+            stack::read(&collector.log())
+        );
+    }
     collector.process().assert_running();
 }
 
