@@ -20,6 +20,10 @@ pub type KindLabel = [(&'static str, &'static str); 1];
 /// `{kind, reason}`: an event kind and why its events were lost.
 pub type LossLabels = [(&'static str, &'static str); 2];
 
+/// Why events are lost, as the `reason` label says it: the kernel's and the spool's
+/// ([`crate::ship::spool::priority::ShedReason`]).
+pub const LOSS_REASONS: [&str; 4] = ["kernel", "queue_full", "spool_full", "spool_error"];
+
 /// The instruments; see the module docs.
 #[derive(Debug)]
 pub struct Figures {
@@ -72,8 +76,19 @@ impl Figures {
             .inc_by(count);
     }
 
-    /// Registers every instrument (shared, not copied) in `registry`.
+    /// Registers every instrument (shared, not copied) in `registry`. The series of every kind
+    /// (and loss reason) exist from the start, at 0: a family without series would not be
+    /// exported at all, and a rate over it would start undefined.
     pub fn register(&self, registry: &mut Registry) {
+        for kind in &kestrel_ebpf_abi::KIND_NAMES[1..] {
+            drop(self.events.get_or_create_owned(&[("kind", kind)]));
+            for reason in LOSS_REASONS {
+                drop(
+                    self.events_lost
+                        .get_or_create_owned(&[("kind", kind), ("reason", reason)]),
+                );
+            }
+        }
         registry.register(
             "kestrel_agent_events",
             "Events produced, by kind",

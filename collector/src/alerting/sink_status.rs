@@ -14,30 +14,37 @@ pub struct SinkStatus {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    /// False once the worker has stopped.
     running: bool,
     failures: u32,
     last_error: String,
 }
 
-/// Marks the worker as running until dropped (also when its task panics).
+/// Held by the worker; dropping it (the worker ends or its task panics) marks the sink dead.
 #[derive(Debug)]
-pub struct Running(Arc<SinkStatus>);
+pub struct WorkerGuard(Arc<SinkStatus>);
 
-impl Drop for Running {
+impl Drop for WorkerGuard {
     fn drop(&mut self) {
         self.0.lock().running = false;
     }
 }
 
 impl SinkStatus {
-    /// The status of sink `name`, dead after `dead_after` failures in a row; not running yet.
+    /// The status of sink `name`, dead after `dead_after` failures in a row. Alive from the
+    /// start: its worker is spawned with it, and counts as running until its
+    /// [`SinkStatus::worker`] guard is dropped.
     pub fn new(name: &str, dead_after: u32) -> Arc<SinkStatus> {
         Arc::new(SinkStatus {
             name: name.to_owned(),
             dead_after,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                running: true,
+                failures: 0,
+                last_error: String::new(),
+            }),
         })
     }
 
@@ -46,10 +53,9 @@ impl SinkStatus {
         &self.name
     }
 
-    /// The worker starts; it counts as running until the guard is dropped.
-    pub fn running(self: &Arc<Self>) -> Running {
-        self.lock().running = true;
-        Running(self.clone())
+    /// The guard the worker holds while it runs.
+    pub fn worker(self: &Arc<Self>) -> WorkerGuard {
+        WorkerGuard(self.clone())
     }
 
     /// A delivery succeeded.
@@ -96,8 +102,8 @@ mod tests {
     #[test]
     fn a_sink_is_dead_when_its_worker_stops_or_it_keeps_failing() {
         let status = SinkStatus::new("webhook", 3);
-        assert!(status.alive().is_err(), "not started yet");
-        let running = status.running();
+        assert!(status.alive().is_ok(), "alive while its worker starts");
+        let worker = status.worker();
         assert!(status.alive().is_ok());
         status.failed(2, "connection refused");
         assert!(status.alive().is_ok(), "below the threshold");
@@ -107,7 +113,7 @@ mod tests {
         assert!(dead.contains("connection refused"), "{dead}");
         status.delivered();
         assert!(status.alive().is_ok(), "one success revives it");
-        drop(running);
+        drop(worker);
         assert_eq!(
             status.alive().unwrap_err(),
             "sink webhook: delivery worker not running"

@@ -56,7 +56,7 @@ impl SinkWorker {
     /// Runs until `stop` is cancelled. An attempt cut short by the stop stays in the outbox and
     /// is made again (same idempotency key) at the next start.
     pub async fn run(self) {
-        let _running = self.status.running();
+        let _worker = self.status.worker();
         let stop = self.stop.clone();
         tokio::select! {
             () = stop.cancelled() => {}

@@ -89,15 +89,24 @@ impl Figures {
     /// label sets exist from the start (at 0), so a rate over them is defined before the first
     /// refusal or alert.
     pub fn register(&self, registry: &mut Registry) {
+        for kind in &kestrel_ebpf_abi::KIND_NAMES[1..] {
+            drop(self.events_received.get_or_create_owned(&[("kind", kind)]));
+            for reason in crate::metrics::GAP_REASONS.iter().filter(|r| !r.is_empty()) {
+                drop(
+                    self.events_lost_reported
+                        .get_or_create_owned(&[("kind", kind), ("reason", reason)]),
+                );
+            }
+        }
         for limit in crate::ingress::limits::COUNTED {
             self.ingress_refused
                 .get_or_create_owned(&[("limit", limit)]);
         }
         for reason in crate::ingress::tls::REFUSAL_REASONS {
-            self.tls_refusals.get_or_create_owned(&[("reason", reason)]);
+            drop(self.tls_refusals.get_or_create_owned(&[("reason", reason)]));
         }
         for outcome in crate::alerting::admit::OUTCOMES {
-            self.alerts.get_or_create_owned(&[("outcome", outcome)]);
+            drop(self.alerts.get_or_create_owned(&[("outcome", outcome)]));
         }
         registry.register(
             "kestrel_collector_events_received",
