@@ -492,7 +492,7 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
         return;
     }
     let chart = Rendered::new(
-        "agent:\n  privileged: true\n  config:\n    dns_answers: false\n    \
+        "agent:\n  privileged: true\n  logFormat: json\n  config:\n    dns_answers: false\n    \
          muted_paths: [/var/lib/build-cache]\n    spool:\n      max_bytes: 1048576\n    \
          containers:\n      max_cgroups: 4096\n    muted_executables: [/usr/bin/backup-tool]\n  \
          extraVolumes:\n    - {name: backup-tool, hostPath: {path: /usr/bin/backup-tool, type: File}}\n  \
@@ -514,6 +514,7 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
     assert!(security.get("capabilities").is_none(), "{security}");
     assert!(security.get("allowPrivilegeEscalation").is_none());
     assert_eq!(pod(chart.one("DaemonSet"))["hostPID"], true);
+    assert_eq!(arg_value(agent, "--log-format").as_deref(), Some("json"));
 }
 
 #[test]
@@ -652,6 +653,10 @@ fn broken_values_are_refused_with_a_message_naming_the_value() {
             "Additional property privilege",
         ),
         (
+            "collector:\n  logFormat: yaml\n",
+            "collector.logFormat must be one of",
+        ),
+        (
             "agent:\n  capabilities: BPF\n",
             "agent.capabilities: Invalid type",
         ),
@@ -730,6 +735,7 @@ fn collector_serves_with_the_configuration_the_chart_renders() {
         "--trust-domain",
         "--event-retention",
         "--agent-silent-after",
+        "--log-format",
     ] {
         let value = arg_value(serve, flag).unwrap_or_else(|| panic!("{flag} rendered"));
         extra.push(format!("{flag}={value}"));
