@@ -5,7 +5,7 @@
 //! alert is raised and delivered.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -324,4 +324,71 @@ fn every_metric_the_dashboard_and_alerts_name_is_exported_and_they_move() {
             "{side}"
         );
     }
+}
+
+#[test]
+fn tls_refusals_are_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, "member");
+    // An agent certificate from another development CA. Both CAs carry the same subject, so
+    // the client CA is taken for its issuer and its signature does not verify.
+    let foreign = dir.path().join("foreign");
+    certs(&foreign, "intruder");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut collector = Collector::new(dir.path(), &pki, &["--metrics-listen", &metrics_addr]);
+    collector.start();
+    let before = sample(
+        &http_get(&metrics_addr, "/metrics"),
+        "kestrel_collector_tls_refusals_total{reason=\"bad_signature\"}",
+    );
+    assert_eq!(before, Some(0.0), "declared at 0 before any refusal");
+
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    let url = format!("https://localhost:{}", collector.port);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..2 {
+        let attempt = runtime.block_on(async {
+            let client = kestrel_testkit::grpc::connect(
+                &url,
+                read(&pki.join("ca.pem")),
+                read(&foreign.join("intruder.pem")),
+                read(&foreign.join("intruder-key.pem")),
+            )
+            .await;
+            match client {
+                Err(status) => Err(status),
+                Ok(mut client) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    tx.send(kestrel_testkit::grpc::hello(1)).await.unwrap();
+                    client
+                        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                        .map(|_| ())
+                }
+            }
+        });
+        assert!(attempt.is_err(), "a foreign certificate is refused");
+    }
+    // Each attempt is a handshake or more (the client retries), each refused and counted.
+    wait_for(&metrics_addr, "the refusals counted by reason", |text| {
+        sample(
+            text,
+            "kestrel_collector_tls_refusals_total{reason=\"bad_signature\"}",
+        )
+        .is_some_and(|n| n >= 2.0)
+    });
+    let text = http_get(&metrics_addr, "/metrics");
+    assert_eq!(
+        sample(
+            &text,
+            "kestrel_collector_tls_refusals_total{reason=\"certificate_expired\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kestrel_collector_agents_connected"),
+        Some(0.0)
+    );
 }
