@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::{
     enrich::container::ContainerConfig,
+    logging::LogFormat,
     ship::spool::{priority::Priorities, SpoolSettings},
 };
 
@@ -44,6 +45,8 @@ pub struct AgentConfig {
     /// Where events wait for the collector and what is shed first when that fills
     /// (`--spool*` flags override).
     pub spool: SpoolSettings,
+    /// Log lines as `text` (default) or `json` (`--log-format` overrides).
+    pub log_format: LogFormat,
 }
 
 impl Default for AgentConfig {
@@ -76,6 +79,7 @@ impl Default for AgentConfig {
             dns_answers: true,
             containers: ContainerConfig::default(),
             spool: SpoolSettings::default(),
+            log_format: LogFormat::default(),
         }
     }
 }

@@ -4,13 +4,17 @@
 //! those the kernel lost; [`enrich`] keeps what is known about processes, directories, hosts,
 //! users, terminals and containers; [`events`] turns records into protocol events; [`ship`]
 //! sends them on (a JSON-lines file, the collector over mutual TLS through the spool). The
-//! [`config`], [`metrics`], [`clock`] and [`memory`] modules serve them all.
+//! [`config`], [`logging`], [`metrics`], [`health`] (with [`endpoint`], which serves both),
+//! [`clock`] and [`memory`] modules serve them all.
 
 pub mod clock;
 pub mod config;
+pub mod endpoint;
 pub mod enrich;
 pub mod events;
+pub mod health;
 pub mod kernel;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod service_manager;

@@ -1,20 +1,23 @@
 //! `kestrel-agent`: captures process events with eBPF and streams them to the collector.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kestrel_agent::{
     clock::BootClock,
     config::AgentConfig,
+    endpoint,
     enrich::container::{ContainerConfig, ContainerResolver},
     enrich::process_table::ProcessTable,
     events::pipeline::{Outputs, Pipeline},
+    health::Health,
     kernel::loader::{LoadOptions, Probes},
     kernel::loss::LossMonitor,
     kernel::reader::RingReader,
+    logging::{self, LogFormat},
     memory,
-    metrics::{self, MetricsSource},
+    metrics::{figures::figures, Metrics},
     service_manager,
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
@@ -60,10 +63,14 @@ struct Cli {
     /// Agent configuration file (TOML): event kinds, sensitive paths, muted paths and executables.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Serve the agent's figures (events sent, drops, shed, spool, memory, CPU) as Prometheus
-    /// text on http://ADDR/metrics.
+    /// Serve the agent's metrics (Prometheus text) on http://ADDR/metrics, and /healthz and
+    /// /readyz (ready once the programs are attached and the ring buffer is being read).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Log lines as `text` or `json` (one object per line); overrides `log_format` in
+    /// --config. Default text, coloured only when stderr is a terminal.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// Benchmarks only: read every kernel record and discard it undecoded, to measure what
     /// the attached programs cost with no user-space work at all.
     #[arg(long, hide = true)]
@@ -95,14 +102,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn start() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // A configuration file that does not load is reported by the command itself, in the
+    // format the flag (or the default) gives.
+    let log_format = cli.log_format.unwrap_or_else(|| {
+        agent_config(&cli)
+            .map(|config| config.log_format)
+            .unwrap_or_default()
+    });
+    logging::init(log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Some(Command::Probe { config }) => probe(config.as_deref()),
         None if cli.check_config => check_config(&cli),
@@ -225,10 +234,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(problem) = options.ring_problems().first() {
         anyhow::bail!("{problem}");
     }
+    // Bound before the programs load, so probes see "alive, not ready" while they do.
+    let health = Health::new();
+    let endpoint_listener = match cli.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let mut probes = Probes::load(&options)
         .context("loading eBPF programs (run as root; see `kestrel-agent probe`)")?;
     // Parsing the object and the kernel's BTF took tens of MiB that the agent does not keep.
     memory::release_free_memory();
+    let attached = probes.hooks.iter().filter(|h| h.result.is_ok()).count();
+    let unavailable = probes.hooks.len() - attached;
+    figures().hooks_attached.set(attached as i64);
+    figures().hooks_unavailable.set(unavailable as i64);
+    health.programs_loaded(attached, unavailable);
     let ring = probes.take_ring_buffer()?;
     let loss = LossMonitor::new(
         probes.take_drop_counters()?,
@@ -263,23 +287,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if let Some(addr) = cli.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--metrics-listen {addr}"))?;
-        let source = MetricsSource {
-            delivery: delivery
+    if let Some(listener) = endpoint_listener {
+        let metrics = Arc::new(Metrics::new(
+            delivery
                 .as_ref()
                 .map(|d| (d.stats().clone(), d.spool().clone())),
-        };
-        tracing::info!(%addr, "serving metrics on /metrics");
+        ));
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        let health = health.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, source).await {
+            if let Err(e) = endpoint::serve(listener, metrics, health).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
     }
-    let mut reader = RingReader::new(ring, record_tx)?;
+    let mut reader = RingReader::new(ring, record_tx)?.with_progress(health.read_progress());
     if cli.discard_records {
         tracing::warn!("--discard-records: every kernel record is discarded undecoded");
         reader = reader.discarding();
@@ -292,12 +315,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .run(record_rx),
     );
-    let hooks = probes.hooks.iter().filter(|h| h.result.is_ok()).count();
-    tracing::info!(hooks, "agent running");
-    service_manager::ready(&format!("{hooks} hooks attached"));
+    tracing::info!(hooks = attached, "agent running");
+    service_manager::ready(&format!("{attached} hooks attached"));
     let (reader_alive, pipeline_alive) = (reader.abort_handle(), pipeline.abort_handle());
-    tokio::spawn(service_manager::watchdog(move || {
-        !reader_alive.is_finished() && !pipeline_alive.is_finished()
+    let progress = health.read_progress();
+    tokio::spawn(service_manager::watchdog(move |period| {
+        !reader_alive.is_finished()
+            && !pipeline_alive.is_finished()
+            && progress.since_last_pass().is_none_or(|idle| idle < period)
     }));
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;

@@ -1,7 +1,7 @@
 //! systemd's service protocol (`sd_notify`), for `Type=notify` units: `READY=1` once the
 //! programs are attached and the ring is being read, `WATCHDOG=1` pings while the reader and
-//! the pipeline still run (systemd restarts an agent whose tasks died or hung for
-//! `WatchdogSec=`), and `STOPPING=1` on shutdown. Outside systemd (no `NOTIFY_SOCKET`) each
+//! the pipeline run and the reader has passed over the ring within the watchdog period
+//! (systemd restarts an agent whose tasks died or hung for `WatchdogSec=`), and `STOPPING=1` on shutdown. Outside systemd (no `NOTIFY_SOCKET`) each
 //! call does nothing.
 
 use std::time::Duration;
@@ -18,17 +18,18 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
-/// Pings systemd's watchdog at half its period while `alive()` holds, when the unit asks for
-/// a watchdog; once it fails, pings stop and systemd restarts the agent.
-pub async fn watchdog(alive: impl Fn() -> bool) {
+/// Pings systemd's watchdog at half its period while `alive(period)` holds, when the unit asks
+/// for a watchdog; once it fails, pings stop and systemd restarts the agent.
+pub async fn watchdog(alive: impl Fn(Duration) -> bool) {
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
     }
-    let mut every = tokio::time::interval(Duration::from_micros(usec) / 2);
+    let period = Duration::from_micros(usec);
+    let mut every = tokio::time::interval(period / 2);
     loop {
         every.tick().await;
-        if !alive() {
+        if !alive(period) {
             tracing::error!("a core task stopped: no more watchdog pings");
             return;
         }

@@ -4,6 +4,8 @@
 //! validates in one go and reports every problem it finds at once, each naming the key:
 //!
 //! ```toml
+//! log_format = "json"         # text (default) | json; serve --log-format overrides
+//!
 //! [alerts]
 //! dedup_window = "10m"        # repeats of a fingerprint within this fold into one alert
 //! rate_limit_per_rule = 100   # alerts per rule and host per window; the rest are held
@@ -44,6 +46,7 @@ use serde::Deserialize;
 
 use crate::alerting::losses::{LossAlertsConfig, LossSettings};
 use crate::ingress::limits::IngressLimits;
+use crate::logging::LogFormat;
 use crate::sinks::{self, SinkConfig, SinkSettings};
 
 /// The configuration file could not be used.
@@ -88,6 +91,8 @@ pub struct CollectorConfig {
     pub sinks: Vec<SinkConfig>,
     /// Limits on what agents may send and hold.
     pub ingress: IngressConfig,
+    /// Log lines as `text` (default) or `json` (`serve --log-format` overrides).
+    pub log_format: LogFormat,
 }
 
 /// `[ingress]`: the operator-tunable limits of [`IngressLimits`] (same names, same defaults).
@@ -242,6 +247,8 @@ pub struct Settings {
     pub sinks: Vec<SinkSettings>,
     /// `[ingress]`.
     pub ingress: IngressLimits,
+    /// `log_format`.
+    pub log_format: LogFormat,
 }
 
 impl Default for Settings {
@@ -411,6 +418,7 @@ impl CollectorConfig {
                 delivery,
                 sinks,
                 ingress,
+                log_format: self.log_format,
             })
         } else {
             Err(problems)

@@ -6,16 +6,19 @@
 //! [`pipeline`] (dedup, detection, group commit), [`store`] (all SQL), [`alerting`] (admission
 //! policy and delivery), [`sinks`]; [`cli`] holds the commands. At the root sit what the stages
 //! share (the event and alert model, configuration, clock, file watch, error report, owner-only
-//! files, text escaping for output) and what runs them (`serve`, rule reload, the metrics
-//! endpoint).
+//! files, text escaping for output) and what runs them (`serve`, rule reload, logging, the
+//! metrics and health endpoint).
 
 pub mod alert;
 pub mod alerting;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod endpoint;
 pub mod event;
+pub mod health;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod private_files;

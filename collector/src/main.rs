@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use kestrel_collector::cli::{Cli, Command, ServeArgs};
+use kestrel_collector::logging::{self, LogFormat};
 use kestrel_collector::serve::Collector;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: ingest decodes, serializes and frees thousands of small strings per batch, often
 /// on another thread than the one that allocated them; glibc's malloc spent about a fifth of
@@ -32,12 +32,7 @@ fn disable_transparent_huge_pages() {
 async fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    logging::init(log_format(&cli));
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Alerts(args) => kestrel_collector::cli::alerts::run(args).map_err(Into::into),
@@ -55,6 +50,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `serve --log-format`, else `log_format` of its `--config` file, else text. A file that does
+/// not load is reported by `serve` itself.
+fn log_format(cli: &Cli) -> LogFormat {
+    let Command::Serve(args) = &cli.command else {
+        return LogFormat::default();
+    };
+    args.log_format.unwrap_or_else(|| {
+        args.config
+            .as_deref()
+            .and_then(|path| kestrel_collector::config::load(path).ok())
+            .map(|settings| settings.log_format)
+            .unwrap_or_default()
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings};
+use crate::health::Health;
 use crate::ingress::ingest::IngestService;
 use crate::ingress::limits::IngressLimits;
 use crate::ingress::listener::TlsListener;
@@ -173,7 +174,7 @@ impl Collector {
                         addr: format!("--metrics-listen {addr}"),
                         source,
                     })?;
-                info!(%addr, "serving metrics on /metrics");
+                info!(%addr, "serving /metrics, /healthz and /readyz");
                 Some((listener, args.data.clone()))
             }
             None => None,
@@ -222,16 +223,21 @@ impl Collector {
         let (conns, incoming) = mpsc::channel(CONN_QUEUE);
         tokio::spawn(self.listener.run(conns, stop.clone()));
         tokio::spawn(self.reloader.run(stop.clone()));
-        let (store, window) = self.retention;
-        tokio::spawn(crate::store::retention::run(store, window, stop.clone()));
         if let Some((listener, data)) = self.metrics {
+            let health = Health {
+                store: self.retention.0.clone(),
+                rules: self.pipeline.shared_rules().clone(),
+                alerts: self.alerts.clone(),
+            };
             tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, data).await {
+                if let Err(e) = crate::endpoint::serve(listener, data, health).await {
                     warn!(error = %e, "metrics endpoint stopped");
                 }
             });
         }
 
+        let (store, window) = self.retention;
+        tokio::spawn(crate::store::retention::run(store, window, stop.clone()));
         let alerts = self.alerts.clone();
         self.agents.spawn(&stop);
         let limits = self.limits;

@@ -107,6 +107,7 @@ fn serve_args(dir: &Path, ca: &TestCa, agents: AgentArgs) -> ServeArgs {
         alerts_jsonl: Some(dir.join("alerts.jsonl")),
         config: None,
         metrics_listen: None,
+        log_format: None,
         agents,
         store: Default::default(),
     }

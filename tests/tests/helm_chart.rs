@@ -336,11 +336,12 @@ fn default_values_run_an_unprivileged_agent_on_every_node_with_its_own_identity(
     assert_eq!(added, expected, "the agent's capabilities");
     assert!(!added.contains("SYS_ADMIN"), "no CAP_SYS_ADMIN");
     assert_eq!(security["readOnlyRootFilesystem"], true);
-    for probe in ["livenessProbe", "readinessProbe"] {
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(
             agent[probe]["httpGet"]["port"], "metrics",
             "{probe} on the metrics listener"
         );
+        assert_eq!(agent[probe]["httpGet"]["path"], path, "{probe}");
     }
     let metrics = arg_value(agent, "--metrics-listen").expect("--metrics-listen");
     assert!(metrics.ends_with(":9101"), "{metrics}");
@@ -491,7 +492,7 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
         return;
     }
     let chart = Rendered::new(
-        "agent:\n  privileged: true\n  config:\n    dns_answers: false\n    \
+        "agent:\n  privileged: true\n  logFormat: json\n  config:\n    dns_answers: false\n    \
          muted_paths: [/var/lib/build-cache]\n    spool:\n      max_bytes: 1048576\n    \
          containers:\n      max_cgroups: 4096\n    muted_executables: [/usr/bin/backup-tool]\n  \
          extraVolumes:\n    - {name: backup-tool, hostPath: {path: /usr/bin/backup-tool, type: File}}\n  \
@@ -513,6 +514,7 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
     assert!(security.get("capabilities").is_none(), "{security}");
     assert!(security.get("allowPrivilegeEscalation").is_none());
     assert_eq!(pod(chart.one("DaemonSet"))["hostPID"], true);
+    assert_eq!(arg_value(agent, "--log-format").as_deref(), Some("json"));
 }
 
 #[test]
@@ -651,6 +653,10 @@ fn broken_values_are_refused_with_a_message_naming_the_value() {
             "Additional property privilege",
         ),
         (
+            "collector:\n  logFormat: yaml\n",
+            "collector.logFormat must be one of",
+        ),
+        (
             "agent:\n  capabilities: BPF\n",
             "agent.capabilities: Invalid type",
         ),
@@ -729,6 +735,7 @@ fn collector_serves_with_the_configuration_the_chart_renders() {
         "--trust-domain",
         "--event-retention",
         "--agent-silent-after",
+        "--log-format",
     ] {
         let value = arg_value(serve, flag).unwrap_or_else(|| panic!("{flag} rendered"));
         extra.push(format!("{flag}={value}"));
@@ -736,15 +743,19 @@ fn collector_serves_with_the_configuration_the_chart_renders() {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut collector = stack::Collector::new(dir.path(), &pki, &extra);
     collector.start();
-    let status = poll(Duration::from_secs(10), || {
-        http_status(metrics_port, "/metrics")
-    });
-    assert_eq!(
-        status.as_deref(),
-        Some("HTTP/1.1 200 OK"),
-        "the probes' path answers; log:\n{}",
-        stack::read(&collector.log())
-    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = serve[probe]["httpGet"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe} has an httpGet path"))
+            .to_owned();
+        let status = poll(Duration::from_secs(10), || http_status(metrics_port, &path));
+        assert_eq!(
+            status.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "{probe} {path} answers 200; log:\n{}",
+            stack::read(&collector.log())
+        );
+    }
     collector.process().assert_running();
 }
 

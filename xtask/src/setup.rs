@@ -52,6 +52,10 @@ const TOOLS_BIN: &str = "/usr/local/bin";
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
 /// The version of it the chart tests are written for.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// The Debian package whose `promtool` checks the Prometheus alerting rules in
+/// `deploy/monitoring` (only that binary is taken from it: the package would also install and
+/// start a Prometheus server).
+const PROMETHEUS_PACKAGE: &str = "prometheus";
 
 /// One piece of work that the checks found missing.
 struct Pending {
@@ -70,7 +74,7 @@ type Check = fn() -> Result<Option<Pending>>;
 
 /// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
 /// belongs to Podman).
-const CHECKS: [Check; 13] = [
+const CHECKS: [Check; 14] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
@@ -81,6 +85,7 @@ const CHECKS: [Check; 13] = [
     check_bench_packages,
     check_helm,
     check_kubernetes_validate,
+    check_promtool,
     check_packaging_packages,
     check_cargo_deb,
     check_systemd_root,
@@ -602,6 +607,33 @@ fn check_helm() -> Result<Option<Pending>> {
         needs_root: true,
         commands,
         check: check_helm,
+    }))
+}
+
+/// `promtool`, which the monitoring test runs on the alerting rules: taken out of the Debian
+/// package `PROMETHEUS_PACKAGE` (`apt-get download`, `dpkg-deb -x`) into `TOOLS_BIN`.
+fn check_promtool() -> Result<Option<Pending>> {
+    if let Some(promtool) = util::find_tool("promtool") {
+        println!("setup: promtool already installed ({})", promtool.display());
+        return Ok(None);
+    }
+    println!("setup: promtool is not installed");
+    let work = std::env::temp_dir().join("kestrel-promtool");
+    let work_str = work.display().to_string();
+    let script = format!(
+        "set -e; rm -rf {work_str}; mkdir -p {work_str}; cd {work_str}; \
+         apt-get update -qq; apt-get download -qq {PROMETHEUS_PACKAGE}; \
+         dpkg-deb -x {PROMETHEUS_PACKAGE}_*.deb root; \
+         install -m 0755 root/usr/bin/promtool {TOOLS_BIN}/promtool; \
+         cd /; rm -rf {work_str}"
+    );
+    let mut fetch = Command::new("sh");
+    fetch.arg("-c").arg(script);
+    Ok(Some(Pending {
+        what: "promtool (Debian prometheus)",
+        needs_root: true,
+        commands: vec![fetch],
+        check: check_promtool,
     }))
 }
 

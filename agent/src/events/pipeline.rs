@@ -24,6 +24,7 @@ use crate::{
     },
     kernel::decode::{Exec, Exit, Fork, KernelRecord, Syscall},
     kernel::loss::LossMonitor,
+    metrics::figures::figures,
     ship::jsonl::JsonlWriter,
 };
 
@@ -132,6 +133,7 @@ impl Pipeline {
         };
         for gap in loss.poll(now)? {
             tracing::warn!(kind = %gap.kind, cpu = gap.cpu, count = gap.count, "kernel ring buffer full: events lost");
+            figures().lost(static_kind_name(&gap.kind), "kernel", gap.count);
             if let Some(jsonl) = &mut self.outputs.jsonl {
                 jsonl.write_gap(&gap)?;
             }
@@ -146,6 +148,7 @@ impl Pipeline {
         let Some(event) = self.event_for(record) else {
             return Ok(());
         };
+        figures().event(event.kind_name());
         if let Some(jsonl) = &mut self.outputs.jsonl {
             jsonl.write(&event)?;
         }
@@ -493,6 +496,16 @@ fn absolute_exe(filename: &str, tgid: u32, cwd: &str) -> String {
         return paths::join(cwd, filename);
     }
     proc_link(tgid, "exe").unwrap_or_else(|| filename.to_owned())
+}
+
+/// The ABI's own name for `kind` (a kind name the agent produced), `unknown` otherwise: a label
+/// value from a fixed set.
+fn static_kind_name(kind: &str) -> &'static str {
+    kestrel_ebpf_abi::KIND_NAMES
+        .iter()
+        .find(|name| **name == kind)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 #[cfg(test)]

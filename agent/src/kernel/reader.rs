@@ -7,7 +7,9 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
+use crate::health::ReadProgress;
 use crate::kernel::decode::{decode, KernelRecord};
+use crate::metrics::figures::figures;
 
 /// The longest a record waits in the ring when no batch's worth follows it: 20 ms (not 5)
 /// took an eighth off the agent's CPU over a trickle of execs, well inside the second an alert
@@ -24,6 +26,8 @@ pub struct RingReader {
     records: mpsc::Sender<KernelRecord>,
     /// Consume records without decoding them (the benchmarks' floor: the kernel's cost alone).
     discard: bool,
+    /// Marked after every pass over the ring (readiness).
+    progress: Option<ReadProgress>,
     /// Records that could not be decoded (logged, then skipped).
     pub malformed: u64,
 }
@@ -41,6 +45,7 @@ impl RingReader {
             ring,
             records,
             discard: false,
+            progress: None,
             malformed: 0,
         })
     }
@@ -49,6 +54,13 @@ impl RingReader {
     /// user space does nothing, the floor a benchmark compares against.
     pub fn discarding(mut self) -> Self {
         self.discard = true;
+        self
+    }
+
+    /// Marks `progress` after every pass over the ring, so readiness can tell a reader that
+    /// keeps up from one that is stuck.
+    pub fn with_progress(mut self, progress: ReadProgress) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -72,6 +84,9 @@ impl RingReader {
                     break;
                 }
             }
+            if let Some(progress) = &self.progress {
+                progress.mark();
+            }
         }
     }
 
@@ -91,10 +106,12 @@ impl RingReader {
                 Ok(record) => batch.push(record),
                 Err(err) => {
                     self.malformed += 1;
+                    figures().malformed_records.inc();
                     tracing::warn!(%err, "malformed ring buffer record skipped");
                 }
             }
         }
+        figures().ring_records.inc_by(seen as u64);
         (batch, seen)
     }
 }

@@ -32,6 +32,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::{
     clock,
+    metrics::figures::figures,
     ship::spool::{
         run_writer, Item, Priorities, Published, Spool, SpoolConfig, SpoolReader, SpoolSender,
         SpoolSettings,
@@ -155,6 +156,8 @@ enum SessionEnd {
 struct InFlight {
     last_seq: u64,
     events: usize,
+    /// When it was handed to the stream (for the round-trip histogram).
+    sent: std::time::Instant,
 }
 
 /// Ships the spool to the collector.
@@ -185,7 +188,9 @@ impl Shipper {
     pub async fn run(mut self) {
         let mut failures = 0u32;
         loop {
-            match self.session(&mut failures).await {
+            let session = self.session(&mut failures).await;
+            figures().collector_connected.set(0);
+            match session {
                 Ok(SessionEnd::Finished) => break,
                 Ok(SessionEnd::Reload) => continue,
                 Err(err) => {
@@ -278,6 +283,7 @@ impl Shipper {
             "connected to collector"
         );
         *failures = 0;
+        figures().collector_connected.set(1);
 
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
@@ -369,6 +375,7 @@ impl Shipper {
                 in_flight.push_back(InFlight {
                     last_seq: message.last_seq,
                     events: message.events,
+                    sent: std::time::Instant::now(),
                 });
                 self.stats
                     .events_sent
@@ -390,7 +397,11 @@ impl Shipper {
             .front()
             .is_some_and(|b| b.last_seq <= ack.up_to_seq)
         {
-            in_flight.pop_front();
+            if let Some(batch) = in_flight.pop_front() {
+                figures()
+                    .batch_round_trip
+                    .observe(batch.sent.elapsed().as_secs_f64());
+            }
         }
         let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || spool.ack(ack.up_to_seq)).await??;

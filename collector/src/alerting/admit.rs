@@ -126,6 +126,31 @@ fn ns(d: Duration) -> i64 {
 pub fn admit(
     tx: &AdmissionTx<'_>,
     policy: &Policy,
+    alert: Alert,
+    now_ns: u64,
+    exclude: &[String],
+) -> Result<Admission, StoreError> {
+    let admission = admit_counted(tx, policy, alert, now_ns, exclude)?;
+    let outcome = match &admission {
+        Admission::Created(_) => "created",
+        Admission::Deduplicated { .. } => "deduplicated",
+        Admission::Suppressed { .. } => "suppressed",
+        Admission::RateLimited { .. } => "rate_limited",
+    };
+    crate::metrics::figures::figures()
+        .alerts
+        .get_or_create(&[("outcome", outcome)])
+        .inc();
+    Ok(admission)
+}
+
+/// Every outcome of [`admit`], as counted on `kestrel_collector_alerts_total`.
+pub const OUTCOMES: [&str; 4] = ["created", "deduplicated", "suppressed", "rate_limited"];
+
+/// [`admit`] before it is counted.
+fn admit_counted(
+    tx: &AdmissionTx<'_>,
+    policy: &Policy,
     mut alert: Alert,
     now_ns: u64,
     exclude: &[String],

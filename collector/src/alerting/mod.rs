@@ -24,6 +24,7 @@ pub mod backoff;
 pub mod batch;
 pub mod glob;
 pub mod losses;
+pub mod sink_status;
 pub mod suppress;
 pub mod worker;
 
@@ -42,6 +43,7 @@ use crate::clock::now_unix_ns;
 use crate::config::Settings;
 use crate::sinks::{Sink, SinkError};
 use crate::store::{SinkBacklog, Store, StoreError};
+use sink_status::SinkStatus;
 use worker::SinkWorker;
 
 /// How long [`AlertPipeline::shutdown`] waits for deliveries that are due.
@@ -60,6 +62,8 @@ struct Shared {
     store: Store,
     policy: Policy,
     wakers: Vec<Arc<Notify>>,
+    /// Each sink's delivery state, for readiness.
+    sinks: Vec<Arc<SinkStatus>>,
     stop: CancellationToken,
     workers: TaskTracker,
 }
@@ -100,16 +104,21 @@ impl AlertPipeline {
             }
         }
         let wakers: Vec<Arc<Notify>> = sinks.iter().map(|_| Arc::new(Notify::new())).collect();
+        let statuses: Vec<Arc<SinkStatus>> = sinks
+            .iter()
+            .map(|sink| SinkStatus::new(sink.name(), settings.delivery.meta_alert_after))
+            .collect();
         let pipeline = AlertPipeline {
             shared: Arc::new(Shared {
                 store,
                 policy,
                 wakers: wakers.clone(),
+                sinks: statuses.clone(),
                 stop: CancellationToken::new(),
                 workers: TaskTracker::new(),
             }),
         };
-        for (sink, wake) in sinks.into_iter().zip(wakers) {
+        for ((sink, wake), status) in sinks.into_iter().zip(wakers).zip(statuses) {
             info!(sink = sink.name(), "alert sink ready");
             let worker = SinkWorker {
                 sink,
@@ -117,6 +126,7 @@ impl AlertPipeline {
                 wake,
                 pipeline: pipeline.clone(),
                 stop: pipeline.shared.stop.clone(),
+                status,
             };
             pipeline.shared.workers.spawn(worker.run());
         }
@@ -133,6 +143,11 @@ impl AlertPipeline {
                 warn!(sink = %sink, pending, "alerts wait in the outbox for a sink that is not configured");
             }
         }
+    }
+
+    /// Each sink's delivery state (alive or dead), in configuration order.
+    pub fn sink_statuses(&self) -> &[Arc<SinkStatus>] {
+        &self.shared.sinks
     }
 
     /// The admission policy (applied by the ingest pipeline in its store transaction).

@@ -11,10 +11,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::sink_status::SinkStatus;
 use super::{backoff, AlertPipeline, COLLECTOR_HOST};
 use crate::alert::{Level, SystemAlert};
 use crate::clock::now_unix_ns;
 use crate::config::DeliverySettings;
+use crate::metrics::figures::figures;
 use crate::sinks::{DeliveryError, Sink};
 use crate::store::Pending;
 
@@ -38,6 +40,8 @@ pub struct SinkWorker {
     pub pipeline: AlertPipeline,
     /// Stops the worker.
     pub stop: CancellationToken,
+    /// What readiness sees of this sink.
+    pub status: Arc<SinkStatus>,
 }
 
 /// Consecutive failures of the sink and whether the meta-alert went out.
@@ -52,6 +56,7 @@ impl SinkWorker {
     /// Runs until `stop` is cancelled. An attempt cut short by the stop stays in the outbox and
     /// is made again (same idempotency key) at the next start.
     pub async fn run(self) {
+        let _worker = self.status.worker();
         let stop = self.stop.clone();
         tokio::select! {
             () = stop.cancelled() => {}
@@ -120,6 +125,14 @@ impl SinkWorker {
         let store = self.pipeline.store().clone();
         match result {
             Ok(()) => {
+                figures().delivery(name, "delivered");
+                figures()
+                    .delivery_latency
+                    .get_or_create(&[("sink", name.to_owned())])
+                    .observe(
+                        Duration::from_nanos(now.saturating_sub(row.enqueued_unix_ns))
+                            .as_secs_f64(),
+                    );
                 debug!(
                     sink = name,
                     alert = row.alert_id,
@@ -139,18 +152,22 @@ impl SinkWorker {
                     self.raise_recovered(name, health).await;
                 }
                 *health = Health::default();
+                self.status.delivered();
                 None
             }
             Err(error) => {
                 health.failures += 1;
                 health.last_error = error.to_string();
+                self.status.failed(health.failures, &health.last_error);
                 let attempts = row.attempts + 1;
                 let age = Duration::from_nanos(now.saturating_sub(row.enqueued_unix_ns));
                 let (permanent, retry_after) = match &error {
                     DeliveryError::Permanent { .. } => (true, None),
                     DeliveryError::Retryable { retry_after, .. } => (false, *retry_after),
                 };
-                let pause = if permanent || age >= self.settings.max_age {
+                let dead = permanent || age >= self.settings.max_age;
+                figures().delivery(name, if dead { "dead_lettered" } else { "failed" });
+                let pause = if dead {
                     warn!(sink = name, alert = row.alert_id, attempts, error = %error,
                         reason = if permanent { "refused for good" } else { "too old" },
                         "alert delivery dead-lettered; `kestrel-collector alerts replay` resends it");

@@ -81,10 +81,14 @@ pub struct ServeArgs {
     /// Collector configuration file (TOML): alert dedup, rate limit, delivery and `[[sinks]]`.
     #[arg(long, value_name = "F")]
     pub config: Option<PathBuf>,
-    /// Serve what the store holds and still owes (events, alerts, losses, outbox) as
-    /// Prometheus text on http://ADDR/metrics.
+    /// Serve the collector's metrics (Prometheus text) on http://ADDR/metrics, and /healthz
+    /// and /readyz (ready while the store takes writes, rules are loaded and no sink is dead).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log lines as `text` or `json` (one object per line); overrides `log_format` in
+    /// --config. Default text, coloured only when stderr is a terminal.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Agent admission (trust domain, deny-list) and liveness (silence) options.
     #[command(flatten)]
     pub agents: crate::ingress::AgentArgs,

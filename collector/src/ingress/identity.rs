@@ -73,6 +73,20 @@ pub enum IdentityError {
     },
 }
 
+impl IdentityError {
+    /// The refusal's label on `kestrel_collector_tls_refusals_total` (one of
+    /// [`crate::ingress::tls::REFUSAL_REASONS`]).
+    pub fn refusal_label(&self) -> &'static str {
+        match self {
+            IdentityError::NoCertificate => "no_certificate",
+            IdentityError::Parse(_) => "certificate_unparsable",
+            IdentityError::NoUsableSan { .. } => "no_usable_identity",
+            IdentityError::ForeignTrustDomain { .. } => "foreign_trust_domain",
+            IdentityError::Revoked { .. } => "identity_revoked",
+        }
+    }
+}
+
 fn seen_suffix(seen: &[String]) -> String {
     if seen.is_empty() {
         String::new()

@@ -37,6 +37,7 @@ use crate::ingress::heartbeat::AgentMonitor;
 use crate::ingress::identity::PeerInfo;
 use crate::ingress::limits::{self, IngressLimits, OverLimit};
 use crate::ingress::sessions::{SessionGuard, Sessions};
+use crate::metrics::{figures::figures, GAP_REASONS};
 use crate::pipeline::{BatchOutcome, PendingBatch, Pipeline, PipelineError};
 
 /// Acks queued towards one agent before the stream stops reading its batches.
@@ -249,6 +250,24 @@ fn over_message_size(status: Status) -> Status {
     status
 }
 
+/// A Gap's kind as a label: an event kind name of the ABI, `""` for none, else `other`.
+fn known_kind(kind: &str) -> &'static str {
+    kestrel_ebpf_abi::KIND_NAMES
+        .iter()
+        .find(|name| **name == kind)
+        .copied()
+        .unwrap_or(if kind.is_empty() { "" } else { "other" })
+}
+
+/// A Gap's reason as a label: one of [`GAP_REASONS`], else `other`.
+fn known_reason(reason: &str) -> &'static str {
+    GAP_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The last seq a gap covers, when it is sequenced (and so acknowledged).
 fn sequenced(gap: &Gap) -> Option<u64> {
     (gap.first_seq > 0 && gap.last_seq >= gap.first_seq).then_some(gap.last_seq)
@@ -288,6 +307,8 @@ struct InFlight {
     first_seq: u64,
     len: usize,
     pending: PendingBatch,
+    /// When the batch arrived (for the commit-time histogram).
+    received: std::time::Instant,
 }
 
 impl Session {
@@ -392,6 +413,9 @@ impl Session {
         let (first_seq, len) = (batch.first_seq, batch.len);
         match committed {
             Ok(outcome) => {
+                figures()
+                    .batch_commit
+                    .observe(batch.received.elapsed().as_secs_f64());
                 debug!(first_seq, len, alerts = outcome.alerts, "batch stored");
                 let acked = self.ack(outcome.up_to_seq).await;
                 if !acked {
@@ -437,6 +461,13 @@ impl Session {
                 self.stall.heartbeats = 0;
                 let first_seq = batch.first_seq;
                 let len = batch.events.len();
+                let received = std::time::Instant::now();
+                for event in &batch.events {
+                    figures()
+                        .events_received
+                        .get_or_create(&[("kind", event.kind_name())])
+                        .inc();
+                }
                 match self
                     .pipeline
                     .submit_batch(identity, self.epoch, batch)
@@ -447,6 +478,7 @@ impl Session {
                             first_seq,
                             len,
                             pending,
+                            received,
                         });
                         Ok(true)
                     }
@@ -501,6 +533,13 @@ impl Session {
                     last_time_unix_ns = gap.last_time_unix_ns,
                     "agent lost events"
                 );
+                figures()
+                    .events_lost_reported
+                    .get_or_create(&[
+                        ("kind", known_kind(&gap.kind)),
+                        ("reason", known_reason(&gap.reason)),
+                    ])
+                    .inc_by(gap.count);
                 let sequenced = sequenced(&gap);
                 match self.pipeline.record_gap(identity, self.epoch, gap).await {
                     Ok(()) => match sequenced {

@@ -13,14 +13,14 @@
 //! refusal is logged by the caller with identity and peer address, and counted here by limit
 //! ([`refused`], shown on `/metrics` as `kestrel_collector_ingress_refused_total`).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kestrel_proto::agent_message::Msg;
 use kestrel_proto::event::Payload;
 use kestrel_proto::{AgentMessage, Ancestor, Event, Hello, Process};
 use tonic::Status;
+
+use crate::metrics::figures::figures;
 
 /// Limits an operator may tune (`[ingress]` in the configuration file); the defaults are safe.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,7 @@ pub const IDLE_STREAM: &str = "idle_stream";
 pub const IDLE_CONNECTION: &str = "idle_connection";
 
 /// Every limit the refusal counter is labelled with.
-const COUNTED: [&str; 16] = [
+pub const COUNTED: [&str; 16] = [
     ANCESTORS.name,
     ARGV_ENTRIES.name,
     PATH_BYTES.name,
@@ -136,12 +136,13 @@ const COUNTED: [&str; 16] = [
     IDLE_CONNECTION,
 ];
 
-static REFUSED: [AtomicU64; COUNTED.len()] = [const { AtomicU64::new(0) }; COUNTED.len()];
-
-/// Counts one refusal by `limit` (one of the names above).
+/// Counts one refusal by `limit` (one of [`COUNTED`]; other names are not counted).
 pub fn refused(limit: &str) {
-    if let Some(i) = COUNTED.iter().position(|c| *c == limit) {
-        REFUSED[i].fetch_add(1, Ordering::Relaxed);
+    if let Some(limit) = COUNTED.iter().find(|c| **c == limit) {
+        figures()
+            .ingress_refused
+            .get_or_create(&[("limit", *limit)])
+            .inc();
     }
 }
 
@@ -149,8 +150,14 @@ pub fn refused(limit: &str) {
 pub fn refusals(limit: &str) -> u64 {
     COUNTED
         .iter()
-        .position(|c| *c == limit)
-        .map_or(0, |i| REFUSED[i].load(Ordering::Relaxed))
+        .find(|c| **c == limit)
+        .and_then(|limit| {
+            figures()
+                .ingress_refused
+                .get(&[("limit", *limit)])
+                .map(|c| c.get())
+        })
+        .unwrap_or(0)
 }
 
 /// Counts a decoding failure that is a refusal by the wire check of `kestrel_proto::codec`
@@ -164,23 +171,6 @@ pub fn count_wire_refusal(status: &Status) {
         .find(|r| status.message().starts_with(&format!("{} has ", r.field)));
     if let Some(repeated) = counted {
         refused(repeated.limit.name);
-    }
-}
-
-/// Appends the refusal counter to a Prometheus text exposition.
-pub fn write_metrics(text: &mut String) {
-    let name = "kestrel_collector_ingress_refused_total";
-    let _ = writeln!(
-        text,
-        "# HELP {name} Peers refused or cut off at an ingress limit since start, by limit.\n\
-         # TYPE {name} counter"
-    );
-    for (limit, count) in COUNTED.iter().zip(&REFUSED) {
-        let _ = writeln!(
-            text,
-            "{name}{{limit=\"{limit}\"}} {}",
-            count.load(Ordering::Relaxed)
-        );
     }
 }
 
@@ -504,8 +494,12 @@ mod tests {
         let before = refusals(BATCH_EVENTS);
         refused(BATCH_EVENTS);
         assert_eq!(refusals(BATCH_EVENTS), before + 1);
+        let mut registry = prometheus_client::registry::Registry::default();
+        figures().register(&mut registry);
         let mut text = String::new();
-        write_metrics(&mut text);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("kestrel_collector_ingress_refused_total{limit=\"batch_events\"}"));
+        // Every limit is shown, refused or not, so a rate over it starts at 0.
+        assert!(text.contains("kestrel_collector_ingress_refused_total{limit=\"idle_connection\"}"));
     }
 }

@@ -34,7 +34,8 @@ use crate::ingress::connections::{ConnActivity, ConnectionSlot, Connections, Han
 use crate::ingress::denylist::DenyList;
 use crate::ingress::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
 use crate::ingress::limits::{self, IngressLimits};
-use crate::ingress::tls::{refusal_reason, ReloadingConfig};
+use crate::ingress::tls::{refusal_label, refusal_reason, ReloadingConfig};
+use crate::metrics::figures::figures;
 
 /// The idle timeout of a connection over its identity's limit: long enough to tell the peer.
 const REFUSED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -264,10 +265,18 @@ async fn handshake(
             return None;
         }
         Ok(Err(e)) => {
+            figures()
+                .tls_refusals
+                .get_or_create(&[("reason", refusal_label(&e))])
+                .inc();
             warn!(peer = %remote_addr, reason = %refusal_reason(&e), "TLS handshake refused");
             return None;
         }
         Err(_) => {
+            figures()
+                .tls_refusals
+                .get_or_create(&[("reason", "handshake_timeout")])
+                .inc();
             warn!(
                 peer = %remote_addr,
                 reason = %format_args!("no handshake within {timeout:?}"),
@@ -313,6 +322,10 @@ async fn handshake(
             })
         }
         Err(e) => {
+            figures()
+                .tls_refusals
+                .get_or_create(&[("reason", e.refusal_label())])
+                .inc();
             warn!(peer = %remote_addr, reason = %e, "client certificate refused");
             None
         }

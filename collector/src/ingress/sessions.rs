@@ -54,6 +54,7 @@ impl Sessions {
             id,
             ended: rx,
         };
+        self.count_connected();
         (guard, superseded)
     }
 
@@ -74,6 +75,14 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Shows the number of live streams on `kestrel_collector_agents_connected`.
+    fn count_connected(&self) {
+        let live = self.len();
+        crate::metrics::figures::figures()
+            .agents_connected
+            .set(live as i64);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, (u64, oneshot::Sender<Status>)>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -88,6 +97,8 @@ impl Drop for SessionGuard {
         {
             live.remove(&self.identity);
         }
+        drop(live);
+        self.sessions.count_connected();
     }
 }
 

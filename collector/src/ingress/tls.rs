@@ -214,6 +214,51 @@ impl ReloadingConfig {
     }
 }
 
+/// Every reason `kestrel_collector_tls_refusals_total` is labelled with: the handshake's
+/// ([`refusal_label`]), its timeout, and the identity check's
+/// ([`crate::ingress::identity::IdentityError::refusal_label`]).
+pub const REFUSAL_REASONS: [&str; 15] = [
+    "no_certificate",
+    "certificate_expired",
+    "certificate_not_yet_valid",
+    "unknown_issuer",
+    "bad_signature",
+    "certificate_revoked",
+    "wrong_key_usage",
+    "certificate_invalid",
+    "protocol_error",
+    "handshake_timeout",
+    "certificate_unparsable",
+    "no_usable_identity",
+    "foreign_trust_domain",
+    "identity_revoked",
+    "other",
+];
+
+/// Why a TLS handshake failed, as a label of [`REFUSAL_REASONS`].
+pub fn refusal_label(error: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return "other";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::Expired | C::ExpiredContext { .. } => "certificate_expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate_not_yet_valid",
+            C::UnknownIssuer => "unknown_issuer",
+            C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => "bad_signature",
+            C::Revoked => "certificate_revoked",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
+            _ => "certificate_invalid",
+        },
+        _ => "protocol_error",
+    }
+}
+
 /// Why a TLS handshake failed, in words an operator can act on (the raw error otherwise).
 pub fn refusal_reason(error: &std::io::Error) -> String {
     use rustls::CertificateError as C;

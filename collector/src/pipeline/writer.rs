@@ -24,6 +24,7 @@ use crate::alerting::admit::admit;
 use crate::alerting::losses;
 use crate::alerting::{Admission, AlertPipeline, Policy};
 use crate::clock::now_unix_ns;
+use crate::metrics::figures::figures;
 use crate::store::{GroupWriter, Inserted, Store, StoreError};
 
 /// Rule id of the alert raised when a resent event's content differs from the stored one.
@@ -201,14 +202,26 @@ impl Writer {
             last_seq = Some(event.seq);
             match w.insert_checked(identity, epoch, event, json, digest)? {
                 Inserted::New => {}
-                Inserted::Duplicate => continue,
+                Inserted::Duplicate => {
+                    figures().events_duplicate.inc();
+                    continue;
+                }
                 Inserted::Conflict { stored } => {
                     conflicts.add(event.seq, stored, digest);
                     continue;
                 }
             }
             created += losses::check_event(&w.admission(), &self.policy, identity, event, now)?;
-            for detection in self.detector.evaluate(event) {
+            let evaluating = Instant::now();
+            let detections = self.detector.evaluate(event);
+            figures()
+                .rule_evaluation
+                .observe(evaluating.elapsed().as_secs_f64());
+            for detection in detections {
+                figures()
+                    .rule_matches
+                    .get_or_create(&[("rule", detection.rule.id.to_string())])
+                    .inc();
                 let alert = Alert::from_detection(&detection, epoch);
                 if let Admission::Created(alert) =
                     admit(&w.admission(), &self.policy, alert, now, &[])?

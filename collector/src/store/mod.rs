@@ -16,6 +16,7 @@ mod checkpoint;
 mod events;
 mod gaps;
 mod outbox;
+mod probe;
 mod rate_limits;
 pub mod retention;
 mod schema;

@@ -72,6 +72,7 @@ impl Harness {
             alerts_jsonl: Some(dir.path().join("alerts.jsonl")),
             config: None,
             metrics_listen: None,
+            log_format: None,
             agents: Default::default(),
             store: Default::default(),
         };

@@ -25,6 +25,7 @@
 //!   (`spool_corrupt`) for exactly the sequence numbers it made unreadable, logged with the
 //!   segment's path; later records and segments are still delivered.
 
+pub mod age;
 pub mod inspect;
 pub mod modes;
 pub mod priority;
@@ -178,6 +179,8 @@ pub struct Spool {
     index: Mutex<Index>,
     published: watch::Sender<Published>,
     ledger: Mutex<ShedLedger>,
+    /// When the unacknowledged records were written (see [`age`]).
+    marks: Mutex<age::WriteMarks>,
     reported_damage: Mutex<HashSet<(PathBuf, u64)>>,
     /// Events queued by [`SpoolSender`]s and not yet taken by the writer.
     queued: AtomicU64,
@@ -295,6 +298,7 @@ impl Spool {
             }),
             published,
             ledger: Mutex::new(ShedLedger::default()),
+            marks: Mutex::new(age::WriteMarks::default()),
             reported_damage: Mutex::new(HashSet::new()),
             queued: AtomicU64::new(0),
             _lock: lock,
@@ -395,7 +399,32 @@ impl Spool {
             return Ok(());
         }
         index.acked_seq = up_to_seq;
+        self.lock_marks().forget_acked(up_to_seq);
         self.reclaim_locked(&mut index)
+    }
+
+    /// How long the oldest record not yet acknowledged has waited since its event happened
+    /// (an upper bound, see [`age`]); zero when everything written is acknowledged. Records
+    /// left from an earlier run count from when this run opened the spool.
+    pub fn oldest_unacked_age(&self) -> Duration {
+        let acked = self.acked_seq();
+        if self.published.borrow().written_seq <= acked {
+            return Duration::ZERO;
+        }
+        let since = self
+            .lock_marks()
+            .oldest_unacked_unix_ns(acked)
+            .unwrap_or(self.started_unix_ns);
+        Duration::from_nanos(unix_now_ns().saturating_sub(since))
+    }
+
+    /// Notes that a commit starting at `first_seq` held events from `time_unix_ns` on.
+    fn note_written(&self, first_seq: u64, time_unix_ns: u64) {
+        self.lock_marks().note(first_seq, time_unix_ns);
+    }
+
+    fn lock_marks(&self) -> MutexGuard<'_, age::WriteMarks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes the closed segments that are fully acknowledged (after persisting the position).

@@ -158,6 +158,7 @@ impl ShedLedger {
     /// Counts one event of `kind` at `time_unix_ns` given up for `reason`.
     pub fn record(&mut self, reason: ShedReason, kind: u8, time_unix_ns: u64) {
         self.total += 1;
+        crate::metrics::figures::figures().lost(kind_name(kind), reason.as_str(), 1);
         let entry = self.pending.entry((reason, kind)).or_insert(Shed {
             count: 0,
             first_time_unix_ns: time_unix_ns,

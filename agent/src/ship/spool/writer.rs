@@ -260,6 +260,17 @@ impl SpoolWriter {
             return Err(self.write_failed(source));
         }
         active.bytes += self.buf.len() as u64;
+        let earliest_event = self
+            .buffered
+            .iter()
+            .filter_map(|record| match record {
+                Buffered::Event { time_unix_ns, .. } => Some(*time_unix_ns),
+                Buffered::Gap(_) => None,
+            })
+            .min();
+        if let Some(time_unix_ns) = earliest_event {
+            self.spool.note_written(self.buf_first_seq, time_unix_ns);
+        }
         self.buf.clear();
         self.buffered.clear();
         self.dirty = false;
