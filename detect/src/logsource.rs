@@ -58,10 +58,13 @@ pub enum Category {
     /// `dns_query` (the Windows category's meaning): a DNS answer a process received, with the
     /// name asked for and the addresses it resolved to.
     DnsQuery,
+    /// `process_rename` (Kestrel): a process renamed itself (`prctl(PR_SET_NAME)` by its main
+    /// thread).
+    ProcessRename,
 }
 
 /// Every category, in the order of their bit positions.
-pub const CATEGORIES: [Category; 22] = [
+pub const CATEGORIES: [Category; 23] = [
     Category::ProcessCreation,
     Category::ProcessFork,
     Category::ProcessTermination,
@@ -84,6 +87,7 @@ pub const CATEGORIES: [Category; 22] = [
     Category::NamespaceChange,
     Category::IoUring,
     Category::DnsQuery,
+    Category::ProcessRename,
 ];
 
 /// Number of categories.
@@ -115,6 +119,7 @@ impl Category {
             Category::NamespaceChange => "namespace_change",
             Category::IoUring => "io_uring",
             Category::DnsQuery => "dns_query",
+            Category::ProcessRename => "process_rename",
         }
     }
 
@@ -205,6 +210,7 @@ pub fn categories_of(event: &Event) -> CategorySet {
         Payload::Memfd(_) => C::MemfdCreate.bit(),
         Payload::Namespace(_) => C::NamespaceChange.bit(),
         Payload::IoUring(_) => C::IoUring.bit(),
+        Payload::ProcessRename(_) => C::ProcessRename.bit(),
     }
 }
 

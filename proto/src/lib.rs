@@ -33,6 +33,7 @@ impl v1::Event {
             Some(Payload::Memfd(_)) => abi::KIND_MEMFD,
             Some(Payload::Namespace(_)) => abi::KIND_NAMESPACE,
             Some(Payload::IoUring(_)) => abi::KIND_IO_URING,
+            Some(Payload::ProcessRename(_)) => abi::KIND_PROCESS_RENAME,
             None => 0,
         }
     }

@@ -955,3 +955,92 @@ async fn dns_answers_are_captured_and_name_the_hosts_connected_to_later() {
     };
     assert_eq!(connection.remote_hostname, name);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_another_process_memory_are_reported_and_own_proc_reads_are_not() {
+    let Some(mut k) = load(only_this_process(AgentConfig::default())) else {
+        return;
+    };
+    let dir = scratch_dir();
+    let me = std::process::id();
+    let mut target = Command::new("/bin/sleep").arg("10").spawn().unwrap();
+    let pid = target.id();
+    for not_reported in [
+        "/proc/self/maps".to_string(),
+        format!("/proc/{me}/maps"),
+        format!("/proc/{pid}/status"),
+    ] {
+        std::fs::read(&not_reported).unwrap();
+    }
+    std::fs::read(format!("/proc/{pid}/maps")).unwrap();
+    std::fs::File::open(format!("/proc/{pid}/task/{pid}/mem")).unwrap();
+    std::fs::write(dir.path().join("marker"), b"x").unwrap();
+    let before_marker = k
+        .until("the marker write", |r| matches!(r, KernelRecord::Syscall(s) if s.kind == KIND_FILE && s.path.ends_with("/marker")))
+        .await;
+    let reads: Vec<(String, bool)> = before_marker
+        .iter()
+        .filter_map(|r| match r {
+            KernelRecord::Syscall(s) if s.kind == KIND_FILE && s.path.starts_with("/proc/") => {
+                Some((s.path.clone(), s.sensitive_read))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (format!("/proc/{pid}/maps"), true),
+            (format!("/proc/{pid}/task/{pid}/mem"), true)
+        ],
+        "only the other process's maps and mem are reported"
+    );
+    let maps = before_marker
+        .iter()
+        .find_map(|r| match r {
+            KernelRecord::Syscall(s) if s.path.ends_with("/maps") => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(file_payload(&maps).op, FileOp::FileReadSensitive as i32);
+    target.kill().unwrap();
+    target.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_renaming_itself_is_reported_and_a_thread_naming_itself_is_not() {
+    let Some(mut k) = load(everything()) else {
+        return;
+    };
+    let me = std::process::id();
+    // A test runs on a thread of its own, not on the process's main thread.
+    let thread_name = CString::new("kestrel-thread").unwrap();
+    unsafe { libc::prctl(libc::PR_SET_NAME, thread_name.as_ptr()) };
+    let new_name = CString::new("kworker/9:9").unwrap();
+    let child = in_child(|| unsafe {
+        libc::prctl(libc::PR_SET_NAME, new_name.as_ptr());
+    });
+    let before = k
+        .until("the child's rename", |r| {
+            matches!(r, KernelRecord::Syscall(s) if s.syscall == sys::PRCTL && s.common.tgid == child)
+        })
+        .await;
+    assert!(
+        !before.iter().any(
+            |r| matches!(r, KernelRecord::Syscall(s) if s.syscall == sys::PRCTL && s.common.tgid == me)
+        ),
+        "a thread's name was reported as a process rename"
+    );
+    // The first child's rename was the marker; a second one is decoded.
+    let new_name = CString::new("kworker/9:8").unwrap();
+    let child = in_child(|| unsafe {
+        libc::prctl(libc::PR_SET_NAME, new_name.as_ptr());
+    });
+    let rename = k
+        .expect_syscall("prctl(PR_SET_NAME)", sys::PRCTL, |s| s.common.tgid == child)
+        .await;
+    let Some(Payload::ProcessRename(r)) = payload(&rename, "/") else {
+        panic!("not a process rename payload")
+    };
+    assert_eq!((r.name.as_str(), r.result), ("kworker/9:8", 0));
+}

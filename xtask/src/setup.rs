@@ -25,6 +25,16 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// hybrid cgroups), containerd (its gRPC API is tested against a private instance) and a static
 /// busybox to build the test image from.
 const CONTAINER_PACKAGES: [&str; 4] = ["podman", "runc", "containerd", "busybox-static"];
+/// Debian packages the attack scenarios (`tests/tests/scenarios.rs`) run: netcat, socat, nmap,
+/// iodine (a DNS tunnel client, run in an empty network namespace), setenforce and rsync.
+const SCENARIO_PACKAGES: [&str; 6] = [
+    "netcat-openbsd",
+    "socat",
+    "nmap",
+    "iodine",
+    "selinux-utils",
+    "rsync",
+];
 /// Debian packages the `host_overhead` benchmark compares the agent with: auditd (started by
 /// the benchmark itself, never as a service).
 const BENCH_PACKAGES: [&str; 1] = ["auditd"];
@@ -74,7 +84,7 @@ type Check = fn() -> Result<Option<Pending>>;
 
 /// The checks, in the order their work must run (bpf-linker needs LLVM; containers.conf
 /// belongs to Podman).
-const CHECKS: [Check; 14] = [
+const CHECKS: [Check; 15] = [
     check_llvm,
     check_rust_src,
     check_bpf_linker,
@@ -82,6 +92,7 @@ const CHECKS: [Check; 14] = [
     check_bpffs,
     check_container_packages,
     check_containers_conf,
+    check_scenario_packages,
     check_bench_packages,
     check_helm,
     check_kubernetes_validate,
@@ -382,6 +393,16 @@ fn check_container_packages() -> Result<Option<Pending>> {
         "podman, runc, containerd, busybox-static",
         &[],
         check_container_packages,
+    )
+}
+
+fn check_scenario_packages() -> Result<Option<Pending>> {
+    deb_packages(
+        &SCENARIO_PACKAGES,
+        "attack scenario",
+        "netcat-openbsd, socat, nmap, iodine, selinux-utils, rsync",
+        &["--no-install-recommends"],
+        check_scenario_packages,
     )
 }
 

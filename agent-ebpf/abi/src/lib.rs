@@ -45,8 +45,11 @@ pub const KIND_MEMFD: u32 = 11;
 pub const KIND_NAMESPACE: u32 = 12;
 /// io_uring_setup, and io_uring operations seen by the io_uring tracepoints: [`SyscallRecord`].
 pub const KIND_IO_URING: u32 = 13;
+/// The main thread of a process renamed it (`prctl(PR_SET_NAME)`): [`SyscallRecord`] with
+/// the new name in string slot 0.
+pub const KIND_PROCESS_RENAME: u32 = 14;
 /// Number of slots in per-kind arrays (index 0 is unused, kinds start at 1).
-pub const KIND_SLOTS: u32 = 14;
+pub const KIND_SLOTS: u32 = 15;
 
 /// The name of each kind, indexed by kind (index 0, `unknown`, is no kind): the names the
 /// agent's configuration, its Gap records and its spool use.
@@ -65,6 +68,7 @@ pub const KIND_NAMES: [&str; KIND_SLOTS as usize] = [
     "memfd",
     "namespace",
     "io_uring",
+    "process_rename",
 ];
 
 /// The name of a kind (`unknown` for a number that is no kind).

@@ -33,3 +33,5 @@ pub const IO_URING_PARAMS_FLAGS: u64 = 8;
 pub const MSGHDR_IOV: u64 = 16;
 /// The DNS port.
 pub const DNS_PORT: u64 = 53;
+/// `PR_SET_NAME`: the `prctl` option that sets the calling thread's name (`comm`).
+pub const PR_SET_NAME: u64 = 15;

@@ -10,7 +10,7 @@
 
 use crate::{
     KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE,
-    KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL,
+    KIND_NETWORK, KIND_PROCESS_RENAME, KIND_PTRACE, KIND_SIGNAL,
 };
 
 /// Passes every row of the syscall table to the macro `$callback`. A row reads
@@ -156,6 +156,9 @@ macro_rules! syscall_table {
             CHDIR = 62, "chdir", args 1, KIND_FILE, strings [0, _], dirs [_, _], programs (sys_enter_chdir, sys_exit_chdir);
             /// `fchdir(fd)`: not reported, it keeps the agent's view of the working directory.
             FCHDIR = 63, "fchdir", args 1, KIND_FILE, strings [_, _], dirs [0, _], programs (sys_enter_fchdir, sys_exit_fchdir);
+            /// `prctl(option, arg2, ...)` (reported for `PR_SET_NAME` by a process's main
+            /// thread only: the name in `arg2`).
+            PRCTL = 64, "prctl", args 5, KIND_PROCESS_RENAME, strings [1, _], dirs [_, _], programs (sys_enter_prctl, sys_exit_prctl);
         }
     };
 }

@@ -12,8 +12,9 @@ use kestrel_ebpf_abi::{
 };
 
 use crate::{
-    filter::{is_muted, is_sensitive},
+    filter::{is_muted, is_sensitive, names_other_process_memory},
     kernel::{current_task, fd_file, inode_identity},
+    maps::current_pid_tgid,
     strings::copy_string_args,
 };
 
@@ -113,7 +114,10 @@ pub fn fill(config: &ProbeConfig, id: u32, record: &mut SyscallRecord) -> Result
             return Ok(true);
         }
         // A relative read is caught by its file name (sensitive prefixes are absolute).
-        if !is_sensitive(config, path, len, leaf) {
+        let (_, tgid) = current_pid_tgid();
+        if !is_sensitive(config, path, len, leaf)
+            && !(absolute && names_other_process_memory(path, len, tgid))
+        {
             return Ok(false);
         }
         record.flags |= SYS_SENSITIVE_READ;

@@ -1,5 +1,6 @@
 //! In-kernel filtering, before anything reaches the ring buffer: enabled kinds, the agent's own
-//! process, muted executables and path prefixes, sensitive-path matching for read-only opens.
+//! process, muted executables and path prefixes, sensitive-path matching for read-only opens
+//! (a sensitive prefix or name, or the memory of another process under `/proc`).
 
 use aya_ebpf::{
     macros::map,
@@ -75,6 +76,70 @@ pub fn is_sensitive(config: &ProbeConfig, path: *const u8, len: u32, leaf: u32) 
         unsafe { path.add(leaf as usize) },
         len - leaf,
     )
+}
+
+/// Most digits a pid or tid has (`pid_max` is at most 2^22).
+const MAX_PID_DIGITS: usize = 10;
+
+/// `path` (of `len` bytes, `STR_SLOT` readable) is `/proc/PID/mem` or `/proc/PID/maps`, or
+/// the same under `task/TID/`, of a process other than `tgid`: reading it dumps another
+/// process's memory (maps tells where to read). `/proc/self/...` and the caller's own pid are
+/// not.
+#[inline(always)]
+pub fn names_other_process_memory(path: *const u8, len: u32, tgid: u32) -> bool {
+    let len = len as usize;
+    // "/proc/1/mem" is the shortest; a pid, "task/", a tid and "maps" fit well within 48.
+    if !(11..=48).contains(&len) {
+        return false;
+    }
+    let at = |i: usize| unsafe { *path.add(i & (STR_SLOT - 1)) };
+    for (i, &expected) in b"/proc/".iter().enumerate() {
+        if at(i) != expected {
+            return false;
+        }
+    }
+    let Some((pid, mut next)) = number_at(&at, 6) else {
+        return false;
+    };
+    if pid == tgid {
+        return false;
+    }
+    if at(next) == b't' {
+        for (i, &expected) in b"task/".iter().enumerate() {
+            if at(next + i) != expected {
+                return false;
+            }
+        }
+        let Some((_, after_tid)) = number_at(&at, next + 5) else {
+            return false;
+        };
+        next = after_tid;
+    }
+    let rest = len.saturating_sub(next);
+    (rest == 3 && at(next) == b'm' && at(next + 1) == b'e' && at(next + 2) == b'm')
+        || (rest == 4
+            && at(next) == b'm'
+            && at(next + 1) == b'a'
+            && at(next + 2) == b'p'
+            && at(next + 3) == b's')
+}
+
+/// The decimal number starting at `start` and ending with a `/`, with the offset just past
+/// the `/`; `None` when there is no digit there or no `/` after them.
+#[inline(always)]
+fn number_at(at: &impl Fn(usize) -> u8, start: usize) -> Option<(u32, usize)> {
+    let mut value: u32 = 0;
+    for digit in 0..MAX_PID_DIGITS {
+        let c = at(start + digit);
+        if c == b'/' && digit > 0 {
+            return Some((value, start + digit + 1));
+        }
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        value = value.wrapping_mul(10).wrapping_add((c - b'0') as u32);
+    }
+    None
 }
 
 /// `path` (of `len` bytes) starts with one of the muted prefixes.

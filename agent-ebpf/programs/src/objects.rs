@@ -1,13 +1,14 @@
 //! Kernel objects loaded or created: BPF programs (type and name), kernel modules and memfds
-//! (the names and parameters the syscall table names as strings). Namespace changes need
-//! nothing beyond their arguments.
+//! (the names and parameters the syscall table names as strings), and a process's new name.
+//! Namespace changes need nothing beyond their arguments.
 
 use aya_ebpf::helpers::bpf_probe_read_user;
 use kestrel_ebpf_abi::{linux::BPF_ATTR_PROG_NAME, SyscallRecord};
 
 use crate::strings::copy_string_args;
 
-/// Module loads and memfd creations: the string arguments the syscall table names.
+/// Module loads, memfd creations and process renames: the string arguments the syscall table
+/// names.
 #[inline(always)]
 pub fn fill_named(id: u32, record: &mut SyscallRecord) -> bool {
     copy_string_args(id, record);

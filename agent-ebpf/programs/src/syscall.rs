@@ -14,10 +14,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use kestrel_ebpf_abi::{
-    linux::{AF_PACKET, BPF_PROG_LOAD},
+    linux::{AF_PACKET, BPF_PROG_LOAD, PR_SET_NAME},
     sys::{self, kind_of},
     Aux, CredentialSet, SyscallRecord, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING,
-    KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, STR_SLOT, SYSCALL_FIXED_SIZE,
+    KIND_MEMFD, KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PROCESS_RENAME, STR_SLOT,
+    SYSCALL_FIXED_SIZE,
 };
 
 use crate::{
@@ -53,7 +54,7 @@ static SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0)
 #[inline(always)]
 pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     let config = config();
-    let (_, tgid) = current_pid_tgid();
+    let (pid, tgid) = current_pid_tgid();
     if !wanted(&config, tgid, kind_of(id)) {
         return 0;
     }
@@ -67,7 +68,7 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     for (i, arg) in args.iter_mut().enumerate().skip(1) {
         *arg = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
     }
-    if !worth_following(id, &args, tgid) {
+    if !worth_following(id, &args, pid, tgid) {
         return 0;
     }
     let mut pending = Pending {
@@ -87,10 +88,13 @@ pub fn enter(ctx: &TracePointContext, id: u32) -> u32 {
     0
 }
 
-/// Calls whose arguments already say they are not interesting.
+/// Calls whose arguments already say they are not interesting. A thread naming itself
+/// (`pthread_setname_np`, done by every runtime's worker threads) is not a process renaming
+/// itself: only the main thread's name is the process's.
 #[inline(always)]
-fn worth_following(id: u32, args: &[u64; 6], tgid: u32) -> bool {
+fn worth_following(id: u32, args: &[u64; 6], pid: u32, tgid: u32) -> bool {
     match id {
+        sys::PRCTL => args[0] == PR_SET_NAME && pid == tgid,
         sys::SOCKET => args[0] == AF_PACKET,
         sys::SENDTO => args[4] != 0,
         sys::BPF => args[0] == BPF_PROG_LOAD,
@@ -157,6 +161,7 @@ fn try_emit(
         KIND_BPF => objects::fill_bpf_program(args[1], record),
         KIND_MEMFD => objects::fill_named(id, record),
         KIND_NAMESPACE => true,
+        KIND_PROCESS_RENAME => objects::fill_named(id, record),
         KIND_IO_URING => uring::fill(id, args, record),
         // ptrace and signals: the arguments say it all.
         _ => true,

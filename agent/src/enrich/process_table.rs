@@ -162,6 +162,13 @@ impl ProcessTable {
         }
     }
 
+    /// The process's task name from now on (it renamed itself with `prctl(PR_SET_NAME)`).
+    pub fn set_comm(&mut self, tgid: u32, comm: String) {
+        if let Some(process) = self.processes.get_mut(&tgid) {
+            process.comm = comm;
+        }
+    }
+
     /// Forgets a process that ended, returning what was known of it.
     pub fn on_exit(&mut self, tgid: u32) -> Option<ProcessInfo> {
         self.processes.remove(&tgid)

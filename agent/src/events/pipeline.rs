@@ -312,6 +312,12 @@ impl Pipeline {
         if let Some(Payload::Network(network)) = &mut payload {
             self.name_remote_host(syscall, network);
         }
+        // The rename event itself shows the old name; later events the new one.
+        if let Some(Payload::ProcessRename(rename)) = &payload {
+            if rename.result == 0 {
+                self.table.set_comm(tgid, rename.name.clone());
+            }
+        }
         self.event(syscall.common.boot_ns, process, payload)
     }
 

@@ -1,15 +1,15 @@
 //! Turns decoded syscall records into protocol payloads, one kind after another: file calls
 //! ([`super::file`]) and network calls ([`super::network`]) in their own files, the kinds whose
 //! arguments say it all (credentials, ptrace, signals, modules, bpf, memfd, namespaces,
-//! io_uring) here.
+//! io_uring, process renames) here.
 
 use kestrel_ebpf_abi::{
     sys, CredentialSet, KIND_BPF, KIND_CREDENTIAL, KIND_FILE, KIND_IO_URING, KIND_MEMFD,
-    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PTRACE, KIND_SIGNAL,
+    KIND_MODULE, KIND_NAMESPACE, KIND_NETWORK, KIND_PROCESS_RENAME, KIND_PTRACE, KIND_SIGNAL,
 };
 use kestrel_proto::{
     event::Payload, BpfEvent, CredentialEvent, Credentials, IoUringEvent, MemfdEvent, ModuleEvent,
-    NamespaceEvent, PtraceEvent, SignalEvent,
+    NamespaceEvent, ProcessRenameEvent, PtraceEvent, SignalEvent,
 };
 
 use super::{
@@ -100,6 +100,10 @@ pub fn payload_in(s: &Syscall, bases: &Bases) -> Option<Payload> {
             } else {
                 -1
             },
+            result: s.result,
+        }),
+        KIND_PROCESS_RENAME => Payload::ProcessRename(ProcessRenameEvent {
+            name: s.path.clone(),
             result: s.result,
         }),
         KIND_IO_URING => Payload::IoUring(if s.syscall == sys::IO_URING_SUBMIT {

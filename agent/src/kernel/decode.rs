@@ -4,9 +4,9 @@
 use kestrel_ebpf_abi::{
     Aux, ExecRecord, ExitRecord, ForkRecord, RecordHeader, SyscallRecord, ARGV_MAX,
     EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD,
-    EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_IO_URING, KIND_SLOTS,
-    STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN, SYS_SENSITIVE_READ, SYS_STR0_TRUNCATED,
-    SYS_STR1_TRUNCATED,
+    EXEC_UPPER_LAYER, FILENAME_MAX, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_PROCESS_RENAME,
+    KIND_SLOTS, STR_SLOT, SYSCALL_FIXED_SIZE, SYS_DIRECTORY_OPEN, SYS_SENSITIVE_READ,
+    SYS_STR0_TRUNCATED, SYS_STR1_TRUNCATED,
 };
 
 /// A record that cannot be decoded. The reader logs it, counts it and goes on.
@@ -156,7 +156,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelRecord, DecodeError> {
         KIND_EXEC => decode_exec(bytes).map(KernelRecord::Exec),
         KIND_FORK => decode_fork(bytes).map(KernelRecord::Fork),
         KIND_EXIT => decode_exit(bytes).map(KernelRecord::Exit),
-        kind if (KIND_EXIT + 1..=KIND_IO_URING).contains(&kind) && kind < KIND_SLOTS => {
+        kind if (KIND_EXIT + 1..=KIND_PROCESS_RENAME).contains(&kind) && kind < KIND_SLOTS => {
             decode_syscall(bytes).map(|s| KernelRecord::Syscall(Box::new(s)))
         }
         kind => Err(DecodeError::UnknownKind {

@@ -332,6 +332,7 @@ pub fn check_event(event: &Event) -> Result<(), OverLimit> {
         Payload::Memfd(e) => c.text("memfd.name", &e.name, NAME_BYTES),
         Payload::Namespace(e) => c.text("namespace.syscall", &e.syscall, NAME_BYTES),
         Payload::IoUring(e) => c.text("io_uring.op", &e.op, NAME_BYTES),
+        Payload::ProcessRename(e) => c.text("process_rename.name", &e.name, NAME_BYTES),
         Payload::Fork(_) | Payload::Exit(_) => Ok(()),
     }
 }

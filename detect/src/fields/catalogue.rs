@@ -77,6 +77,7 @@ const BPF: CategorySet = Category::BpfProgramLoad.bit();
 const MEMFD: CategorySet = Category::MemfdCreate.bit();
 const NS: CategorySet = Category::NamespaceChange.bit();
 const URING: CategorySet = Category::IoUring.bit();
+const RENAME: CategorySet = Category::ProcessRename.bit();
 const SYSCALL: CategorySet = FILE.or(CRED).or(PTRACE).or(SIGNAL).or(MODULE).or(NS);
 const RESULT: CategorySet = FILE
     .or(NET)
@@ -87,7 +88,8 @@ const RESULT: CategorySet = FILE
     .or(BPF)
     .or(MEMFD)
     .or(NS)
-    .or(URING);
+    .or(URING)
+    .or(RENAME);
 
 fields! {
     // Process context: every event.
@@ -293,6 +295,13 @@ fields! {
     IoUringOpcode: ["IoUringOpcode"], Number, URING;
     /// Ring entries (setup).
     IoUringEntries: ["IoUringEntries"], Number, URING;
+
+    // process_rename.
+    /// The name the process gave itself (at most 15 bytes). `ProcessName` is still the old one.
+    NewProcessName: ["NewProcessName"], Text, RENAME;
+    /// `true` when the new name is the executable's file name (cut to 15 bytes, as the kernel
+    /// cuts task names), `false` when the process now goes by another name.
+    NewNameMatchesImage: ["NewNameMatchesImage"], Bool, RENAME;
 }
 
 /// Number of fields.

@@ -197,6 +197,16 @@ pub(super) fn compute(
             }
             _ => false,
         },
+        F::NewProcessName | F::NewNameMatchesImage => match &event.payload {
+            Some(Payload::ProcessRename(r)) if field == F::NewProcessName => {
+                text(out, Some(r.name.as_str()))
+            }
+            Some(Payload::ProcessRename(r)) => boolean(
+                out,
+                Some(name_matches_image(&r.name, process.map(|p| p.exe.as_str()))),
+            ),
+            _ => false,
+        },
         F::IoUringOperation | F::IoUringOpcode | F::IoUringEntries => match &event.payload {
             Some(Payload::IoUring(u)) => match field {
                 F::IoUringOperation => text(out, Some(u.op.as_str())),
@@ -206,6 +216,20 @@ pub(super) fn compute(
             _ => false,
         },
     }
+}
+
+/// Task names are the executable's file name cut to 15 bytes (`TASK_COMM_LEN` less its NUL).
+const TASK_NAME_MAX: usize = 15;
+
+/// Whether `name` is what the kernel names a task running `exe` (its file name, cut to
+/// [`TASK_NAME_MAX`] bytes); an unknown executable matches nothing.
+fn name_matches_image(name: &str, exe: Option<&str>) -> bool {
+    let Some(exe) = exe.filter(|e| !e.is_empty()) else {
+        return false;
+    };
+    let file_name = exe.rsplit('/').next().unwrap_or(exe).as_bytes();
+    let cut = &file_name[..file_name.len().min(TASK_NAME_MAX)];
+    name.as_bytes() == cut
 }
 
 fn text(out: &mut String, value: Option<&str>) -> bool {
@@ -285,6 +309,7 @@ fn result(event: &Event) -> Option<i64> {
         Some(Payload::Memfd(m)) => Some(m.result),
         Some(Payload::Namespace(n)) => Some(n.result),
         Some(Payload::IoUring(u)) => Some(u.result),
+        Some(Payload::ProcessRename(r)) => Some(r.result),
         _ => None,
     }
 }

@@ -272,6 +272,7 @@ pub struct FixtureEvent {
     memfd: Option<pb::MemfdEvent>,
     namespace: Option<pb::NamespaceEvent>,
     io_uring: Option<pb::IoUringEvent>,
+    process_rename: Option<pb::ProcessRenameEvent>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -573,12 +574,13 @@ impl FixtureEvent {
             self.memfd.clone().map(Payload::Memfd),
             self.namespace.clone().map(Payload::Namespace),
             self.io_uring.clone().map(Payload::IoUring),
+            self.process_rename.clone().map(Payload::ProcessRename),
         ];
         payloads.extend(as_written.into_iter().flatten());
         if payloads.len() != 1 {
             return Err(format!(
                 "needs exactly one payload (exec, fork, exit, file, network, credential, ptrace, \
-                 signal, module, bpf, memfd, namespace, io_uring), has {}",
+                 signal, module, bpf, memfd, namespace, io_uring, process_rename), has {}",
                 payloads.len()
             ));
         }

@@ -63,7 +63,8 @@ impl Default for Priorities {
         for (code, name) in KINDS.iter().enumerate() {
             tiers[code] = match *name {
                 "exec" | "credential" | "module" => Tier::High,
-                "file" | "network" | "ptrace" | "bpf" | "memfd" | "namespace" => Tier::Normal,
+                "file" | "network" | "ptrace" | "bpf" | "memfd" | "namespace"
+                | "process_rename" => Tier::Normal,
                 _ => Tier::Low,
             };
         }

@@ -48,7 +48,7 @@ impl SpoolSender {
     /// after forks and exits are shed. A refused event is counted as shed (`queue_full`,
     /// reported in a Gap).
     pub fn try_send(&self, event: Event) -> Result<(), NotQueued> {
-        // Kinds are below KIND_SLOTS (14): the ABI number is the record header code.
+        // Kinds are below KIND_SLOTS (15): the ABI number is the record header code.
         let kind = event.kind() as u8;
         let share = self
             .spool
