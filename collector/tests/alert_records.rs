@@ -76,6 +76,7 @@ fn seeds() -> Vec<Event> {
             pod_name: hostile(i + 2),
             pod_namespace: hostile(i + 3),
             pod_uid: hostile(i + 4),
+            ..Container::default()
         }),
         payload: Some(payload),
         ..Event::default()

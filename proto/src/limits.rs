@@ -73,6 +73,13 @@ pub const HOOKS: FieldLimit = FieldLimit {
     unit: "hooks",
     max: 1024,
 };
+/// Labels of one pod in a container's context (the agent keeps at most
+/// `[kubernetes] max_labels_per_pod`, itself at most this).
+pub const POD_LABELS: FieldLimit = FieldLimit {
+    name: "pod_labels",
+    unit: "labels",
+    max: 128,
+};
 /// Events of one batch: the most an operator may allow (`[ingress] max_batch_events` is at most
 /// this, and the configured value is checked once the batch is decoded).
 pub const BATCH_EVENTS_CEILING: FieldLimit = FieldLimit {
@@ -82,7 +89,7 @@ pub const BATCH_EVENTS_CEILING: FieldLimit = FieldLimit {
 };
 
 /// Every field limit, for documentation and tests.
-pub const FIELD_LIMITS: [FieldLimit; 7] = [
+pub const FIELD_LIMITS: [FieldLimit; 8] = [
     ANCESTORS,
     ARGV_ENTRIES,
     PATH_BYTES,
@@ -90,6 +97,7 @@ pub const FIELD_LIMITS: [FieldLimit; 7] = [
     NAME_BYTES,
     DNS_ANSWERS,
     HOOKS,
+    POD_LABELS,
 ];
 
 // Field numbers of kestrel.proto along the counted paths.
@@ -98,6 +106,7 @@ const BATCH: u32 = 2;
 const CAPABILITIES: u32 = 3;
 const EVENTS: u32 = 2;
 const PROCESS: u32 = 4;
+const CONTAINER: u32 = 5;
 const EXEC: u32 = 10;
 const NETWORK: u32 = 14;
 const DNS: u32 = 11;
@@ -105,7 +114,7 @@ const PTRACE: u32 = 16;
 const SIGNAL: u32 = 17;
 
 /// The repeated fields counted before decoding.
-pub const COUNTED_ON_THE_WIRE: [Repeated; 8] = [
+pub const COUNTED_ON_THE_WIRE: [Repeated; 9] = [
     Repeated {
         field: "batch.events",
         path: &[BATCH],
@@ -153,5 +162,12 @@ pub const COUNTED_ON_THE_WIRE: [Repeated; 8] = [
         path: &[BATCH, EVENTS, SIGNAL],
         number: 6,
         limit: ARGV_ENTRIES,
+    },
+    // A map is a repeated entry message on the wire.
+    Repeated {
+        field: "container.pod_labels",
+        path: &[BATCH, EVENTS, CONTAINER],
+        number: 8,
+        limit: POD_LABELS,
     },
 ];

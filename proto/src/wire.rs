@@ -132,6 +132,23 @@ mod tests {
     }
 
     #[test]
+    fn counts_pod_labels_as_the_repeated_entries_of_their_map() {
+        let labelled: AgentMessage = agent_message::Msg::Batch(EventBatch {
+            first_seq: 0,
+            events: vec![Event {
+                container: Some(Container {
+                    pod_labels: (0..7).map(|i| (format!("k{i}"), String::new())).collect(),
+                    ..Container::default()
+                }),
+                ..Event::default()
+            }],
+        })
+        .into();
+        assert_eq!(count(&labelled, "container.pod_labels"), 7);
+        assert_eq!(count(&labelled, "process.argv"), 0);
+    }
+
+    #[test]
     fn framing_is_checked_without_decoding() {
         let event = exec(2, 3).encode_to_vec();
         assert_eq!(check_framing(&event), Ok(()));

@@ -262,6 +262,7 @@ fn assert_is_test_container(container: Option<Container>, id: &str, name: &str) 
             pod_name: POD_NAME.into(),
             pod_namespace: POD_NAMESPACE.into(),
             pod_uid: POD_UID.into(),
+            ..Container::default()
         },
         "container {name}"
     );
@@ -604,6 +605,7 @@ async fn a_process_in_a_containerd_container_resolves_through_the_containerd_api
             pod_name: POD_NAME.into(),
             pod_namespace: POD_NAMESPACE.into(),
             pod_uid: POD_UID.into(),
+            ..Container::default()
         })
     );
 }

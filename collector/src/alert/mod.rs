@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod render;
 pub mod schema;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -420,6 +421,22 @@ pub struct AlertContainer {
     pub pod_name: String,
     /// Pod namespace (Kubernetes).
     pub pod_namespace: String,
+    /// Pod labels (Kubernetes API), by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Kind of the workload that owns the pod: Deployment, DaemonSet, StatefulSet, Job, … (empty
+    /// for a bare pod or outside Kubernetes).
+    #[serde(default)]
+    pub workload_kind: String,
+    /// Name of that workload.
+    #[serde(default)]
+    pub workload_name: String,
+    /// The pod's service account.
+    #[serde(default)]
+    pub service_account: String,
+    /// The node the pod runs on.
+    #[serde(default)]
+    pub node_name: String,
 }
 
 /// The triggering event's key and kind.
@@ -738,6 +755,11 @@ fn alert_container(event: &Event) -> Option<AlertContainer> {
         image: c.image.clone(),
         pod_name: c.pod_name.clone(),
         pod_namespace: c.pod_namespace.clone(),
+        pod_labels: c.pod_labels.clone(),
+        workload_kind: c.workload_kind.clone(),
+        workload_name: c.workload_name.clone(),
+        service_account: c.service_account.clone(),
+        node_name: c.node_name.clone(),
     })
 }
 
@@ -958,6 +980,51 @@ mod tests {
             a.fingerprint(),
             Alert::from_detection(&other_session, 1).fingerprint()
         );
+    }
+
+    #[test]
+    fn the_alert_carries_the_pods_kubernetes_metadata_and_renders_it() {
+        let mut detection = shadow_read(1);
+        Arc::make_mut(&mut detection.events[0]).container = Some(kestrel_proto::Container {
+            id: "c".repeat(64),
+            runtime: "containerd".into(),
+            name: "web".into(),
+            image: "registry.example/shop/web:1.4.2".into(),
+            pod_name: "web-7d4b9c8f5-x2x9q".into(),
+            pod_namespace: "shop".into(),
+            pod_uid: "3c1a4e7f-0c1d-4a5b-9f7e-2b1c3d4e5f60".into(),
+            pod_labels: [("app".to_owned(), "web".to_owned())].into(),
+            workload_kind: "Deployment".into(),
+            workload_name: "web".into(),
+            service_account: "web-sa".into(),
+            node_name: "node-1".into(),
+        });
+        let alert = Alert::from_detection(&detection, 1);
+        let json = serde_json::to_value(&alert).unwrap();
+        let container = &json["container"];
+        assert_eq!(container["pod_labels"]["app"], "web");
+        assert_eq!(container["workload_kind"], "Deployment");
+        assert_eq!(container["workload_name"], "web");
+        assert_eq!(container["service_account"], "web-sa");
+        assert_eq!(container["node_name"], "node-1");
+        let text = render::description(&alert);
+        assert!(
+            text.contains("pod shop/web-7d4b9c8f5-x2x9q of Deployment web, service account web-sa"),
+            "{text}"
+        );
+        // An alert stored before these fields existed still reads.
+        let mut old = json.clone();
+        for field in [
+            "pod_labels",
+            "workload_kind",
+            "workload_name",
+            "service_account",
+            "node_name",
+        ] {
+            old["container"].as_object_mut().unwrap().remove(field);
+        }
+        let read: Alert = serde_json::from_value(old).unwrap();
+        assert_eq!(read.container.unwrap().workload_kind, "");
     }
 
     #[test]

@@ -131,6 +131,16 @@ pub fn description(alert: &Alert) -> String {
                 escape(&c.pod_name)
             ));
         }
+        if !c.workload_kind.is_empty() {
+            text.push_str(&format!(
+                " of {} {}",
+                escape(&c.workload_kind),
+                escape(&c.workload_name)
+            ));
+        }
+        if !c.service_account.is_empty() {
+            text.push_str(&format!(", service account {}", escape(&c.service_account)));
+        }
         text.push('\n');
     }
     text.push_str(&format!(

@@ -310,6 +310,22 @@ fn show(dir: &Path, id: i64, json: bool) -> Result<String, AlertsCliError> {
                 c.name, c.id, c.image, c.pod_namespace, c.pod_name
             ),
         );
+        if !c.workload_kind.is_empty() {
+            line(
+                "workload",
+                format!("{} {}", c.workload_kind, c.workload_name),
+            );
+        }
+        line("svc account", c.service_account.clone());
+        line("node", c.node_name.clone());
+        if !c.pod_labels.is_empty() {
+            let labels: Vec<String> = c
+                .pod_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            line("pod labels", labels.join(" "));
+        }
     }
     line("first seen", alert.finding_info.first_seen_time_dt.clone());
     line("last seen", alert.finding_info.last_seen_time_dt.clone());

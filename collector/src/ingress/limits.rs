@@ -94,7 +94,7 @@ impl IngressLimits {
 
 pub use kestrel_proto::limits::{
     FieldLimit, ANCESTORS, ARGV_ENTRIES, BATCH_EVENTS_CEILING, DNS_ANSWERS, FIELD_LIMITS, HOOKS,
-    NAME_BYTES, PATH_BYTES, TEXT_BYTES,
+    NAME_BYTES, PATH_BYTES, POD_LABELS, TEXT_BYTES,
 };
 
 /// Limit names of the refusal counter, beyond the field limits.
@@ -278,8 +278,17 @@ pub fn check_event(event: &Event) -> Result<(), OverLimit> {
             ("container.pod_name", &k.pod_name),
             ("container.pod_namespace", &k.pod_namespace),
             ("container.pod_uid", &k.pod_uid),
+            ("container.workload_kind", &k.workload_kind),
+            ("container.workload_name", &k.workload_name),
+            ("container.service_account", &k.service_account),
+            ("container.node_name", &k.node_name),
         ] {
             c.text(field, value, NAME_BYTES)?;
+        }
+        c.count("container.pod_labels", k.pod_labels.len(), POD_LABELS)?;
+        for (key, value) in &k.pod_labels {
+            c.text("container.pod_labels key", key, NAME_BYTES)?;
+            c.text("container.pod_labels value", value, NAME_BYTES)?;
         }
     }
     let Some(payload) = &event.payload else {
@@ -480,6 +489,31 @@ mod tests {
             ..Hello::default()
         };
         assert_eq!(check_hello(&hello).unwrap_err().limit, "name_bytes");
+    }
+
+    #[test]
+    fn pod_labels_are_bounded_in_number_and_in_bytes() {
+        let labelled = |labels: Vec<(String, String)>| Event {
+            container: Some(kestrel_proto::Container {
+                pod_labels: labels.into_iter().collect(),
+                ..kestrel_proto::Container::default()
+            }),
+            ..Event::default()
+        };
+        let many = (0..200).map(|i| (format!("k{i}"), "v".into())).collect();
+        let err = check_event(&labelled(many)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container.pod_labels has 200 labels; the limit is 128"
+        );
+        let long = vec![("app".into(), "x".repeat(600))];
+        let err = check_event(&labelled(long)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container.pod_labels value has 600 bytes; the limit is 512"
+        );
+        let fine = vec![("app.kubernetes.io/name".into(), "web".into())];
+        assert!(check_event(&labelled(fine)).is_ok());
     }
 
     #[test]

@@ -137,6 +137,17 @@ fields! {
     PodName: ["PodName"], Text, ALL;
     /// `container.pod_namespace`.
     PodNamespace: ["PodNamespace"], Text, ALL;
+    /// `container.pod_labels` as `key=value` pairs in key order joined by single spaces
+    /// (`app=web tier=front`); absent when the pod has none or no API server was watched.
+    PodLabels: ["PodLabels"], Text, ALL;
+    /// `container.workload_kind`: Deployment, DaemonSet, StatefulSet, Job, ReplicaSet, Node, ….
+    WorkloadKind: ["WorkloadKind"], Text, ALL;
+    /// `container.workload_name`.
+    WorkloadName: ["WorkloadName"], Text, ALL;
+    /// `container.service_account`: the pod's Kubernetes service account.
+    ServiceAccount: ["ServiceAccount"], Text, ALL;
+    /// `container.node_name`: the Kubernetes node the pod runs on.
+    NodeName: ["NodeName"], Text, ALL;
     /// The payload's `syscall`.
     Syscall: ["Syscall"], Text, SYSCALL;
     /// The payload's `result` (syscall return value, negative errno on failure).

@@ -60,6 +60,28 @@ pub(super) fn compute(
             out,
             event.container.as_ref().map(|c| c.pod_namespace.as_str()),
         ),
+        F::PodLabels => event.container.as_ref().is_some_and(|c| {
+            for (i, (key, value)) in c.pod_labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let _ = write!(out, "{key}={value}");
+            }
+            !c.pod_labels.is_empty()
+        }),
+        F::WorkloadKind => non_empty(
+            out,
+            event.container.as_ref().map(|c| c.workload_kind.as_str()),
+        ),
+        F::WorkloadName => non_empty(
+            out,
+            event.container.as_ref().map(|c| c.workload_name.as_str()),
+        ),
+        F::ServiceAccount => non_empty(
+            out,
+            event.container.as_ref().map(|c| c.service_account.as_str()),
+        ),
+        F::NodeName => non_empty(out, event.container.as_ref().map(|c| c.node_name.as_str())),
         F::Syscall => non_empty(out, syscall(event)),
         F::Result => number(out, result(event)),
         F::ParentImage => text(out, ancestor(event, 0).map(|a| a.exe.as_str())),

@@ -287,6 +287,44 @@ fn container_fields_come_from_the_container_context() {
 }
 
 #[test]
+fn kubernetes_fields_come_from_the_pod_metadata_in_the_container_context() {
+    let mut event = exec_event(&["sh"], Vec::new());
+    event.container = Some(Container {
+        id: "abc".into(),
+        pod_labels: [("tier", "front"), ("app", "web")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        workload_kind: "Deployment".into(),
+        workload_name: "web".into(),
+        service_account: "web-sa".into(),
+        node_name: "node-1".into(),
+        ..Default::default()
+    });
+    let v = values(&event);
+    assert_eq!(
+        raw(&v, Field::PodLabels).as_deref(),
+        Some("app=web tier=front")
+    );
+    assert_eq!(raw(&v, Field::WorkloadKind).as_deref(), Some("Deployment"));
+    assert_eq!(raw(&v, Field::WorkloadName).as_deref(), Some("web"));
+    assert_eq!(raw(&v, Field::ServiceAccount).as_deref(), Some("web-sa"));
+    assert_eq!(raw(&v, Field::NodeName).as_deref(), Some("node-1"));
+    event.container = Some(Container {
+        id: "abc".into(),
+        ..Default::default()
+    });
+    let v = values(&event);
+    for field in [
+        Field::PodLabels,
+        Field::WorkloadKind,
+        Field::ServiceAccount,
+        Field::NodeName,
+    ] {
+        assert_eq!(raw(&v, field), None, "{field:?}");
+    }
+}
+
+#[test]
 fn exit_fields() {
     let event = Event {
         payload: Some(Payload::Exit(ExitEvent {

@@ -549,6 +549,7 @@ fn complete(reference: &ContainerRef, kind: ApiKind, details: &ContainerDetails)
         pod_name: details.label(LABEL_POD_NAME).to_owned(),
         pod_namespace: details.label(LABEL_POD_NAMESPACE).to_owned(),
         pod_uid,
+        ..Container::default()
     }
 }
 
@@ -712,6 +713,7 @@ mod tests {
                 pod_name: "web-0".into(),
                 pod_namespace: "prod".into(),
                 pod_uid: "3c1a4e7f-0c1d-4a5b-9f7e-2b1c3d4e5f60".into(),
+                ..Container::default()
             })
         );
         assert_eq!(resolver.pending_containers(), 0);
