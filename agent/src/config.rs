@@ -8,7 +8,7 @@ use kestrel_ebpf_abi::{KIND_NAMES, KIND_SLOTS, PREFIX_MAX, PREFIX_SLOTS};
 use serde::Deserialize;
 
 use crate::{
-    enrich::container::ContainerConfig,
+    enrich::{container::ContainerConfig, kubernetes::KubernetesConfig},
     logging::LogFormat,
     ship::spool::{priority::Priorities, SpoolSettings},
 };
@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub dns_answers: bool,
     /// How container context is looked up (runtime sockets, cache sizes).
     pub containers: ContainerConfig,
+    /// Kubernetes metadata of this node's pods from the API server (labels, owner workload,
+    /// service account, node): off unless in a cluster or configured.
+    pub kubernetes: KubernetesConfig,
     /// Where events wait for the collector and what is shed first when that fills
     /// (`--spool*` flags override).
     pub spool: SpoolSettings,
@@ -78,6 +81,7 @@ impl Default for AgentConfig {
             muted_executables: Vec::new(),
             dns_answers: true,
             containers: ContainerConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             spool: SpoolSettings::default(),
             log_format: LogFormat::default(),
         }
@@ -176,6 +180,7 @@ impl AgentConfig {
             }
         }
         problems.extend(self.containers.problems());
+        problems.extend(self.kubernetes.problems());
         problems
     }
 
@@ -295,6 +300,31 @@ mod tests {
         assert!(parse_byte_size_u32("8GiB")
             .unwrap_err()
             .contains("more than 4 GiB"));
+    }
+
+    #[test]
+    fn the_kubernetes_section_is_read_and_checked_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "[kubernetes]\napi_server = \"http://127.0.0.1:8001\"\nnode_name = \"node-1\"\n\
+             max_pods = 200\n",
+        )
+        .unwrap();
+        let kubernetes = AgentConfig::load(&path).unwrap().kubernetes;
+        assert_eq!(kubernetes.max_pods, 200);
+        assert_eq!(kubernetes.node_name.as_deref(), Some("node-1"));
+        std::fs::write(
+            &path,
+            "[kubernetes]\nmax_pods = 0\nmax_label_bytes = 100000\n",
+        )
+        .unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("kubernetes.max_pods") && err.contains("kubernetes.max_label_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

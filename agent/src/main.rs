@@ -9,6 +9,7 @@ use kestrel_agent::{
     config::AgentConfig,
     endpoint,
     enrich::container::{ContainerConfig, ContainerResolver},
+    enrich::kubernetes::{self, watcher::PodWatcher, KubernetesConfig, PodDirectory},
     enrich::process_table::ProcessTable,
     events::pipeline::{Outputs, Pipeline},
     health::Health,
@@ -224,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let config = agent_config(&cli)?;
     let container_config = config.containers.clone();
+    let kubernetes_config = config.kubernetes.clone();
     let delivery_args = cli.delivery.with_file(&config.spool);
     let options = LoadOptions {
         ring_buffer_bytes: cli.ring_buffer_bytes,
@@ -308,10 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reader = reader.discarding();
     }
     let reader = tokio::spawn(reader.run());
+    let pods = watch_pods(&kubernetes_config).await;
     let pipeline = tokio::spawn(
         with_containers(
             Pipeline::new(table, outputs).with_loss_monitor(loss),
             &container_config,
+            pods,
         )
         .run(record_rx),
     );
@@ -343,14 +347,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Adds container context when this host supports it; otherwise says why and goes on
 /// without (events then carry enrichment NONE).
-fn with_containers(pipeline: Pipeline, config: &ContainerConfig) -> Pipeline {
+fn with_containers(
+    pipeline: Pipeline,
+    config: &ContainerConfig,
+    pods: Option<Arc<PodDirectory>>,
+) -> Pipeline {
     match ContainerResolver::new(config.clone()) {
-        Ok(resolver) => pipeline.with_containers(resolver),
+        Ok(resolver) => pipeline.with_containers(match pods {
+            Some(pods) => resolver.with_pods(pods),
+            None => resolver,
+        }),
         Err(err) => {
             tracing::warn!(%err, "container context unavailable");
             pipeline
         }
     }
+}
+
+/// Starts the watch of this node's pods when `[kubernetes]` and the environment call for it;
+/// otherwise, or when it cannot start, says why and goes on without Kubernetes metadata.
+async fn watch_pods(config: &KubernetesConfig) -> Option<Arc<PodDirectory>> {
+    let plan = match config.plan(|name| std::env::var(name).ok()) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            tracing::debug!("not in a Kubernetes cluster: no pod metadata");
+            return None;
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "Kubernetes pod metadata unavailable");
+            return None;
+        }
+    };
+    let client = match kubernetes::client::connect(&plan.source).await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(%err, "Kubernetes pod metadata unavailable");
+            return None;
+        }
+    };
+    let pods = Arc::new(PodDirectory::new(plan.max_pods));
+    let watcher = PodWatcher::new(client, plan.node_name, Arc::clone(&pods), plan.labels);
+    tokio::spawn(watcher.run());
+    Some(pods)
 }
 
 /// The kernel capabilities reported to the collector in Hello.

@@ -2,7 +2,8 @@
 //! run, locating the built binaries, running children that are killed when the test ends,
 //! waiting for a JSON line that matches (with a failure message that shows what did arrive), a
 //! throw-away PKI ([`pki`]), an HTTP receiver for sinks ([`receiver`]), a gRPC agent client
-//! ([`grpc`]), the kernel tests' loader and record stream ([`kernel`]), the release stack of
+//! ([`grpc`]), a stand-in Kubernetes API server ([`kube_api`]), the kernel tests' loader and
+//! record stream ([`kernel`]), the release stack of
 //! collector and agent ([`stack`]) and benchmark support ([`bench`], [`procstat`], [`pty`]).
 
 use std::{
@@ -17,6 +18,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod grpc;
 pub mod kernel;
+pub mod kube_api;
 pub mod net;
 pub mod pki;
 pub mod podman;

@@ -379,6 +379,93 @@ async fn an_exec_inside_a_container_is_reported_by_the_kernel_with_the_container
     assert!(dropped.exe_upper_layer, "{dropped:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_adds_the_pods_kubernetes_metadata_from_the_api_server_to_container_events() {
+    use kestrel_testkit::kube_api::{recorded_pods, FakeApiServer, ListAnswer, WatchAnswer};
+    let Some(podman) = Podman::start() else {
+        return;
+    };
+    if !kestrel_testkit::require_root_for_ebpf() {
+        return;
+    }
+    // The recorded Deployment pod has the uid the test container's labels name (Podman's
+    // cgroups carry no pod uid: the resolver takes it from the runtime's labels).
+    let server = FakeApiServer::start(
+        vec![ListAnswer::Pods("100", recorded_pods())],
+        vec![WatchAnswer {
+            lines: vec![],
+            hold: true,
+        }],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[containers]\nendpoints = [{{ kind = \"podman\", socket = \"{}\" }}]\n\n\
+             [kubernetes]\napi_server = \"{}\"\nnode_name = \"node-1\"\n",
+            podman.socket().display(),
+            server.url()
+        ),
+    )
+    .expect("agent.toml");
+    let events = dir.path().join("events.jsonl");
+    let log = dir.path().join("agent.log");
+    let _agent = ChildGuard::spawn(
+        "kestrel-agent",
+        Command::new(kestrel_testkit::binary("kestrel-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--events-jsonl")
+            .arg(&events)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).expect("agent log")),
+    );
+    let ready = kestrel_testkit::poll(Duration::from_secs(120), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("agent running") && text.contains("Kubernetes pods listed")).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "the agent did not start and list the pods; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let name = format!("kestrel-k8s-{}", std::process::id());
+    let container = podman.run_container(
+        &name,
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/true; /bin/sleep 1; done",
+        ],
+    );
+    let event = kestrel_testkit::expect_json_line(
+        &events,
+        Duration::from_secs(30),
+        "an event of the container with its pod's workload",
+        |e| {
+            e["container"]["id"] == container.id.as_str()
+                && e["container"]["workload_kind"] == "Deployment"
+        },
+    );
+    let context = &event["container"];
+    assert_eq!(context["workload_name"], "web", "{context}");
+    assert_eq!(context["service_account"], "web", "{context}");
+    assert_eq!(context["node_name"], "node-1", "{context}");
+    assert_eq!(
+        context["pod_labels"]["app.kubernetes.io/part-of"], "shop",
+        "{context}"
+    );
+    assert_eq!(context["pod_uid"], POD_UID, "{context}");
+    assert_eq!(
+        (context["pod_name"].as_str(), context["image"].as_str()),
+        (Some(POD_NAME), Some(IMAGE)),
+        "the runtime's view stays: {context}"
+    );
+}
+
 /// Waits up to 10 s for the exec record whose argument vector is `argv`.
 async fn expect_exec(rx: &mut mpsc::Receiver<KernelRecord>, argv: &[&str]) -> Exec {
     // Every host process's records arrive too: keep only the last few for the failure message.

@@ -13,11 +13,19 @@
 //!
 //! Results are kept per cgroup id in a bounded cache ([`cache::CgroupCache`]) that forgets
 //! cgroups not seen for a while (an ended container's cgroup id never comes back).
+//!
+//! With a Kubernetes pod directory ([`ContainerResolver::with_pods`], kept by the agent's watch
+//! of its node's pods), a container whose pod uid is known (from its cgroup path or its
+//! runtime's labels) also gets the pod's labels, owner workload, service account and node name
+//! ([`pod_metadata::merge`]). The directory is read only when it has changed since the
+//! container's context was last merged; a pod the watch has not seen yet leaves those fields
+//! empty, and a later event carries them.
 
 pub mod cache;
 pub mod cgroup;
 pub mod containerd;
 pub mod details;
+pub mod pod_metadata;
 pub mod runtime;
 
 use std::{
@@ -31,6 +39,7 @@ pub use kestrel_proto::{Container, Enrichment};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::enrich::kubernetes::PodDirectory;
 use cache::CgroupCache;
 use cgroup::{parse_cgroup_path, CgroupError, CgroupFs, ContainerRef, Runtime};
 use details::{ContainerDetails, RuntimeError, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
@@ -190,8 +199,18 @@ enum Entry {
     /// A container whose details the runtime has not given yet.
     Pending(Box<PendingLookup>),
     /// A container with its details.
-    Complete(Box<Container>),
+    Complete(Box<Described>),
 }
+
+/// A described container and the pod directory generation merged into it.
+#[derive(Debug)]
+struct Described {
+    container: Container,
+    pods_merged: u64,
+}
+
+/// The `pods_merged` of a context no pod directory has been merged into.
+const NEVER_MERGED: u64 = u64::MAX;
 
 /// A container waiting for its runtime's answer.
 #[derive(Debug)]
@@ -202,6 +221,8 @@ struct PendingLookup {
     in_flight: bool,
     failures: u32,
     retry_at: Instant,
+    /// The pod directory generation merged into `partial`.
+    pods_merged: u64,
 }
 
 /// A background task's result, applied by the next [`ContainerResolver::resolve`].
@@ -244,6 +265,7 @@ pub struct ContainerResolver {
     retry_max: Duration,
     sweep_every: Duration,
     last_sweep: Instant,
+    pods: Option<Arc<PodDirectory>>,
 }
 
 impl ContainerResolver {
@@ -281,7 +303,14 @@ impl ContainerResolver {
             retry_max: Duration::from_secs(config.retry_max_secs),
             sweep_every: (idle_expiry / 4).max(Duration::from_secs(1)),
             last_sweep: Instant::now(),
+            pods: None,
         })
+    }
+
+    /// Also merges Kubernetes metadata from `pods` (by pod uid) into every container's context.
+    pub fn with_pods(mut self, pods: Arc<PodDirectory>) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     /// The container context of an event from process `pid` in cgroup `cgroup_id`, as known
@@ -325,11 +354,32 @@ impl ContainerResolver {
         if let Some(reference) = retry {
             self.start_lookup(cgroup_id, reference);
         }
+        if let Some(pods) = &self.pods {
+            let generation = pods.generation();
+            let context = match self.cache.peek_mut(cgroup_id) {
+                Some(Entry::Pending(p)) => Some((&mut p.partial, &mut p.pods_merged)),
+                Some(Entry::Complete(d)) => Some((&mut d.container, &mut d.pods_merged)),
+                _ => None,
+            };
+            if let Some((container, merged)) = context {
+                if *merged != generation && !container.pod_uid.is_empty() {
+                    if let Some(pod) = pods.get(&container.pod_uid) {
+                        pod_metadata::merge(container, &pod);
+                    }
+                    *merged = generation;
+                }
+            }
+        }
+        self.answer(cgroup_id)
+    }
+
+    /// What the cache holds for `cgroup_id`, as [`resolve`](Self::resolve) answers it.
+    fn answer(&mut self, cgroup_id: u64) -> (Option<Container>, Enrichment) {
         match self.cache.peek_mut(cgroup_id) {
             Some(Entry::Host) | None => (None, Enrichment::None),
             Some(Entry::Locating { .. } | Entry::Vanished) => (None, Enrichment::Pending),
             Some(Entry::Pending(p)) => (Some(p.partial.clone()), Enrichment::Pending),
-            Some(Entry::Complete(c)) => (Some((**c).clone()), Enrichment::Complete),
+            Some(Entry::Complete(d)) => (Some(d.container.clone()), Enrichment::Complete),
         }
     }
 
@@ -365,6 +415,7 @@ impl ContainerResolver {
             in_flight: true,
             failures: 0,
             retry_at: now,
+            pods_merged: NEVER_MERGED,
         }))
     }
 
@@ -433,7 +484,10 @@ impl ContainerResolver {
                     pod = %container.pod_name,
                     "container described"
                 );
-                *slot = Entry::Complete(Box::new(container));
+                *slot = Entry::Complete(Box::new(Described {
+                    container,
+                    pods_merged: NEVER_MERGED,
+                }));
             }
             Err(errors) => {
                 pending.in_flight = false;
@@ -829,6 +883,150 @@ mod tests {
         assert_eq!(container.name, "app");
         assert_eq!(container.pod_name, "web-0");
         assert_eq!(container.pod_uid, uid);
+    }
+
+    /// A Kubernetes container's cgroup (systemd driver, containerd) in pod `uid`.
+    fn kubepods_path(uid: &str) -> String {
+        format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+            uid.replace('-', "_")
+        )
+    }
+
+    #[tokio::test]
+    async fn pod_metadata_reaches_the_container_by_its_pod_uid_once_the_watch_has_it() {
+        use crate::enrich::kubernetes::pod::{LabelBounds, PodMeta};
+        let host = FakeHost::new();
+        let uid = "3c1a4e7f-0c1d-4a5b-9f7e-2b1c3d4e5f60";
+        let path = kubepods_path(uid);
+        let id = host.cgroup(&path);
+        host.process(500, &path);
+        let socket = host.socket("crio.sock");
+        serve_json(
+            &socket,
+            serde_json::json!({
+                "name": "k8s_web", "image": "registry.example/shop/web:1.4.2",
+                "labels": {"io.kubernetes.container.name": "web",
+                           "io.kubernetes.pod.name": "web-7d4b9c8f5-x2x9q",
+                           "io.kubernetes.pod.namespace": "shop"}
+            }),
+        );
+        let pods = Arc::new(PodDirectory::new(16));
+        let mut resolver =
+            ContainerResolver::new(host.config(vec![Endpoint::new(ApiKind::CriO, &socket)]))
+                .unwrap()
+                .with_pods(Arc::clone(&pods));
+
+        // The watch has seen nothing yet: the event goes on with what the runtime tells.
+        let (container, enrichment) =
+            resolve_until(&mut resolver, id, 500, |a| a.1 == Enrichment::Complete).await;
+        assert_eq!(enrichment, Enrichment::Complete);
+        let container = container.expect("container");
+        assert_eq!(container.pod_uid, uid, "from the cgroup path");
+        assert!(container.pod_labels.is_empty() && container.workload_kind.is_empty());
+
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-7d4b9c8f5-x2x9q", "namespace": "shop", "uid": uid,
+                "labels": {"app.kubernetes.io/part-of": "shop", "pod-template-hash": "7d4b9c8f5"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-7d4b9c8f5", "uid": "r1", "controller": true}]
+            },
+            "spec": {"serviceAccountName": "web", "nodeName": "node-1", "containers": []}
+        }))
+        .unwrap();
+        let bounds = LabelBounds {
+            max_labels: 64,
+            max_label_bytes: 384,
+        };
+        pods.upsert(PodMeta::from_pod(&pod, bounds).unwrap());
+
+        let (container, enrichment) = resolver.resolve(id, 500);
+        assert_eq!(enrichment, Enrichment::Complete);
+        let container = container.expect("container");
+        assert_eq!(
+            (
+                container.workload_kind.as_str(),
+                container.workload_name.as_str()
+            ),
+            ("Deployment", "web")
+        );
+        assert_eq!(
+            container
+                .pod_labels
+                .get("app.kubernetes.io/part-of")
+                .map(String::as_str),
+            Some("shop")
+        );
+        assert_eq!(
+            (
+                container.service_account.as_str(),
+                container.node_name.as_str()
+            ),
+            ("web", "node-1")
+        );
+        assert_eq!(
+            (container.name.as_str(), container.image.as_str()),
+            ("web", "registry.example/shop/web:1.4.2"),
+            "the runtime's view stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_container_gets_pod_metadata_and_keeps_it_after_the_pod_is_deleted() {
+        use crate::enrich::kubernetes::{owner::Workload, pod::PodMeta};
+        let host = FakeHost::new();
+        // A static pod: its cgroup names the kubelet's config hash, not the mirror's uid.
+        let hash = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let path = format!("/kubepods/burstable/pod{hash}/{ID}");
+        let id = host.cgroup(&path);
+        host.process(600, &path);
+        let pods = Arc::new(PodDirectory::new(16));
+        // No runtime answers: the container stays pending.
+        let mut resolver = ContainerResolver::new(host.config(vec![]))
+            .unwrap()
+            .with_pods(Arc::clone(&pods));
+        let (container, enrichment) = resolver.resolve(id, 600);
+        assert_eq!(enrichment, Enrichment::Pending);
+        assert_eq!(container.expect("container").pod_name, "");
+
+        pods.upsert(PodMeta {
+            uid: "d1c2b3a4-9f8e-4d7c-b6a5-0f1e2d3c4b5a".into(),
+            name: "etcd-node-1".into(),
+            namespace: "kube-system".into(),
+            labels: [("component".to_owned(), "etcd".to_owned())].into(),
+            workload: Some(Workload {
+                kind: "Node".into(),
+                name: "node-1".into(),
+            }),
+            node_name: "node-1".into(),
+            mirror_of: Some(hash.into()),
+            ..PodMeta::default()
+        });
+        let (container, enrichment) = resolver.resolve(id, 600);
+        assert_eq!(enrichment, Enrichment::Pending);
+        let container = container.expect("container");
+        assert_eq!(
+            (
+                container.pod_name.as_str(),
+                container.pod_namespace.as_str()
+            ),
+            ("etcd-node-1", "kube-system"),
+            "the API fills in what the runtime could not tell"
+        );
+        assert_eq!(container.workload_kind, "Node");
+
+        pods.remove("d1c2b3a4-9f8e-4d7c-b6a5-0f1e2d3c4b5a");
+        let (container, _) = resolver.resolve(id, 600);
+        assert_eq!(
+            container
+                .expect("container")
+                .pod_labels
+                .get("component")
+                .map(String::as_str),
+            Some("etcd"),
+            "a deleted pod's last metadata stays with its remaining processes"
+        );
     }
 
     #[tokio::test]
