@@ -518,6 +518,51 @@ fn privileged_fallback_replaces_the_capabilities_and_agent_settings_pass_through
 }
 
 #[test]
+fn kubernetes_metadata_gets_read_only_access_to_pods_and_the_node_name() {
+    if tools().is_none() {
+        return;
+    }
+    let chart = Rendered::new("");
+    let role = chart.named("ClusterRole", "kestrel-agent");
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "pods only: {rules:?}");
+    assert_eq!(strings(&rules[0]["apiGroups"]), [""]);
+    assert_eq!(strings(&rules[0]["resources"]), ["pods"]);
+    assert_eq!(strings(&rules[0]["verbs"]), ["get", "list", "watch"]);
+    let binding = chart.named("ClusterRoleBinding", "kestrel-agent");
+    assert_eq!(binding["roleRef"]["name"], "kestrel-agent");
+    let daemonset = chart.one("DaemonSet");
+    let account = pod(daemonset)["serviceAccountName"].clone();
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], account);
+    assert_eq!(binding["subjects"][0]["namespace"], "kestrel");
+    assert_eq!(pod(daemonset)["automountServiceAccountToken"], true);
+    let node_name = container(daemonset, "agent")["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .cloned()
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(agent_config(&chart).kubernetes.enabled, Some(true));
+
+    let off = Rendered::new("agent:\n  kubernetesMetadata: false\n");
+    assert!(off.all("ClusterRole").is_empty() && off.all("ClusterRoleBinding").is_empty());
+    assert_eq!(
+        pod(off.one("DaemonSet"))["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(agent_config(&off).kubernetes.enabled, Some(false));
+    let tuned = Rendered::new("agent:\n  config:\n    kubernetes:\n      max_pods: 300\n");
+    let kubernetes = agent_config(&tuned).kubernetes;
+    assert_eq!((kubernetes.enabled, kubernetes.max_pods), (Some(true), 300));
+}
+
+#[test]
 fn node_secrets_mode_gives_each_node_only_its_own_certificate() {
     if tools().is_none() {
         return;

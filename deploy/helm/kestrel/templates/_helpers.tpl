@@ -80,6 +80,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $_ := set $containers "proc_root" "/host/proc" }}
 {{- $_ := set $containers "cgroup_root" "/host/sys/fs/cgroup" }}
 {{- $_ := set $config "containers" $containers }}
+{{- $kubernetes := default dict (get $config "kubernetes") }}
+{{- if not (hasKey $kubernetes "enabled") }}
+{{- $_ := set $kubernetes "enabled" .Values.agent.kubernetesMetadata }}
+{{- end }}
+{{- $_ := set $config "kubernetes" $kubernetes }}
 {{- $spool := default dict (get $config "spool") }}
 {{- $_ := set $spool "dir" "/var/lib/kestrel/spool" }}
 {{- $_ := set $config "spool" $spool }}
