@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use kestrel_ebpf_abi::{KIND_NAMES, KIND_SLOTS, PREFIX_MAX, PREFIX_SLOTS};
+use kestrel_service::logging::LogFormat;
 use serde::Deserialize;
 
 use crate::{
     enrich::{container::ContainerConfig, kubernetes::KubernetesConfig},
-    logging::LogFormat,
     ship::spool::{priority::Priorities, SpoolSettings},
 };
 

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::{http::StatusCode, routing::get, Json, Router};
+use axum::{routing::get, Router};
 use tokio::net::TcpListener;
 
-use crate::health::{Health, Readiness};
+use crate::health::Health;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
 /// Serves the endpoint on `listener` until the task is dropped.
@@ -24,18 +24,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(move || async move { readiness_response(health.readiness()) }),
+            get(move || async move { health.readiness().response() }),
         );
     axum::serve(listener, app).await
-}
-
-fn readiness_response(readiness: Readiness) -> (StatusCode, Json<Readiness>) {
-    let status = if readiness.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(readiness))
 }
 
 #[cfg(test)]

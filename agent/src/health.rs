@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+pub use kestrel_service::readiness::{Check, Readiness};
 
 /// The ring reader not having finished a pass for this long makes the agent not ready.
 pub const RING_STALL: Duration = Duration::from_secs(5);
@@ -49,26 +49,6 @@ impl ReadProgress {
             ),
         }
     }
-}
-
-/// One readiness condition and what was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// What is checked: `programs_attached`, `ring_read`.
-    pub name: &'static str,
-    /// Whether it holds.
-    pub ok: bool,
-    /// What was found, for the operator.
-    pub detail: String,
-}
-
-/// The answer of `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Readiness {
-    /// Every check holds.
-    pub ready: bool,
-    /// Each check.
-    pub checks: Vec<Check>,
 }
 
 impl Health {
@@ -130,10 +110,7 @@ impl Health {
             },
         };
         let checks = vec![programs, ring];
-        Readiness {
-            ready: checks.iter().all(|c| c.ok),
-            checks,
-        }
+        Readiness::of(checks)
     }
 }
 

@@ -14,8 +14,6 @@ pub mod enrich;
 pub mod events;
 pub mod health;
 pub mod kernel;
-pub mod logging;
 pub mod memory;
 pub mod metrics;
-pub mod service_manager;
 pub mod ship;

@@ -16,15 +16,17 @@ use kestrel_agent::{
     kernel::loader::{LoadOptions, Probes},
     kernel::loss::LossMonitor,
     kernel::reader::RingReader,
-    logging::{self, LogFormat},
     memory,
     metrics::{figures::figures, Metrics},
-    service_manager,
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
     ship::tls::{collector_host, TlsFiles},
 };
 use kestrel_proto::{HookStatus, KernelCapabilities};
+use kestrel_service::{
+    logging::{self, LogFormat},
+    service_manager,
+};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 /// Kestrel agent: watches process activity on this host with eBPF.

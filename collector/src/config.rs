@@ -46,8 +46,8 @@ use serde::Deserialize;
 
 use crate::alerting::losses::{LossAlertsConfig, LossSettings};
 use crate::ingress::limits::IngressLimits;
-use crate::logging::LogFormat;
 use crate::sinks::{self, SinkConfig, SinkSettings};
+use kestrel_service::logging::LogFormat;
 
 /// The configuration file could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio::net::TcpListener;
 
 use crate::health::Health;
@@ -37,13 +37,7 @@ async fn metrics(data: PathBuf) -> impl IntoResponse {
 
 async fn readiness(health: Health) -> impl IntoResponse {
     match tokio::task::spawn_blocking(move || health.readiness()).await {
-        Ok(readiness) => {
-            let status = match readiness.ready {
-                true => StatusCode::OK,
-                false => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (status, Json(readiness)).into_response()
-        }
+        Ok(readiness) => readiness.response().into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -8,31 +8,11 @@
 use std::sync::Arc;
 
 use kestrel_detect::SharedRules;
-use serde::Serialize;
+pub use kestrel_service::readiness::{Check, Readiness};
 
 use crate::alerting::AlertPipeline;
 use crate::clock::now_unix_ns;
 use crate::store::Store;
-
-/// One readiness condition and what was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// What is checked: `store_writable`, `rules_loaded`, `sinks_alive`.
-    pub name: &'static str,
-    /// Whether it holds.
-    pub ok: bool,
-    /// What was found, for the operator.
-    pub detail: String,
-}
-
-/// The answer of `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Readiness {
-    /// Every check holds.
-    pub ready: bool,
-    /// Each check.
-    pub checks: Vec<Check>,
-}
 
 /// What readiness looks at; cheap to clone.
 #[derive(Clone)]
@@ -85,9 +65,6 @@ impl Health {
             },
         };
         let checks = vec![store, rules, sinks];
-        Readiness {
-            ready: checks.iter().all(|c| c.ok),
-            checks,
-        }
+        Readiness::of(checks)
     }
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use kestrel_collector::cli::{Cli, Command, ServeArgs};
-use kestrel_collector::logging::{self, LogFormat};
 use kestrel_collector::serve::Collector;
+use kestrel_service::logging::{self, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 

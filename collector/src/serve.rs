@@ -246,8 +246,9 @@ impl Collector {
                 .with_limits(limits.clone()),
         );
         let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
-        tokio::spawn(crate::service_manager::watchdog(stop.clone()));
-        crate::service_manager::ready(&format!("listening on {}", self.local_addr));
+        // The runtime answering is the liveness test: a collector that hangs stops pinging.
+        tokio::spawn(kestrel_service::service_manager::watchdog(|_| true));
+        kestrel_service::service_manager::ready(&format!("listening on {}", self.local_addr));
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -264,7 +265,7 @@ impl Collector {
                 return result.map_err(ServeError::from);
             }
             () = shutdown => {
-                crate::service_manager::stopping();
+                kestrel_service::service_manager::stopping();
                 info!("shutting down: no new connections, finishing in-flight batches");
             }
         }

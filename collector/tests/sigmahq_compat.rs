@@ -32,21 +32,12 @@ fn load(sub: &str) -> (usize, Vec<(String, RuleErrorKind)>) {
 }
 
 #[test]
-fn every_sigmahq_linux_process_creation_rule_compiles_or_is_rejected_with_a_reason() {
+fn every_sigmahq_linux_process_creation_rule_compiles() {
+    // The two OMIGOD rules need LogonId: the audit login uid every process carries.
     let (ok, rejected) = load("rules/linux/process_creation");
     let (hunting_ok, hunting_rejected) = load("rules-threat-hunting/linux/process_creation");
-    assert_eq!((ok, rejected.len()), (120, 2));
+    assert_eq!((ok, rejected.len()), (122, 0), "{rejected:?}");
     assert_eq!((hunting_ok, hunting_rejected.len()), (2, 0));
-    for (file, kind) in &rejected {
-        assert!(
-            file.starts_with("proc_creation_lnx_omigod_scx_runasprovider_"),
-            "{file}"
-        );
-        assert!(
-            matches!(kind, RuleErrorKind::FieldNotAvailable { field, .. } if field == "LogonId"),
-            "{file}: {kind}"
-        );
-    }
 }
 
 #[test]

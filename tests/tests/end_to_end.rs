@@ -130,6 +130,43 @@ fn exec_on_this_host_becomes_an_alert_with_identity_and_parent_chain() {
 }
 
 #[test]
+fn who_logged_in_reaches_the_alert_of_what_they_ran_as_root() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, AGENT);
+    let mut collector = collector_without_folding(dir.path(), &pki, &[]);
+    collector.start();
+    let mut agent = Agent::new(dir.path(), &pki, AGENT, collector.port, &[]);
+    agent.start();
+
+    // A login as `nobody` (what pam_loginuid does at an SSH login), then a command run as root
+    // in it, as after `sudo`: the alert names root as the user and nobody as who logged in.
+    let child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "echo 65534 > /proc/self/loginuid && cat /etc/shadow > /dev/null; true",
+        ])
+        .spawn()
+        .unwrap();
+    let sh_pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let alert = expect_json_line(
+        &collector.alerts,
+        Duration::from_secs(10),
+        "the shadow-read alert",
+        shadow_alert_for(sh_pid),
+    );
+    let process = &alert["process"];
+    assert_eq!(process["user"], "root", "{process}");
+    assert_eq!(process["login_uid"], 65534, "{process}");
+    assert_eq!(process["login_user"], "nobody", "{process}");
+    assert!(process["login_session_id"].is_u64(), "{process}");
+}
+
+#[test]
 fn client_from_another_ca_is_refused_while_the_valid_agent_keeps_streaming() {
     if !require_root_for_ebpf() {
         return;

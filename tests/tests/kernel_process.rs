@@ -294,3 +294,59 @@ async fn exec_of_a_file_written_into_an_overlay_is_flagged_as_upper_layer() {
         "only the file written after the mount is in the upper layer"
     );
 }
+
+/// The audit login identity as `/proc/PID/loginuid` and `sessionid` hold it for `pid`.
+fn proc_login(pid: u32) -> (u32, u32) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{name}"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/{name}: {e}"))
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    (read("loginuid"), read("sessionid"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_carries_the_audit_login_uid_and_session_a_login_set() {
+    let Some(mut rx) = start(0) else {
+        return;
+    };
+    let marker = format!("login-marker-{}", std::process::id());
+    // A login as pam_loginuid makes one: the shell sets its loginuid (root may, once per
+    // process), which opens a new audit session, then runs a command that outlives the check.
+    let mut shell = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "echo 4242 > /proc/self/loginuid && exec /bin/sleep 30",
+            &marker,
+        ])
+        .spawn()
+        .expect("run sh");
+    let record = expect_record(&mut rx, "exec of sleep with its login", |r| {
+        matches!(r, KernelRecord::Exec(e) if e.common.tgid == shell.id() && e.filename == "/bin/sleep")
+    })
+    .await;
+    let KernelRecord::Exec(exec) = record else {
+        unreachable!()
+    };
+    let (loginuid, sessionid) = proc_login(shell.id());
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert_eq!(loginuid, 4242, "the shell could set its loginuid");
+    assert_eq!(exec.login.uid, Some(4242));
+    assert_eq!(exec.login.session, Some(sessionid));
+    assert_ne!(sessionid, u32::MAX, "setting loginuid opened a session");
+
+    // Any other process has the test's own (none at all in CI, where nothing logged in).
+    let (own_uid, own_session) = proc_login(std::process::id());
+    let status = Command::new("/bin/echo")
+        .args([marker.as_str(), "outside"])
+        .output()
+        .expect("run echo");
+    assert!(status.status.success());
+    let outside = marked_execs(&mut rx, &marker, 1).await.remove(0);
+    let set = |id: u32| (id != u32::MAX).then_some(id);
+    assert_eq!(outside.login.uid, set(own_uid));
+    assert_eq!(outside.login.session, set(own_session));
+}

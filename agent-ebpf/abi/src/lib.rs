@@ -219,7 +219,16 @@ pub struct ExecRecord {
     pub exe_nlink: u32,
     /// Controlling terminal, encoded like `tty_nr` in `/proc/PID/stat` (0: none).
     pub tty: u32,
+    /// Audit login uid (`task->loginuid`): who logged in, kept across `su` and `sudo`;
+    /// [`NO_LOGIN_ID`] for processes started outside a login (daemons) or without audit.
+    pub loginuid: u32,
+    /// Audit session id (`task->sessionid`), [`NO_LOGIN_ID`] when unset.
+    pub sessionid: u32,
 }
+
+/// `loginuid` and `sessionid` of a task that never logged in (the kernel's `(uid_t)-1`,
+/// `AUDIT_SID_UNSET`), and of every task on a kernel built without audit.
+pub const NO_LOGIN_ID: u32 = u32::MAX;
 
 /// A new process was created (`sched_process_fork` with a new thread group).
 #[repr(C)]
@@ -367,6 +376,9 @@ pub struct ProbeConfig {
     /// Byte offset of `inode.i_generation` (with device and inode number, a directory's
     /// identity that a reused inode number does not repeat).
     pub inode_generation: u32,
+    /// Byte offsets of `task_struct.loginuid` and `task_struct.sessionid` (both 0: the kernel
+    /// is built without audit; [`NO_LOGIN_ID`] is reported).
+    pub task_login: [u32; 2],
     /// Wake the agent once this many bytes wait in the ring (0: on every record that finds
     /// the agent caught up, the kernel's default). Below it records are written without a
     /// wake-up and the agent reads them on its poll interval: one wake-up per batch instead of
@@ -408,11 +420,11 @@ pub struct FileKey {
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 32);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1392);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 1400);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 240 + STRINGS_SIZE);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 288);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 296);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && FILENAME_MAX.is_power_of_two());
 
 #[cfg(feature = "user")]

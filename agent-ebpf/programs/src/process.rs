@@ -12,7 +12,7 @@ use aya_ebpf::{
 use kestrel_ebpf_abi::{
     ExecRecord, ExitRecord, ForkRecord, ProbeConfig, ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, EXEC_MEMFD, EXEC_UPPER_LAYER, FILENAME_MAX,
-    KIND_EXEC, KIND_EXIT, KIND_FORK,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, NO_LOGIN_ID,
 };
 
 use crate::{
@@ -77,6 +77,7 @@ fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
     record.exe_inode = 0;
     record.exe_nlink = 1;
     record.tty = controlling_tty(config, task).unwrap_or(0);
+    (record.loginuid, record.sessionid) = login_ids(config, task);
     if let Ok(file) = exe_file(config, task) {
         if file != 0 {
             if let Ok((dev, ino, nlink)) = file_identity(config, file) {
@@ -92,6 +93,20 @@ fn read_image(config: &ProbeConfig, task: TaskPtr, record: &mut ExecRecord) {
             }
         }
     }
+}
+
+/// The task's audit login uid and session id ([`NO_LOGIN_ID`] each without audit or when
+/// unreadable).
+#[inline(always)]
+fn login_ids(config: &ProbeConfig, task: TaskPtr) -> (u32, u32) {
+    let [loginuid, sessionid] = config.task_login;
+    if loginuid == 0 || sessionid == 0 {
+        return (NO_LOGIN_ID, NO_LOGIN_ID);
+    }
+    (
+        read_at(task, loginuid).unwrap_or(NO_LOGIN_ID),
+        read_at(task, sessionid).unwrap_or(NO_LOGIN_ID),
+    )
 }
 
 /// The file's name starts with `memfd:` (how the kernel names memfd_create files).

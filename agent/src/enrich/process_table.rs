@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::kernel::decode::{bounded_argv, Exec, Fork};
+use crate::kernel::decode::{bounded_argv, Exec, Fork, LoginIds};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTORS: usize = 16;
@@ -38,6 +38,20 @@ pub struct ProcessInfo {
     pub start_boot_ns: u64,
     /// Controlling terminal when the image started, as `/proc/PID/stat`'s `tty_nr` (0: none).
     pub tty: u32,
+    /// Audit login uid and session id, as at the exec (a child inherits its parent's).
+    pub login: LoginIds,
+}
+
+/// The audit login ids `/proc/PID/loginuid` and `/proc/PID/sessionid` show (absent without
+/// audit, or when unset: both files then read 4294967295).
+fn login_ids_from_proc(tgid: u32) -> LoginIds {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{tgid}/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .unwrap_or(kestrel_ebpf_abi::NO_LOGIN_ID)
+    };
+    LoginIds::from_kernel(read("loginuid"), read("sessionid"))
 }
 
 /// Exec id for a process image started at `start_boot_ns`.
@@ -92,6 +106,7 @@ impl ProcessTable {
                     exec_id: exec_id(tgid, start_boot_ns),
                     start_boot_ns,
                     tty: stat.tty_nr as u32,
+                    login: login_ids_from_proc(tgid),
                 },
             );
         }
@@ -129,6 +144,7 @@ impl ProcessTable {
             exec_id: exec_id(tgid, exec.common.boot_ns),
             start_boot_ns: exec.common.boot_ns,
             tty: exec.tty,
+            login: exec.login,
         };
         self.processes.insert(tgid, info);
         &self.processes[&tgid]
@@ -150,6 +166,7 @@ impl ProcessTable {
             exec_id: exec_id(fork.child_tgid, fork.common.boot_ns),
             start_boot_ns: fork.common.boot_ns,
             tty: parent.map_or(0, |p| p.tty),
+            login: parent.map(|p| p.login).unwrap_or_default(),
         };
         self.processes.insert(fork.child_tgid, child);
         &self.processes[&fork.child_tgid]
@@ -227,6 +244,7 @@ mod tests {
             exe_memfd: false,
             exe_upper_layer: false,
             tty: 0,
+            login: LoginIds::default(),
         }
     }
 
@@ -278,15 +296,30 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(me.tty, tty_nr);
+        let proc_id = |name: &str| {
+            std::fs::read_to_string(format!("/proc/self/{name}"))
+                .unwrap()
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        let set = |id: u32| (id != u32::MAX).then_some(id);
+        assert_eq!(me.login.uid, set(proc_id("loginuid")));
+        assert_eq!(me.login.session, set(proc_id("sessionid")));
     }
 
     #[test]
     fn each_exec_gets_a_new_exec_id_and_ancestors_follow_parents() {
         let mut table = ProcessTable::new();
         let pts0 = 136 << 8;
+        let login = LoginIds {
+            uid: Some(1000),
+            session: Some(7),
+        };
         table.on_exec(
             &Exec {
                 tty: pts0,
+                login,
                 ..exec(10, 1, &["/bin/bash"], 100)
             },
             "/bin/bash".into(),
@@ -308,6 +341,7 @@ mod tests {
         let forked = table.get(11).unwrap().clone();
         assert_eq!(forked.exe, "/bin/bash");
         assert_eq!(forked.tty, pts0, "a child keeps its parent's terminal");
+        assert_eq!(forked.login, login, "and its login");
         let first = table
             .on_exec(
                 &exec(11, 10, &["/bin/sh", "-c", "x"], 300),

@@ -455,6 +455,13 @@ impl Describer {
             container_id: String::new(),
             start_time_unix_ns: self.clock.unix_ns(info.start_boot_ns),
             tty: self.terminals.get(info.tty).unwrap_or_default().to_owned(),
+            login_uid: info.login.uid,
+            login_user: info
+                .login
+                .uid
+                .map(|uid| self.users.name(uid).to_owned())
+                .unwrap_or_default(),
+            audit_session_id: info.login.session,
             ..Process::default()
         }
     }
@@ -489,6 +496,7 @@ fn unknown_process(tgid: u32, ppid: u32, comm: &str) -> ProcessInfo {
         exec_id: String::new(),
         start_boot_ns: 0,
         tty: 0,
+        login: Default::default(),
     }
 }
 

@@ -111,6 +111,28 @@ pub struct Exec {
     pub exe_upper_layer: bool,
     /// Controlling terminal as `/proc/PID/stat`'s `tty_nr` (0: none).
     pub tty: u32,
+    /// Audit login uid and session id (None: not set, or no audit in this kernel).
+    pub login: LoginIds,
+}
+
+/// A process's audit login identity: who logged in, and which login session it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoginIds {
+    /// `loginuid`.
+    pub uid: Option<u32>,
+    /// `sessionid`.
+    pub session: Option<u32>,
+}
+
+impl LoginIds {
+    /// From the kernel's values, where `u32::MAX` ([`kestrel_ebpf_abi::NO_LOGIN_ID`]) is unset.
+    pub fn from_kernel(uid: u32, session: u32) -> LoginIds {
+        let set = |id| (id != kestrel_ebpf_abi::NO_LOGIN_ID).then_some(id);
+        LoginIds {
+            uid: set(uid),
+            session: set(session),
+        }
+    }
 }
 
 /// A new process, decoded. `common` describes the parent.
@@ -190,6 +212,7 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         exe_memfd: r.flags & EXEC_MEMFD != 0,
         exe_upper_layer: r.flags & EXEC_UPPER_LAYER != 0,
         tty: r.tty,
+        login: LoginIds::from_kernel(r.loginuid, r.sessionid),
     })
 }
 
@@ -380,6 +403,8 @@ mod tests {
             exe_inode: 0,
             exe_nlink: 1,
             tty: 0,
+            loginuid: 1000,
+            sessionid: kestrel_ebpf_abi::NO_LOGIN_ID,
         };
         r.comm[..2].copy_from_slice(b"ls");
         r.filename[..filename.len()].copy_from_slice(filename.as_bytes());
@@ -395,6 +420,14 @@ mod tests {
         };
         assert_eq!(e.filename, "/usr/bin/ls");
         assert_eq!(e.argv, ["ls", "-l", "/tmp dir"]);
+        assert_eq!(
+            e.login,
+            LoginIds {
+                uid: Some(1000),
+                session: None
+            },
+            "an unset id (u32::MAX) is absent"
+        );
         assert_eq!(
             (e.common.pid, e.ppid, e.uid, e.gid, e.common.cgroup_id),
             (10, 1, 1000, 100, 99)

@@ -140,6 +140,11 @@ pub fn probe_config(btf_path: &Path, tracefs: &Path) -> Result<ProbeConfig, Layo
         sb_magic: off("super_block", "s_magic")?,
         ovl_inode_upper: overlay,
         inode_generation: off("inode", "i_generation")?,
+        // Only with CONFIG_AUDIT (`loginuid` is a `kuid_t`: its `val` is at offset 0).
+        task_login: match (task("loginuid"), task("sessionid")) {
+            (Ok(loginuid), Ok(sessionid)) => [loginuid, sessionid],
+            _ => [0, 0],
+        },
         ring_wakeup_bytes: 0,
     })
 }

@@ -383,6 +383,16 @@ pub struct AlertProcess {
     /// it had none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tty: String,
+    /// Audit login uid: who logged in, whatever `su` or `sudo` changed since. Absent outside a
+    /// login (daemons) and without kernel audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_uid: Option<u32>,
+    /// User name of `login_uid`, when the host knows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub login_user: String,
+    /// Audit session id of that login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_session_id: Option<u32>,
 }
 
 /// One ancestor of the process.
@@ -708,6 +718,9 @@ fn alert_process(event: &Event) -> AlertProcess {
         container_id: p.container_id,
         start_time: rfc3339_or_empty(p.start_time_unix_ns),
         tty: p.tty,
+        login_uid: p.login_uid,
+        login_user: p.login_user,
+        login_session_id: p.audit_session_id,
     }
 }
 
@@ -956,6 +969,34 @@ mod tests {
             group: None,
             session: Some(Arc::from("exec-of-the-login-shell")),
         }
+    }
+
+    #[test]
+    fn who_logged_in_is_kept_and_shown_when_it_is_not_the_user() {
+        let mut detection = shadow_read(1);
+        let process = Arc::make_mut(&mut detection.events[0])
+            .process
+            .as_mut()
+            .unwrap();
+        (process.user, process.uid) = ("root".into(), 0);
+        (process.login_uid, process.login_user) = (Some(1000), "alice".into());
+        process.audit_session_id = Some(12);
+        let alert = Alert::from_detection(&detection, 1);
+        let record = serde_json::to_value(&alert).unwrap();
+        assert_eq!(record["process"]["login_uid"], 1000);
+        assert_eq!(record["process"]["login_user"], "alice");
+        assert_eq!(record["process"]["login_session_id"], 12);
+        assert!(
+            render::process_tree(&alert).contains("logged in as alice"),
+            "{}",
+            render::process_tree(&alert)
+        );
+
+        // Outside a login the keys are absent, and the tree says nothing of it.
+        let alert = Alert::from_detection(&shadow_read(1), 1);
+        let record = serde_json::to_value(&alert).unwrap();
+        assert!(record["process"].get("login_uid").is_none(), "{record}");
+        assert!(!render::process_tree(&alert).contains("logged in"));
     }
 
     #[test]

@@ -15,6 +15,9 @@ struct Node<'a> {
     start_time: &'a str,
     /// Controlling terminal; known for the alert's own process only.
     tty: &'a str,
+    /// Who logged in (user name, else login uid), when it is another user than `user`; known
+    /// for the alert's own process only.
+    login: String,
 }
 
 /// The process tree, oldest ancestor first, one line per process, indented like `tree(1)`;
@@ -34,6 +37,7 @@ pub fn process_tree(alert: &Alert) -> String {
             exe: &a.exe,
             start_time: &a.start_time,
             tty: "",
+            login: String::new(),
         })
         .collect();
     let p = &alert.process;
@@ -44,6 +48,16 @@ pub fn process_tree(alert: &Alert) -> String {
         exe: &p.exe,
         start_time: &p.start_time,
         tty: &p.tty,
+        login: match (&p.login_user, p.login_uid) {
+            (name, Some(uid)) if uid != p.uid || (!name.is_empty() && name != &p.user) => {
+                if name.is_empty() {
+                    format!("uid {uid}")
+                } else {
+                    name.clone()
+                }
+            }
+            _ => String::new(),
+        },
     });
     let last = nodes.len() - 1;
     let mut out = String::new();
@@ -73,6 +87,9 @@ pub fn process_tree(alert: &Alert) -> String {
         }
         if !node.tty.is_empty() {
             about.push(format!("on {}", escape(node.tty)));
+        }
+        if !node.login.is_empty() {
+            about.push(format!("logged in as {}", escape(&node.login)));
         }
         if !about.is_empty() {
             line.push_str(&format!("  ({})", about.join(", ")));

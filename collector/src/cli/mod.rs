@@ -88,7 +88,7 @@ pub struct ServeArgs {
     /// Log lines as `text` or `json` (one object per line); overrides `log_format` in
     /// --config. Default text, coloured only when stderr is a terminal.
     #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<crate::logging::LogFormat>,
+    pub log_format: Option<kestrel_service::logging::LogFormat>,
     /// Agent admission (trust domain, deny-list) and liveness (silence) options.
     #[command(flatten)]
     pub agents: crate::ingress::AgentArgs,

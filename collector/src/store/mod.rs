@@ -77,6 +77,22 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store was migrated by a newer collector: this one would write rows that schema does
+    /// not expect, so it leaves the store alone (roll forward, or restore the copy taken before
+    /// the upgrade).
+    #[error(
+        "database {}: schema version {found} was written by a newer collector; this one knows \
+         up to {known} (run the newer collector, or restore the copy taken before upgrading)",
+        path.display()
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its `PRAGMA user_version`.
+        found: i64,
+        /// [`schema::SCHEMA_VERSION`].
+        known: i64,
+    },
     /// A read or write failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -150,6 +166,16 @@ impl Store {
         conn.pragma_update(None, "cache_size", -CACHE_SIZE_KIB)
             .map_err(open_err)?;
         checkpoint::configure(&conn).map_err(open_err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(open_err)?;
+        if found > schema::SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                known: schema::SCHEMA_VERSION,
+            });
+        }
         schema::create(&conn).map_err(open_err)?;
         let conn = Arc::new(Mutex::new(conn));
         checkpoint::spawn(path, Arc::downgrade(&conn));

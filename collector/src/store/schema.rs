@@ -292,6 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn a_store_migrated_by_a_newer_collector_is_left_alone_with_both_versions_named() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::store::Store::open(dir.path()).unwrap());
+        let path = dir.path().join(crate::store::DB_FILE);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = crate::store::Store::open(dir.path())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+                && text.contains(&format!("knows up to {SCHEMA_VERSION}")),
+            "{text}"
+        );
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1, "not migrated back");
+    }
+
+    #[test]
     fn executions_are_found_through_the_index_of_exec_events_only() {
         let conn = Connection::open_in_memory().unwrap();
         // An older store's index of every event by execution.

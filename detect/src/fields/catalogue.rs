@@ -111,6 +111,13 @@ fields! {
     CurrentDirectory: ["CurrentDirectory"], Text, ALL;
     /// `process.tty`: the controlling terminal (`pts/3`); absent when there is none.
     Terminal: ["Terminal"], Text, ALL;
+    /// `process.login_uid`: the audit login uid, who logged in (unchanged by `su`/`sudo`);
+    /// absent outside a login. Sysmon for Linux's `LogonId`.
+    LogonId: ["LogonId", "LoginUserId"], Number, ALL;
+    /// `process.login_user`: the user name of the login uid.
+    LoginUser: ["LoginUser"], Text, ALL;
+    /// `process.audit_session_id`: the audit session of that login.
+    LoginSessionId: ["LoginSessionId"], Number, ALL;
     /// `process.tgid`.
     ProcessId: ["ProcessId"], Number, ALL;
     /// `process.ppid`.
@@ -322,12 +329,8 @@ pub(crate) const FIELD_COUNT: usize = FIELDS.len();
 /// them are rejected with it.
 pub(crate) const NOT_PRODUCED: &[(&str, &str)] = &[
     (
-        "LogonId",
-        "events carry no login session id (group by SessionExecId instead)",
-    ),
-    (
         "LogonGuid",
-        "events carry no login session id (group by SessionExecId instead)",
+        "events carry no login GUID (use LoginSessionId or SessionExecId instead)",
     ),
     ("TerminalSessionId", "events carry no terminal session id"),
     (

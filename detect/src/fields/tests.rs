@@ -17,6 +17,9 @@ fn exec_event(argv: &[&str], ancestors: Vec<Ancestor>) -> Event {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             exec_id: "e-1".into(),
             tty: "pts/3".into(),
+            login_uid: Some(1000),
+            login_user: "alice".into(),
+            audit_session_id: Some(12),
             ..Default::default()
         }),
         payload: Some(Payload::Exec(ExecEvent {
@@ -94,6 +97,9 @@ fn exec_fields_map_to_process_and_first_ancestor() {
     assert_eq!(raw(&v, Field::ParentUser).as_deref(), Some("root"));
     assert_eq!(raw(&v, Field::ExecId).as_deref(), Some("e-1"));
     assert_eq!(raw(&v, Field::Terminal).as_deref(), Some("pts/3"));
+    assert_eq!(raw(&v, Field::LogonId).as_deref(), Some("1000"));
+    assert_eq!(raw(&v, Field::LoginUser).as_deref(), Some("alice"));
+    assert_eq!(raw(&v, Field::LoginSessionId).as_deref(), Some("12"));
     assert_eq!(v.get(Field::CommandLine).unwrap().lower, "cat /etc/shadow");
     assert_eq!(raw(&v, Field::TargetFilename), None);
     assert_eq!(raw(&v, Field::ContainerId), None);
@@ -106,6 +112,18 @@ fn parent_fields_are_absent_without_ancestors() {
     assert!(v.get(Field::ParentImage).is_none());
     assert!(v.get(Field::ParentUser).is_none());
     assert!(v.get(Field::Image).is_some());
+}
+
+#[test]
+fn login_fields_are_absent_outside_a_login() {
+    let mut event = exec_event(&["cron"], Vec::new());
+    let process = event.process.as_mut().unwrap();
+    (process.login_uid, process.audit_session_id) = (None, None);
+    process.login_user.clear();
+    let v = values(&event);
+    for field in [Field::LogonId, Field::LoginUser, Field::LoginSessionId] {
+        assert!(v.get(field).is_none(), "{field:?}");
+    }
 }
 
 fn file_event(op: FileOp, path: &str, target: &str, mode: u32) -> Event {

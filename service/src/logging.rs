@@ -1,4 +1,4 @@
-//! Where the agent's log goes and in which shape: stderr, as text or as one JSON object per
+//! Where a Kestrel binary's log goes and in which shape: stderr, as text or as one JSON object per
 //! line (`--log-format`, or `log_format` in the configuration file), with colour only when
 //! stderr is a terminal (never into a file, a pipe or journald). `RUST_LOG` sets the level
 //! (default `info`).

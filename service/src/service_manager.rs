@@ -1,25 +1,25 @@
-//! systemd's service protocol (`sd_notify`), for `Type=notify` units: `READY=1` once the
-//! programs are attached and the ring is being read, `WATCHDOG=1` pings while the reader and
-//! the pipeline run and the reader has passed over the ring within the watchdog period
-//! (systemd restarts an agent whose tasks died or hung for `WatchdogSec=`), and `STOPPING=1` on shutdown. Outside systemd (no `NOTIFY_SOCKET`) each
-//! call does nothing.
+//! systemd's service protocol (`sd_notify`), for `Type=notify` units: `READY=1` with a status
+//! line once the binary does its job, `WATCHDOG=1` pings while its own liveness test holds
+//! (systemd restarts a process that stops pinging for `WatchdogSec=`), and `STOPPING=1` when
+//! it shuts down. Outside systemd (no `NOTIFY_SOCKET`) each call does nothing.
 
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-/// Tells systemd the agent is observing: programs attached, ring read.
+/// Tells systemd the service is ready, with `status` for `systemctl status`.
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// Tells systemd the agent is shutting down.
+/// Tells systemd the service is shutting down.
 pub fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
 /// Pings systemd's watchdog at half its period while `alive(period)` holds, when the unit asks
-/// for a watchdog; once it fails, pings stop and systemd restarts the agent.
+/// for a watchdog (else returns at once); once it fails, pings stop and systemd restarts the
+/// service.
 pub async fn watchdog(alive: impl Fn(Duration) -> bool) {
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
@@ -30,7 +30,7 @@ pub async fn watchdog(alive: impl Fn(Duration) -> bool) {
     loop {
         every.tick().await;
         if !alive(period) {
-            tracing::error!("a core task stopped: no more watchdog pings");
+            tracing::error!("liveness test failed: no more watchdog pings");
             return;
         }
         notify(&[NotifyState::Watchdog]);
