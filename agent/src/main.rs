@@ -19,6 +19,7 @@ use kestrel_agent::{
     memory,
     metrics::{figures::figures, Metrics},
     service_manager,
+    ship::enrol::Enroller,
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
     ship::tls::{collector_host, TlsFiles},
@@ -44,6 +45,19 @@ struct Cli {
     /// This agent's private key (PEM).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// The collector's enrolment listener, e.g. https://collector.example:50052: the agent
+    /// makes its key, gets its certificate from the collector and renews it, writing both to
+    /// --key and --cert.
+    #[arg(long, value_name = "URL", requires = "collector")]
+    enrol_url: Option<String>,
+    /// File with the proof of this node for a first enrolment (re-read at each one): a join
+    /// token (`kestrel-collector agents token create`) or a projected Kubernetes service
+    /// account token (audience `kestrel`).
+    #[arg(long, value_name = "FILE", requires = "enrol_url")]
+    enrol_token: Option<PathBuf>,
+    /// The node name to enrol as (default: the host name); in Kubernetes the pod's node name.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Also write every event as a JSON line to this file.
     #[arg(long)]
     events_jsonl: Option<PathBuf>,
@@ -195,8 +209,44 @@ fn collector_tls(cli: &Cli) -> anyhow::Result<Option<(String, TlsSource)>> {
         files,
         domain: collector_host(url)?,
     };
-    tls.load()?;
+    match &cli.enrol_url {
+        // Enrolment writes the certificate and key: only the CA must be there now.
+        Some(enrol_url) => {
+            collector_host(enrol_url)?;
+            std::fs::metadata(ca).with_context(|| format!("CA certificate {}", ca.display()))?;
+            if let Some(token) = &cli.enrol_token {
+                std::fs::metadata(token)
+                    .with_context(|| format!("enrolment token {}", token.display()))?;
+            }
+        }
+        None => {
+            tls.load()?;
+        }
+    }
     Ok(Some((url.clone(), tls)))
+}
+
+/// The enrolment of `--enrol-url`, if given.
+fn enroller(cli: &Cli, tls: &TlsSource) -> anyhow::Result<Option<Enroller>> {
+    let Some(url) = &cli.enrol_url else {
+        return Ok(None);
+    };
+    let node = match &cli.node {
+        Some(node) => node.clone(),
+        None => nix::unistd::gethostname()
+            .context("host name (give --node)")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    Ok(Some(Enroller {
+        url: url.clone(),
+        domain: collector_host(url)?,
+        ca: tls.files.ca.clone(),
+        cert: tls.files.cert.clone(),
+        key: tls.files.key.clone(),
+        token: cli.enrol_token.clone(),
+        node,
+    }))
 }
 
 /// The `--config` file, or the defaults without one.
@@ -273,6 +323,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let delivery = match tls {
         Some((url, tls)) => {
+            if let Some(enroller) = enroller(&cli, &tls)? {
+                tokio::spawn(enroller.run());
+            }
             let config = ShipperConfig {
                 hostname: nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())

@@ -5,7 +5,10 @@
 //! acknowledged (at-least-once; the collector drops duplicates by identity, epoch and sequence).
 //!
 //! TLS files are read at each connection and watched: when the certificate, key or CA change on
-//! disk (and load), the stream is closed and reopened with them, without restarting the agent.
+//! disk (and load) — an operator's rotation or the agent's own renewal ([`super::enrol`]) — the
+//! stream stops sending new batches, waits (up to [`RELOAD_DRAIN`]) for the acknowledgements of
+//! those in flight, then is closed and reopened with the new files, without restarting the
+//! agent; whatever was still unacknowledged is resent on the new stream.
 
 use std::{
     collections::VecDeque,
@@ -43,6 +46,10 @@ use crate::{
 /// Events between the pipeline and the spool writer. Bounded in count so the agent's memory
 /// stays bounded in a burst; beyond it events are shed (`queue_full`) and counted.
 const SPOOL_QUEUE: usize = 8192;
+
+/// Longest a stream waits for its in-flight acknowledgements before it reconnects with changed
+/// TLS files.
+pub const RELOAD_DRAIN: Duration = Duration::from_secs(5);
 
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
@@ -291,6 +298,8 @@ impl Shipper {
         tls_check.reset();
         // Unsent records wait up to `linger` for a full batch: fewer, larger messages.
         let mut pending_since: Option<tokio::time::Instant> = None;
+        // Set once the TLS files changed: no new batches, reconnect when the acks are in.
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
             let published = *self.published.borrow();
             let pending = (published.written_seq + 1).saturating_sub(self.reader_next_seq());
@@ -301,12 +310,21 @@ impl Shipper {
                 || now >= since + self.config.linger;
             if pending == 0 {
                 pending_since = None;
-            } else if due {
+            } else if due && draining.is_none() {
                 self.pump(&outbound, &mut in_flight).await?;
                 pending_since = None;
             }
             if published.closed && in_flight.is_empty() && self.caught_up() {
                 return Ok(SessionEnd::Finished);
+            }
+            if let Some(deadline) = draining {
+                if in_flight.is_empty() || now >= deadline {
+                    tracing::info!(
+                        unacked_batches = in_flight.len(),
+                        "TLS files changed: reconnecting with the new certificate"
+                    );
+                    return Ok(SessionEnd::Reload);
+                }
             }
             let linger = pending_since
                 .filter(|_| !due)
@@ -323,10 +341,14 @@ impl Shipper {
                     }
                 }
                 _ = heartbeat.tick() => outbound.send((&self.heartbeat()).into()).await?,
-                _ = tls_check.tick() => {
+                _ = tokio::time::sleep_until(draining.unwrap_or(now)), if draining.is_some() => {}
+                _ = tls_check.tick(), if draining.is_none() => {
                     if self.tls_changed() {
-                        tracing::info!("TLS files changed: reconnecting with the new certificate");
-                        return Ok(SessionEnd::Reload);
+                        tracing::info!(
+                            in_flight = in_flight.len(),
+                            "TLS files changed: finishing the acknowledgements in flight first"
+                        );
+                        draining = Some(tokio::time::Instant::now() + RELOAD_DRAIN);
                     }
                 }
             }

@@ -1,0 +1,135 @@
+//! Enrolment end to end with the real binaries: a VM agent with a one-time join token and no
+//! certificate enrols, streams, renews its 20-second certificate again and again without a
+//! restart, and every event reaches the store exactly once, stamped with the node's identity.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kestrel_testkit::{
+    binary, require_root_for_ebpf,
+    stack::{
+        certs, diff_marks, identity, marker, read, run_marked, wait_for_marks, Agent, Collector,
+    },
+};
+
+#[test]
+fn vm_agent_enrols_with_a_join_token_and_renews_a_short_lived_certificate_losing_nothing() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, "unused");
+    let enrol_port = kestrel_testkit::stack::free_port();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[enrolment]\nlisten = \"127.0.0.1:{enrol_port}\"\nca_cert = {:?}\nca_key = {:?}\n\
+             certificate_lifetime = \"20s\"\n",
+            pki.join("ca.pem"),
+            pki.join("ca-key.pem")
+        ),
+    )
+    .unwrap();
+    let mut collector = Collector::new(
+        dir.path(),
+        &pki,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--trust-domain",
+            "kestrel.local",
+        ],
+    );
+    collector.start();
+
+    let output = Command::new(binary("kestrel-collector"))
+        .args([
+            "agents", "token", "create", "--node", "vm-e2e", "--ttl", "10m", "--data",
+        ])
+        .arg(&collector.data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = dir.path().join("join-token");
+    std::fs::write(&token, &output.stdout).unwrap();
+
+    let enrol_url = format!("https://localhost:{enrol_port}");
+    let mut agent = Agent::new(
+        dir.path(),
+        &pki,
+        "vm-e2e",
+        collector.port,
+        &[
+            "--enrol-url",
+            &enrol_url,
+            "--enrol-token",
+            token.to_str().unwrap(),
+            "--node",
+            "vm-e2e",
+        ],
+    );
+    let live = dir.path().join("identity");
+    std::fs::create_dir(&live).unwrap();
+    agent.cert = live.join("agent.pem");
+    agent.key = live.join("agent-key.pem");
+    agent.start();
+    agent.expect_connected();
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&agent.key).unwrap().permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600, "the key the agent made is its own");
+
+    // 45 s of marked execs: the 20 s certificate is renewed at least twice meanwhile.
+    let mark = marker("enrol");
+    let expected: Vec<u32> = (0..90).collect();
+    run_marked(&mark, 0..90, Duration::from_millis(500));
+    let stored = wait_for_marks(&collector, &mark, &expected, Duration::from_secs(60));
+    assert_eq!(stored, expected, "{}", diff_marks(&stored, &expected));
+
+    let logs = agent.logs();
+    let enrolments = logs.matches("enrolled: new certificate written").count();
+    assert!(
+        enrolments >= 3,
+        "one enrolment and at least two renewals:\n{logs}"
+    );
+    assert!(
+        logs.matches("TLS files changed: reconnecting").count() >= 2,
+        "the stream took up each renewed certificate:\n{logs}"
+    );
+    agent.process().assert_running();
+
+    // Every stored event of the node: its identity, each sequence number once.
+    let events = collector.search(&["--host", &identity("vm-e2e")]);
+    assert!(!events.is_empty());
+    let mut seqs: Vec<(u64, u64)> = events
+        .iter()
+        .map(|e| (e["epoch"].as_u64().unwrap(), e["seq"].as_u64().unwrap()))
+        .collect();
+    let all = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), all, "no sequence number is stored twice");
+
+    let issued = Command::new(binary("kestrel-collector"))
+        .args(["agents", "certificates", "--json", "--data"])
+        .arg(&collector.data)
+        .output()
+        .unwrap();
+    let issued = String::from_utf8_lossy(&issued.stdout).into_owned();
+    assert!(issued.contains("\"proof\":\"join_token\""), "{issued}");
+    assert!(
+        issued.matches("\"proof\":\"renewal\"").count() >= 2,
+        "{issued}"
+    );
+    assert!(
+        !read(&collector.log()).contains("enrolment refused"),
+        "{}",
+        read(&collector.log())
+    );
+}
