@@ -1,6 +1,9 @@
 //! Enrolment end to end with the real binaries: a VM agent with a one-time join token and no
 //! certificate enrols, streams, renews its 20-second certificate again and again without a
-//! restart, and every event reaches the store exactly once, stamped with the node's identity.
+//! restart, and every event reaches the store exactly once, stamped with the node's identity; a
+//! Kubernetes agent enrols with a projected service account token signed by a locally generated
+//! cluster key, and once its certificate's serial is revoked with `agents revoke` its stream is
+//! refused and nothing more is stored.
 
 use std::process::Command;
 use std::time::Duration;
@@ -132,4 +135,112 @@ fn vm_agent_enrols_with_a_join_token_and_renews_a_short_lived_certificate_losing
         "{}",
         read(&collector.log())
     );
+}
+
+#[test]
+fn kubernetes_agent_enrols_with_its_service_account_token_and_a_revoked_serial_stops_its_stream() {
+    if !require_root_for_ebpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, "unused");
+    let cluster = kestrel_testkit::cluster::ClusterKeys::new("cluster-key");
+    let jwks = dir.path().join("jwks.json");
+    cluster.write_jwks(&jwks);
+    let enrol_port = kestrel_testkit::stack::free_port();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[enrolment]\nlisten = \"127.0.0.1:{enrol_port}\"\nca_cert = {:?}\nca_key = {:?}\n\n\
+             [enrolment.kubernetes]\nissuer = {:?}\njwks = {jwks:?}\n",
+            pki.join("ca.pem"),
+            pki.join("ca-key.pem"),
+            kestrel_testkit::cluster::ISSUER,
+        ),
+    )
+    .unwrap();
+    let mut collector = Collector::new(
+        dir.path(),
+        &pki,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--reload-interval",
+            "200ms",
+        ],
+    );
+    collector.start();
+
+    // The projected token, as the kubelet writes it.
+    let token = dir.path().join("token");
+    let claims = kestrel_testkit::cluster::TokenClaims::agent_on("k8s-node-1");
+    std::fs::write(&token, cluster.token(&claims)).unwrap();
+    let enrol_url = format!("https://localhost:{enrol_port}");
+    let mut agent = Agent::new(
+        dir.path(),
+        &pki,
+        "k8s-node-1",
+        collector.port,
+        &[
+            "--enrol-url",
+            &enrol_url,
+            "--enrol-token",
+            token.to_str().unwrap(),
+            "--node",
+            "k8s-node-1",
+        ],
+    );
+    let live = dir.path().join("identity");
+    std::fs::create_dir(&live).unwrap();
+    agent.cert = live.join("agent.pem");
+    agent.key = live.join("agent-key.pem");
+    agent.start();
+    agent.expect_connected();
+    let mark = marker("k8s-enrol");
+    run_marked(&mark, 0..3, Duration::ZERO);
+    let stored = wait_for_marks(&collector, &mark, &[0, 1, 2], Duration::from_secs(30));
+    assert_eq!(stored, [0, 1, 2], "{}", diff_marks(&stored, &[0, 1, 2]));
+    let events = collector.search(&["--command-line", &format!("/bin/true {mark} 0")]);
+    assert_eq!(events[0]["host"], identity("k8s-node-1"));
+
+    let issued = Command::new(binary("kestrel-collector"))
+        .args(["agents", "certificates", "--json", "--data"])
+        .arg(&collector.data)
+        .output()
+        .unwrap();
+    let issued: serde_json::Value =
+        serde_json::from_slice(issued.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(issued["proof"], "kubernetes");
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+    let revoked = Command::new(binary("kestrel-collector"))
+        .args([
+            "agents", "revoke", "--serial", &serial, "--reason", "test", "--data",
+        ])
+        .arg(&collector.data)
+        .output()
+        .unwrap();
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    kestrel_testkit::stack::expect_in_file(
+        &collector.log(),
+        &format!(
+            "certificate serial {serial} of identity {} is revoked",
+            identity("k8s-node-1")
+        ),
+        Duration::from_secs(20),
+    );
+    // Events the agent sees now wait in its spool: none reaches the store.
+    run_marked(&mark, 3..5, Duration::ZERO);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        kestrel_testkit::stack::stored_marks(&collector, &mark),
+        [0, 1, 2],
+        "a revoked certificate stores nothing more"
+    );
+    agent.process().assert_running();
 }
