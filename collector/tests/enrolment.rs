@@ -261,6 +261,18 @@ async fn a_join_token_enrols_its_node_once_and_the_certificate_streams_events() 
         Code::Unauthenticated,
         "unknown",
     );
+    let mut registry = prometheus_client::registry::Registry::default();
+    kestrel_collector::metrics::figures::figures().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for outcome in ["issued", "bad_proof", "node_mismatch"] {
+        let line = format!("kestrel_collector_enrolments_total{{outcome=\"{outcome}\"}}");
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(count.is_some_and(|c| c >= 1.0), "{line} counted:\n{text}");
+    }
     h.shutdown().await;
 }
 

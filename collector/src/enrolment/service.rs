@@ -24,6 +24,17 @@ use crate::ingress::identity::identity_from_cert;
 use crate::ingress::revocations::Revocations;
 use crate::store::{IssuedCertificate, Store, TokenRefusal};
 
+/// Every outcome `kestrel_collector_enrolments_total` is labelled with.
+pub const OUTCOMES: [&str; 7] = [
+    "issued",
+    "too_many_attempts",
+    "bad_request",
+    "bad_proof",
+    "node_mismatch",
+    "revoked",
+    "unavailable",
+];
+
 /// Why an enrolment is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolRefusal {
@@ -76,6 +87,23 @@ pub enum EnrolRefusal {
 }
 
 impl EnrolRefusal {
+    /// The refusal's label on `kestrel_collector_enrolments_total` (one of [`OUTCOMES`]).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            EnrolRefusal::TooManyAttempts { .. } => "too_many_attempts",
+            EnrolRefusal::BadNode(_) | EnrolRefusal::Csr(_) | EnrolRefusal::NoProof => {
+                "bad_request"
+            }
+            EnrolRefusal::NodeMismatch { .. } => "node_mismatch",
+            EnrolRefusal::IdentityRevoked(_) | EnrolRefusal::SerialRevoked(_) => "revoked",
+            EnrolRefusal::Store(_) => "unavailable",
+            EnrolRefusal::JoinToken(_)
+            | EnrolRefusal::ServiceAccount(_)
+            | EnrolRefusal::KubernetesOff
+            | EnrolRefusal::NoCertificate => "bad_proof",
+        }
+    }
+
     /// The gRPC status the agent gets.
     pub fn status(&self) -> Status {
         let message = self.to_string();
@@ -284,10 +312,17 @@ impl Enrolment for EnrolmentService {
             .peer_certs()
             .and_then(|certs| certs.first().map(|c| c.to_vec()));
         let node = request.get_ref().node.clone();
-        match self
+        let outcome = self
             .enrol_checked(peer, peer_cert, request.into_inner())
-            .await
-        {
+            .await;
+        let label = outcome
+            .as_ref()
+            .map_or_else(EnrolRefusal::outcome, |_| "issued");
+        crate::metrics::figures::figures()
+            .enrolments
+            .get_or_create(&[("outcome", label)])
+            .inc();
+        match outcome {
             Ok(response) => Ok(Response::new(response)),
             Err(refusal) => {
                 warn!(
