@@ -28,8 +28,12 @@ use kestrel_proto::{HookStatus, KernelCapabilities};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 /// Kestrel agent: watches process activity on this host with eBPF.
+///
+/// A flag given twice takes its last value, so `KESTREL_AGENT_ARGS` in the package's
+/// `/etc/default/kestrel-agent` can move `--cert` and `--key` to a writable directory for
+/// enrolment.
 #[derive(Debug, Parser)]
-#[command(name = "kestrel-agent", version)]
+#[command(name = "kestrel-agent", version, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
