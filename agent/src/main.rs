@@ -250,6 +250,7 @@ fn enroller(cli: &Cli, tls: &TlsSource) -> anyhow::Result<Option<Enroller>> {
         key: tls.files.key.clone(),
         token: cli.enrol_token.clone(),
         node,
+        refused: Arc::default(),
     }))
 }
 
@@ -327,10 +328,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let delivery = match tls {
         Some((url, tls)) => {
-            if let Some(enroller) = enroller(&cli, &tls)? {
+            let enroller = enroller(&cli, &tls)?;
+            let refused = enroller.as_ref().map(|e| e.refused.clone());
+            if let Some(enroller) = enroller {
                 tokio::spawn(enroller.run());
             }
             let config = ShipperConfig {
+                refused,
                 hostname: nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_default(),

@@ -14,10 +14,13 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use kestrel_proto::enrol_request::Proof;
 use kestrel_proto::enrolment_client::EnrolmentClient;
 use kestrel_proto::{EnrolRequest, EnrolResponse, Renewal};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use tokio::sync::Notify;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -47,6 +50,9 @@ pub struct Enroller {
     pub token: Option<PathBuf>,
     /// The node to enrol as.
     pub node: String,
+    /// Notified when the collector refuses the current certificate (revoked): enrol again at
+    /// once, with the token when the renewal is refused too.
+    pub refused: Arc<Notify>,
 }
 
 /// The validity of a certificate file, Unix seconds.
@@ -203,8 +209,9 @@ impl Enroller {
     }
 
     /// Keeps the certificate fresh: enrols now when there is none usable, then renews at two
-    /// thirds of each certificate's lifetime, retrying failures with backoff. Runs until the
-    /// task is dropped.
+    /// thirds of each certificate's lifetime or at once when the collector refuses it (a
+    /// revoked serial: the token, where it still proves the node, gets a new key and
+    /// certificate), retrying failures with backoff. Runs until the task is dropped.
     pub async fn run(self) {
         let mut failures = 0u32;
         loop {
@@ -215,7 +222,12 @@ impl Enroller {
                     .unwrap_or(Duration::ZERO),
                 _ => Duration::ZERO,
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.refused.notified() => {
+                    tracing::warn!("the collector refused this agent's certificate: enrolling again");
+                }
+            }
             match self.enrol().await {
                 Ok(_) => failures = 0,
                 Err(e) => {

@@ -74,6 +74,9 @@ pub struct ShipperConfig {
     pub tls_check_interval: Duration,
     /// Longest pause between reconnection attempts (before jitter).
     pub reconnect_max: Duration,
+    /// Told when the collector refuses this agent's certificate (`PERMISSION_DENIED`: revoked),
+    /// so enrolment ([`super::enrol`]) can get a new one.
+    pub refused: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ShipperConfig {
@@ -90,6 +93,7 @@ impl ShipperConfig {
             heartbeat_interval: Duration::from_secs(10),
             tls_check_interval: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(10),
+            refused: None,
         }
     }
 }
@@ -201,6 +205,12 @@ impl Shipper {
                 Ok(SessionEnd::Finished) => break,
                 Ok(SessionEnd::Reload) => continue,
                 Err(err) => {
+                    let denied = err
+                        .downcast_ref::<tonic::Status>()
+                        .is_some_and(|s| s.code() == tonic::Code::PermissionDenied);
+                    if let (true, Some(refused)) = (denied, &self.config.refused) {
+                        refused.notify_one();
+                    }
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, self.config.reconnect_max);
                     tracing::warn!(
