@@ -44,6 +44,10 @@ struct Enrolled {
 
 impl Harness {
     async fn start(dir: &Path) -> Harness {
+        Harness::start_with(dir, None).await
+    }
+
+    async fn start_with(dir: &Path, deny_list: Option<PathBuf>) -> Harness {
         let ca = TestCa::new("kestrel issuing CA");
         let server = ca.server();
         write(dir, "collector.pem", &server.cert_pem);
@@ -80,6 +84,7 @@ impl Harness {
             metrics_listen: None,
             log_format: None,
             agents: AgentArgs {
+                deny_list,
                 trust_domain: Some("kestrel.local".into()),
                 reload_interval: Duration::from_millis(100),
                 ..AgentArgs::default()
@@ -463,6 +468,32 @@ async fn a_revoked_serial_and_a_revoked_identity_are_refused_and_their_live_stre
             .await,
         Code::PermissionDenied,
         "identity spiffe://kestrel.local/node/vm-g is revoked",
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_identity_on_the_deny_list_gets_no_certificate_and_keeps_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let deny = write(
+        dir.path(),
+        "deny-list",
+        "spiffe://kestrel.local/node/vm-d\n",
+    );
+    let h = Harness::start_with(dir.path(), Some(deny)).await;
+    let token = h.token("vm-d");
+    refused_with(
+        h.enrol("vm-d", Proof::JoinToken(token.clone()), None).await,
+        Code::PermissionDenied,
+        "identity spiffe://kestrel.local/node/vm-d is revoked",
+    );
+    std::fs::write(dir.path().join("deny-list"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let enrolled = h.enrol("vm-d", Proof::JoinToken(token), None).await;
+    assert!(
+        enrolled.is_ok(),
+        "the refused attempt did not consume the token: {:?}",
+        enrolled.err()
     );
     h.shutdown().await;
 }

@@ -33,6 +33,7 @@ use crate::enrolment::issuer::{CertificateIssuer, IssuerError};
 use crate::enrolment::kubernetes::{ServiceAccountVerifier, TokenError};
 use crate::enrolment::listener::EnrolmentListener;
 use crate::enrolment::service::EnrolmentService;
+use crate::ingress::denylist::DenyList;
 use crate::ingress::limits::IngressLimits;
 use crate::ingress::revocations::Revocations;
 use crate::ingress::tls::{self, ClientAuth, ReloadingConfig, TlsError};
@@ -117,12 +118,13 @@ fn check_trusted(
 
 impl Enrolment {
     /// Loads the issuing CA (and the cluster's keys), checks that `client_ca` trusts it, and
-    /// binds the enrolment listener with the server certificate `cert`/`key`.
+    /// binds the enrolment listener with the server certificate `cert`/`key`; identities
+    /// `revoked` in the store or on the deny-list get nothing.
     pub async fn start(
         settings: &EnrolmentSettings,
         (cert, key, client_ca): (&Path, &Path, &Path),
         store: Store,
-        revoked: Arc<Revocations>,
+        revoked: (Arc<Revocations>, Arc<DenyList>),
         limits: IngressLimits,
     ) -> Result<Enrolment, EnrolmentError> {
         let issuer = CertificateIssuer::load(

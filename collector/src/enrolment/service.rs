@@ -20,7 +20,8 @@ use crate::enrolment::attempts::Attempts;
 use crate::enrolment::issuer::{self, CertificateIssuer, CsrError};
 use crate::enrolment::join_token;
 use crate::enrolment::kubernetes::{ServiceAccountVerifier, TokenError};
-use crate::ingress::identity::identity_from_cert;
+use crate::ingress::denylist::DenyList;
+use crate::ingress::identity::{identity_from_cert, Identity};
 use crate::ingress::revocations::Revocations;
 use crate::store::{IssuedCertificate, Store, TokenRefusal};
 
@@ -130,6 +131,7 @@ pub struct EnrolmentService {
     kubernetes: Option<Arc<ServiceAccountVerifier>>,
     store: Store,
     revoked: Arc<Revocations>,
+    deny: Arc<DenyList>,
     attempts: Attempts,
 }
 
@@ -141,13 +143,13 @@ struct Proved {
 }
 
 impl EnrolmentService {
-    /// A service signing with `issuer`, recording in `store`, refusing what `revoked` lists and
-    /// more than `attempts_per_minute` attempts per source address.
+    /// A service signing with `issuer`, recording in `store`, refusing what `revoked` and the
+    /// deny-list `deny` list and more than `attempts_per_minute` attempts per source address.
     pub fn new(
         issuer: Arc<CertificateIssuer>,
         kubernetes: Option<Arc<ServiceAccountVerifier>>,
         store: Store,
-        revoked: Arc<Revocations>,
+        (revoked, deny): (Arc<Revocations>, Arc<DenyList>),
         attempts_per_minute: u32,
     ) -> EnrolmentService {
         EnrolmentService {
@@ -155,6 +157,7 @@ impl EnrolmentService {
             kubernetes,
             store,
             revoked,
+            deny,
             attempts: Attempts::new(attempts_per_minute),
         }
     }
@@ -179,7 +182,9 @@ impl EnrolmentService {
         }
         let csr = CertificateIssuer::parse_request(&request.csr_der)?;
         let identity = self.issuer.identity(&node);
-        if self.revoked.identity_revoked(&identity) {
+        if self.revoked.identity_revoked(&identity)
+            || self.deny.contains(&Identity::new(identity.clone()))
+        {
             return Err(EnrolRefusal::IdentityRevoked(identity));
         }
         let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();

@@ -133,9 +133,10 @@ impl Agents {
         }
     }
 
-    /// What is revoked in the store (shared with enrolment, which issues nothing to it).
-    pub fn revocations(&self) -> Arc<Revocations> {
-        self.revoked.clone()
+    /// What is revoked in the store and the deny-list (shared with enrolment, which issues
+    /// nothing to them).
+    pub fn revocations(&self) -> (Arc<Revocations>, Arc<DenyList>) {
+        (self.revoked.clone(), self.deny.clone())
     }
 
     /// `service` with this policy's stream registry, deny-list and silence monitor.
