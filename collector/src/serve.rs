@@ -184,7 +184,7 @@ impl Collector {
                     (&args.cert, &args.key, &args.client_ca),
                     store.clone(),
                     agents.revocations(),
-                    limits.clone(),
+                    (limits.clone(), args.agents.reload_interval),
                 )
                 .await?,
             ),

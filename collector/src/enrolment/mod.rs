@@ -82,6 +82,10 @@ pub struct Enrolment {
     listener: EnrolmentListener,
     service: EnrolmentService,
     local_addr: SocketAddr,
+    /// The listener's TLS files (server certificate and key, issuing CA), re-read when they
+    /// change, every `reload_interval`.
+    tls: Arc<ReloadingConfig>,
+    reload_interval: Duration,
 }
 
 /// Checks what enrolment would load (for `serve --check-config`): the issuing CA and key, the
@@ -125,7 +129,7 @@ impl Enrolment {
         (cert, key, client_ca): (&Path, &Path, &Path),
         store: Store,
         revoked: (Arc<Revocations>, Arc<DenyList>),
-        limits: IngressLimits,
+        (limits, reload_interval): (IngressLimits, Duration),
     ) -> Result<Enrolment, EnrolmentError> {
         let issuer = CertificateIssuer::load(
             &settings.ca_cert,
@@ -149,7 +153,7 @@ impl Enrolment {
             addr: settings.listen.clone(),
             source,
         };
-        let listener = EnrolmentListener::bind(&settings.listen, tls, limits)
+        let listener = EnrolmentListener::bind(&settings.listen, tls.clone(), limits)
             .await
             .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
@@ -171,6 +175,8 @@ impl Enrolment {
             listener,
             service,
             local_addr,
+            tls,
+            reload_interval,
         })
     }
 
@@ -179,8 +185,10 @@ impl Enrolment {
         self.local_addr
     }
 
-    /// Serves enrolment until `stop` is cancelled.
+    /// Serves enrolment until `stop` is cancelled, reloading the listener's TLS files when
+    /// they change (new connections use them).
     pub fn spawn(self, stop: &CancellationToken) {
+        tokio::spawn(self.tls.clone().watch(self.reload_interval, stop.clone()));
         let (conns, incoming) = tokio::sync::mpsc::channel(64);
         tokio::spawn(self.listener.run(conns, stop.clone()));
         let incoming = ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);

@@ -133,7 +133,9 @@ impl Store {
         now_unix_ns: u64,
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading, so a command-line tool writing the
+        // same store waits (busy timeout) instead of failing the upgrade from a read.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let lineage: Vec<String> = {
             let mut stmt = tx.prepare(
                 "WITH RECURSIVE lineage(serial) AS (SELECT ?1 \

@@ -65,7 +65,9 @@ impl Store {
         peer: &str,
     ) -> Result<Result<String, TokenRefusal>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading, so a command-line tool writing the
+        // same store waits (busy timeout) instead of failing the upgrade from a read.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
                 "SELECT node, expires_unix_ns, used_unix_ns, used_by FROM join_tokens \
