@@ -18,6 +18,7 @@ use kestrel_agent::{
     kernel::reader::RingReader,
     memory,
     metrics::{figures::figures, Metrics},
+    ship::enrol::Enroller,
     ship::jsonl::JsonlWriter,
     ship::shipper::{Delivery, DeliveryArgs, ShipperConfig, TlsSource},
     ship::tls::{collector_host, TlsFiles},
@@ -30,8 +31,12 @@ use kestrel_service::{
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 /// Kestrel agent: watches process activity on this host with eBPF.
+///
+/// A flag given twice takes its last value, so `KESTREL_AGENT_ARGS` in the package's
+/// `/etc/default/kestrel-agent` can move `--cert` and `--key` to a writable directory for
+/// enrolment.
 #[derive(Debug, Parser)]
-#[command(name = "kestrel-agent", version)]
+#[command(name = "kestrel-agent", version, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -47,6 +52,19 @@ struct Cli {
     /// This agent's private key (PEM).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// The collector's enrolment listener, e.g. https://collector.example:50052: the agent
+    /// makes its key, gets its certificate from the collector and renews it, writing both to
+    /// --key and --cert.
+    #[arg(long, value_name = "URL", requires = "collector")]
+    enrol_url: Option<String>,
+    /// File with the proof of this node for a first enrolment (re-read at each one): a join
+    /// token (`kestrel-collector agents token create`) or a projected Kubernetes service
+    /// account token (audience `kestrel`).
+    #[arg(long, value_name = "FILE", requires = "enrol_url")]
+    enrol_token: Option<PathBuf>,
+    /// The node name to enrol as (default: the host name); in Kubernetes the pod's node name.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Also write every event as a JSON line to this file.
     #[arg(long)]
     events_jsonl: Option<PathBuf>,
@@ -198,8 +216,45 @@ fn collector_tls(cli: &Cli) -> anyhow::Result<Option<(String, TlsSource)>> {
         files,
         domain: collector_host(url)?,
     };
-    tls.load()?;
+    match &cli.enrol_url {
+        // Enrolment writes the certificate and key: only the CA must be there now.
+        Some(enrol_url) => {
+            collector_host(enrol_url)?;
+            std::fs::metadata(ca).with_context(|| format!("CA certificate {}", ca.display()))?;
+            if let Some(token) = &cli.enrol_token {
+                std::fs::metadata(token)
+                    .with_context(|| format!("enrolment token {}", token.display()))?;
+            }
+        }
+        None => {
+            tls.load()?;
+        }
+    }
     Ok(Some((url.clone(), tls)))
+}
+
+/// The enrolment of `--enrol-url`, if given.
+fn enroller(cli: &Cli, tls: &TlsSource) -> anyhow::Result<Option<Enroller>> {
+    let Some(url) = &cli.enrol_url else {
+        return Ok(None);
+    };
+    let node = match &cli.node {
+        Some(node) => node.clone(),
+        None => nix::unistd::gethostname()
+            .context("host name (give --node)")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    Ok(Some(Enroller {
+        url: url.clone(),
+        domain: collector_host(url)?,
+        ca: tls.files.ca.clone(),
+        cert: tls.files.cert.clone(),
+        key: tls.files.key.clone(),
+        token: cli.enrol_token.clone(),
+        node,
+        refused: Arc::default(),
+    }))
 }
 
 /// The `--config` file, or the defaults without one.
@@ -277,7 +332,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let delivery = match tls {
         Some((url, tls)) => {
+            let enroller = enroller(&cli, &tls)?;
+            let refused = enroller.as_ref().map(|e| e.refused.clone());
+            if let Some(enroller) = enroller {
+                tokio::spawn(enroller.run());
+            }
             let config = ShipperConfig {
+                refused,
                 hostname: nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_default(),

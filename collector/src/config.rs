@@ -29,6 +29,12 @@
 //! hello_timeout = "10s"
 //! idle_heartbeats = 3         # silent for this many heartbeat intervals: stream closed
 //!
+//! [enrolment]                # the collector issues node certificates (see enrolment::config)
+//! listen = "0.0.0.0:50052"
+//! ca_cert = "/etc/kestrel/issuing-ca.pem"
+//! ca_key = "/etc/kestrel/issuing-ca-key.pem"
+//! certificate_lifetime = "24h"
+//!
 //! [[sinks]]
 //! kind = "webhook"            # jsonl | gitlab | pagerduty | slack | webhook | splunk_hec
 //! name = "sirt-webhook"       # default: the kind; unique
@@ -45,6 +51,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::alerting::losses::{LossAlertsConfig, LossSettings};
+use crate::enrolment::config::{EnrolmentConfig, EnrolmentSettings};
 use crate::ingress::limits::IngressLimits;
 use crate::sinks::{self, SinkConfig, SinkSettings};
 use kestrel_service::logging::LogFormat;
@@ -93,6 +100,8 @@ pub struct CollectorConfig {
     pub ingress: IngressConfig,
     /// Log lines as `text` (default) or `json` (`serve --log-format` overrides).
     pub log_format: LogFormat,
+    /// `[enrolment]`: the collector issues node certificates. Default: off.
+    pub enrolment: Option<EnrolmentConfig>,
 }
 
 /// `[ingress]`: the operator-tunable limits of [`IngressLimits`] (same names, same defaults).
@@ -249,6 +258,8 @@ pub struct Settings {
     pub ingress: IngressLimits,
     /// `log_format`.
     pub log_format: LogFormat,
+    /// `[enrolment]`, when the collector issues node certificates.
+    pub enrolment: Option<EnrolmentSettings>,
 }
 
 impl Default for Settings {
@@ -396,6 +407,10 @@ impl CollectorConfig {
                 ingress.max_events_in_flight_per_agent, ingress.max_batch_events
             ));
         }
+        let enrolment = self
+            .enrolment
+            .as_ref()
+            .and_then(|e| e.validate(&mut problems));
         let mut names = HashSet::new();
         let mut sinks = Vec::new();
         for (index, sink) in self.sinks.iter().enumerate() {
@@ -419,6 +434,7 @@ impl CollectorConfig {
                 sinks,
                 ingress,
                 log_format: self.log_format,
+                enrolment,
             })
         } else {
             Err(problems)

@@ -3,6 +3,7 @@
 //! drive each stage directly.
 //!
 //! One module per stage: [`ingress`] (TLS, identity, sessions, the `Ingest` service),
+//! [`enrolment`] (node certificates issued against a proof of the node),
 //! [`pipeline`] (dedup, detection, group commit), [`store`] (all SQL), [`alerting`] (admission
 //! policy and delivery), [`sinks`]; [`cli`] holds the commands. At the root sit what the stages
 //! share (the event and alert model, configuration, clock, file watch, error report, owner-only
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod endpoint;
+pub mod enrolment;
 pub mod event;
 pub mod health;
 pub mod ingress;

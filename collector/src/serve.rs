@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::alerting::AlertPipeline;
 use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Settings};
+use crate::enrolment::{Enrolment, EnrolmentError};
 use crate::health::Health;
 use crate::ingress::ingest::IngestService;
 use crate::ingress::limits::IngressLimits;
@@ -77,6 +78,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// Enrolment (`[enrolment]`) could not start.
+    #[error(transparent)]
+    Enrolment(#[from] EnrolmentError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -98,6 +102,8 @@ pub struct Collector {
     retention: (Store, Duration),
     /// What one agent may send and hold (`[ingress]`).
     limits: IngressLimits,
+    /// The enrolment listener and service, with `[enrolment]`.
+    enrolment: Option<Enrolment>,
 }
 
 impl Collector {
@@ -128,6 +134,11 @@ impl Collector {
             Ok(settings) => {
                 let errors = settings.sinks.iter().filter_map(|sink| sink.build().err());
                 problems.extend(errors.map(|e| e.to_string()));
+                if let Some(enrolment) = &settings.enrolment {
+                    if let Err(e) = crate::enrolment::check(enrolment, &args.client_ca) {
+                        problems.push(chain(&e));
+                    }
+                }
                 settings.sinks.len()
             }
             Err(e) => {
@@ -166,6 +177,19 @@ impl Collector {
             .map_err(bind_err)?
             .with_limits(limits.clone());
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        let enrolment = match &settings.enrolment {
+            Some(enrolment) => Some(
+                Enrolment::start(
+                    enrolment,
+                    (&args.cert, &args.key, &args.client_ca),
+                    store.clone(),
+                    agents.revocations(),
+                    (limits.clone(), args.agents.reload_interval),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let metrics = match args.metrics_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -201,7 +225,13 @@ impl Collector {
             metrics,
             retention,
             limits,
+            enrolment,
         })
+    }
+
+    /// The enrolment listener's address, with `[enrolment]`.
+    pub fn enrolment_addr(&self) -> Option<SocketAddr> {
+        self.enrolment.as_ref().map(Enrolment::local_addr)
     }
 
     /// The alert pipeline: raise system alerts (agent silent, …) with
@@ -240,6 +270,9 @@ impl Collector {
         tokio::spawn(crate::store::retention::run(store, window, stop.clone()));
         let alerts = self.alerts.clone();
         self.agents.spawn(&stop);
+        if let Some(enrolment) = self.enrolment {
+            enrolment.spawn(&stop);
+        }
         let limits = self.limits;
         let service = self.agents.apply(
             IngestService::new(self.pipeline, stop.clone(), streams.clone())

@@ -1,9 +1,9 @@
 //! What Kestrel's tests share (a dev-only crate): deciding whether a test that needs eBPF may
 //! run, locating the built binaries, running children that are killed when the test ends,
 //! waiting for a JSON line that matches (with a failure message that shows what did arrive), a
-//! throw-away PKI ([`pki`]), an HTTP receiver for sinks ([`receiver`]), a gRPC agent client
-//! ([`grpc`]), a stand-in Kubernetes API server ([`kube_api`]), the kernel tests' loader and
-//! record stream ([`kernel`]), the release stack of
+//! throw-away PKI ([`pki`]), a stand-in cluster's token signer ([`cluster`]), an HTTP receiver
+//! for sinks ([`receiver`]), a gRPC agent client ([`grpc`]), a stand-in Kubernetes API server
+//! ([`kube_api`]), the kernel tests' loader and record stream ([`kernel`]), the release stack of
 //! collector and agent ([`stack`]) and benchmark support ([`bench`], [`procstat`], [`pty`]).
 
 use std::{
@@ -16,6 +16,7 @@ use std::{
 use serde_json::Value;
 
 pub mod bench;
+pub mod cluster;
 pub mod grpc;
 pub mod kernel;
 pub mod kube_api;

@@ -10,6 +10,8 @@ pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate, PEM.
     pub cert_pem: String,
+    /// The CA's private key, PEM (for a collector that issues with this CA).
+    pub key_pem: String,
 }
 
 /// A certificate and its private key.
@@ -52,6 +54,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
     }

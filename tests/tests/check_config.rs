@@ -170,3 +170,121 @@ fn run_owned(binary_name: &str, args: &[String]) -> Output {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(binary_name, &args)
 }
+
+#[test]
+fn enrolment_settings_are_checked_by_both_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    certs(&pki, "node-1");
+    let rules = kestrel_testkit::workspace_root().join("collector/rules");
+    let collector = |config: &Path| {
+        run(
+            "kestrel-collector",
+            &[
+                "serve",
+                "--check-config",
+                "--listen",
+                "127.0.0.1:1",
+                "--cert",
+                path(&pki.join("collector.pem")),
+                "--key",
+                path(&pki.join("collector-key.pem")),
+                "--client-ca",
+                path(&pki.join("ca.pem")),
+                "--rules",
+                path(&rules),
+                "--data",
+                path(&dir.path().join("data")),
+                "--config",
+                path(config),
+            ],
+        )
+    };
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[enrolment]\nlisten = \"127.0.0.1:2\"\nca_cert = {:?}\nca_key = {:?}\n",
+            pki.join("ca.pem"),
+            pki.join("ca-key.pem")
+        ),
+    )
+    .unwrap();
+    let output = collector(&good);
+    assert!(output.status.success(), "{:?}", text(&output));
+
+    // An issuing CA the ingest listener does not trust, and a lifetime out of bounds.
+    let other = dir.path().join("other");
+    certs(&other, "x");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[enrolment]\nlisten = \"127.0.0.1:2\"\nca_cert = {:?}\nca_key = {:?}\n\
+             certificate_lifetime = \"1y\"\n",
+            other.join("ca.pem"),
+            other.join("ca-key.pem")
+        ),
+    )
+    .unwrap();
+    let (_, stderr) = text(&collector(&bad));
+    assert!(
+        stderr.contains("enrolment.certificate_lifetime"),
+        "{stderr}"
+    );
+    let bad_ca = dir.path().join("bad-ca.toml");
+    std::fs::write(
+        &bad_ca,
+        format!(
+            "[enrolment]\nlisten = \"127.0.0.1:2\"\nca_cert = {:?}\nca_key = {:?}\n",
+            other.join("ca.pem"),
+            other.join("ca-key.pem")
+        ),
+    )
+    .unwrap();
+    let output = collector(&bad_ca);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is not among the client CAs"), "{stderr}");
+
+    // The agent: with enrolment the certificate and key need not exist yet, and a later
+    // --cert/--key overrides the unit's.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "kestrel-join-x").unwrap();
+    let ca = pki.join("ca.pem");
+    let agent = |extra: &[&str]| {
+        let mut args = vec![
+            "--check-config",
+            "--collector",
+            "https://localhost:1",
+            "--ca",
+            path(&ca),
+            "--cert",
+            "/nonexistent/agent.pem",
+            "--key",
+            "/nonexistent/agent-key.pem",
+        ];
+        args.extend_from_slice(extra);
+        run("kestrel-agent", &args)
+    };
+    let enrolling = agent(&[
+        "--cert",
+        path(&dir.path().join("agent.pem")),
+        "--key",
+        path(&dir.path().join("agent-key.pem")),
+        "--enrol-url",
+        "https://localhost:2",
+        "--enrol-token",
+        path(&token),
+    ]);
+    assert!(enrolling.status.success(), "{:?}", text(&enrolling));
+    let (_, stderr) = text(&agent(&[]));
+    assert!(stderr.contains("/nonexistent/agent.pem"), "{stderr}");
+    let (_, stderr) = text(&agent(&[
+        "--enrol-url",
+        "http://localhost:2",
+        "--enrol-token",
+        path(&token),
+    ]));
+    assert!(stderr.contains("scheme 'http' refused"), "{stderr}");
+}

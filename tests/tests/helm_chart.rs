@@ -606,6 +606,78 @@ fn node_secrets_mode_gives_each_node_only_its_own_certificate() {
 }
 
 #[test]
+fn enrol_mode_mounts_a_projected_token_for_kestrel_and_the_collector_issues() {
+    if tools().is_none() {
+        return;
+    }
+    let chart = Rendered::new(
+        "agent:\n  tls:\n    mode: enrol\n    enrol:\n      collectorCAConfigMap: collector-ca\n\
+         collector:\n  enrolment:\n    enabled: true\n  tls:\n    mode: existingSecret\n",
+    );
+    let daemonset = chart.one("DaemonSet");
+    let agent = container(daemonset, "agent");
+    assert_eq!(
+        arg_value(agent, "--enrol-token").as_deref(),
+        Some("/var/run/secrets/kestrel/token")
+    );
+    assert_eq!(arg_value(agent, "--node").as_deref(), Some("$(NODE_NAME)"));
+    assert_eq!(
+        arg_value(agent, "--enrol-url").as_deref(),
+        Some("https://kestrel-collector.kestrel.svc:50052")
+    );
+    assert_eq!(
+        arg_value(agent, "--ca").as_deref(),
+        Some("/etc/kestrel/collector-ca/ca.pem")
+    );
+    let volumes = pod(daemonset)["volumes"].as_array().unwrap();
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "enrol-token")
+        .expect("a projected token volume");
+    let source = &token["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(source["audience"], "kestrel");
+    assert_eq!(source["path"], "token");
+    assert!(
+        secrets(daemonset).is_empty(),
+        "no certificate Secret is mounted on any node"
+    );
+    assert!(chart.all("ClusterSPIFFEID").is_empty());
+
+    let service = chart.named("Service", "kestrel-collector");
+    assert!(service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "enrol" && p["port"] == 50052));
+    let toml = chart.named("ConfigMap", "kestrel-collector")["data"]["collector.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let enrolment = kestrel_collector::config::parse(&toml)
+        .unwrap_or_else(|e| panic!("the collector refuses the rendered config: {e}\n{toml}"))
+        .enrolment
+        .expect("[enrolment] rendered");
+    assert_eq!(enrolment.listen, "0.0.0.0:50052");
+    assert_eq!(enrolment.lifetime, Duration::from_secs(24 * 3600));
+    let kubernetes = enrolment
+        .kubernetes
+        .expect("[enrolment.kubernetes] rendered");
+    assert_eq!(kubernetes.audience, "kestrel");
+    assert_eq!(kubernetes.namespace, "kestrel");
+    assert_eq!(kubernetes.service_account, "kestrel-agent");
+
+    let off =
+        template("agent:\n  tls:\n    mode: enrol\n    enrol:\n      collectorCAConfigMap: ca\n")
+            .expect_err("enrol mode without the collector's enrolment");
+    assert!(off.contains("needs collector.enrolment.enabled"), "{off}");
+    let no_ca = template("agent:\n  tls:\n    mode: enrol\n").expect_err("no collector CA");
+    assert!(
+        no_ca.contains("needs agent.tls.enrol.collectorCAConfigMap"),
+        "{no_ca}"
+    );
+}
+
+#[test]
 fn service_monitor_and_cert_manager_render_their_resources() {
     if tools().is_none() {
         return;

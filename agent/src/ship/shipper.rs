@@ -5,7 +5,10 @@
 //! acknowledged (at-least-once; the collector drops duplicates by identity, epoch and sequence).
 //!
 //! TLS files are read at each connection and watched: when the certificate, key or CA change on
-//! disk (and load), the stream is closed and reopened with them, without restarting the agent.
+//! disk (and load) — an operator's rotation or the agent's own renewal ([`super::enrol`]) — the
+//! stream stops sending new batches, waits (up to [`RELOAD_DRAIN`]) for the acknowledgements of
+//! those in flight, then is closed and reopened with the new files, without restarting the
+//! agent; whatever was still unacknowledged is resent on the new stream.
 
 use std::{
     collections::VecDeque,
@@ -44,6 +47,10 @@ use crate::{
 /// stays bounded in a burst; beyond it events are shed (`queue_full`) and counted.
 const SPOOL_QUEUE: usize = 8192;
 
+/// Longest a stream waits for its in-flight acknowledgements before it reconnects with changed
+/// TLS files.
+pub const RELOAD_DRAIN: Duration = Duration::from_secs(5);
+
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
@@ -67,6 +74,9 @@ pub struct ShipperConfig {
     pub tls_check_interval: Duration,
     /// Longest pause between reconnection attempts (before jitter).
     pub reconnect_max: Duration,
+    /// Told when the collector refuses this agent's certificate (`PERMISSION_DENIED`: revoked),
+    /// so enrolment ([`super::enrol`]) can get a new one.
+    pub refused: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ShipperConfig {
@@ -83,6 +93,7 @@ impl ShipperConfig {
             heartbeat_interval: Duration::from_secs(10),
             tls_check_interval: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(10),
+            refused: None,
         }
     }
 }
@@ -194,6 +205,12 @@ impl Shipper {
                 Ok(SessionEnd::Finished) => break,
                 Ok(SessionEnd::Reload) => continue,
                 Err(err) => {
+                    let denied = err
+                        .downcast_ref::<tonic::Status>()
+                        .is_some_and(|s| s.code() == tonic::Code::PermissionDenied);
+                    if let (true, Some(refused)) = (denied, &self.config.refused) {
+                        refused.notify_one();
+                    }
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, self.config.reconnect_max);
                     tracing::warn!(
@@ -291,6 +308,8 @@ impl Shipper {
         tls_check.reset();
         // Unsent records wait up to `linger` for a full batch: fewer, larger messages.
         let mut pending_since: Option<tokio::time::Instant> = None;
+        // Set once the TLS files changed: no new batches, reconnect when the acks are in.
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
             let published = *self.published.borrow();
             let pending = (published.written_seq + 1).saturating_sub(self.reader_next_seq());
@@ -301,12 +320,21 @@ impl Shipper {
                 || now >= since + self.config.linger;
             if pending == 0 {
                 pending_since = None;
-            } else if due {
+            } else if due && draining.is_none() {
                 self.pump(&outbound, &mut in_flight).await?;
                 pending_since = None;
             }
             if published.closed && in_flight.is_empty() && self.caught_up() {
                 return Ok(SessionEnd::Finished);
+            }
+            if let Some(deadline) = draining {
+                if in_flight.is_empty() || now >= deadline {
+                    tracing::info!(
+                        unacked_batches = in_flight.len(),
+                        "TLS files changed: reconnecting with the new certificate"
+                    );
+                    return Ok(SessionEnd::Reload);
+                }
             }
             let linger = pending_since
                 .filter(|_| !due)
@@ -323,10 +351,14 @@ impl Shipper {
                     }
                 }
                 _ = heartbeat.tick() => outbound.send((&self.heartbeat()).into()).await?,
-                _ = tls_check.tick() => {
+                _ = tokio::time::sleep_until(draining.unwrap_or(now)), if draining.is_some() => {}
+                _ = tls_check.tick(), if draining.is_none() => {
                     if self.tls_changed() {
-                        tracing::info!("TLS files changed: reconnecting with the new certificate");
-                        return Ok(SessionEnd::Reload);
+                        tracing::info!(
+                            in_flight = in_flight.len(),
+                            "TLS files changed: finishing the acknowledgements in flight first"
+                        );
+                        draining = Some(tokio::time::Instant::now() + RELOAD_DRAIN);
                     }
                 }
             }

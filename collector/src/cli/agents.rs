@@ -1,7 +1,8 @@
 //! `kestrel-collector agents list`: the fleet as the collector's store knows it — each agent's
 //! identity, host, version, when it was last heard from, whether it is silent, and its last
 //! heartbeat (spool backlog, events shed, kernel drops) — so an operator sees at a glance which
-//! sensors are down or losing data.
+//! sensors are down or losing data. The identity commands (join tokens, revocation, issued
+//! certificates) are in [`crate::cli::identities`].
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,6 +12,10 @@ use serde_json::{json, Value};
 
 use crate::alert::rfc3339;
 use crate::cli::events::{open, EventsCliError};
+use crate::cli::identities::{
+    self, certificates, token_create, CertificatesArgs, IdentitiesCliError, RevokeArgs,
+    TokenCreateArgs,
+};
 use crate::cli::terminal_safe;
 use crate::store::AgentRow;
 use crate::text::escape;
@@ -28,6 +33,28 @@ pub struct AgentsArgs {
 pub enum AgentsCommand {
     /// Every agent that ever connected, silent ones first, then by identity.
     List(ListArgs),
+    /// One-time join tokens for enrolment.
+    Token(TokenArgs),
+    /// Revoke an identity or a certificate serial: refused at the handshake, at the stream's
+    /// start and at enrolment; a live stream is closed.
+    Revoke(RevokeArgs),
+    /// The certificates enrolment issued, newest first.
+    Certificates(CertificatesArgs),
+}
+
+/// `agents token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// `agents token` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Make a one-time join token for one node and print it (only its hash is stored).
+    Create(TokenCreateArgs),
 }
 
 /// Options of `agents list`.
@@ -42,9 +69,14 @@ pub struct ListArgs {
 }
 
 /// Runs an `agents` command, printing to stdout.
-pub fn run(args: AgentsArgs) -> Result<(), EventsCliError> {
+pub fn run(args: AgentsArgs) -> Result<(), IdentitiesCliError> {
     let (out, json) = match &args.command {
         AgentsCommand::List(list) => (self::list(list)?, list.json),
+        AgentsCommand::Token(TokenArgs {
+            command: TokenCommand::Create(create),
+        }) => (format!("{}\n", token_create(create)?), false),
+        AgentsCommand::Revoke(revoke) => (identities::revoke(revoke)?, false),
+        AgentsCommand::Certificates(certs) => (certificates(certs)?, certs.json),
     };
     print!("{}", terminal_safe(&out, json));
     Ok(())

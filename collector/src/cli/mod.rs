@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod events;
+pub mod identities;
 pub mod rules;
 
 use std::borrow::Cow;
@@ -44,7 +45,8 @@ pub enum Command {
     Rules(crate::cli::rules::RulesArgs),
     /// Search the stored events of a data directory.
     Events(crate::cli::events::EventsArgs),
-    /// List the agents a data directory knows, silent ones first.
+    /// List the agents a data directory knows, issue join tokens, revoke identities and
+    /// certificates.
     Agents(crate::cli::agents::AgentsArgs),
 }
 

@@ -63,6 +63,20 @@ pub enum IdentityError {
         /// The trust domain the collector accepts.
         trust_domain: String,
     },
+    /// The identity is revoked in the store (`kestrel-collector agents revoke --identity`).
+    #[error("identity {identity} is revoked")]
+    IdentityRevoked {
+        /// The identity.
+        identity: String,
+    },
+    /// The certificate's serial is revoked (`kestrel-collector agents revoke --serial`).
+    #[error("certificate serial {serial} of identity {identity} is revoked")]
+    SerialRevoked {
+        /// The certificate's serial (lower-case hex).
+        serial: String,
+        /// The identity it names.
+        identity: String,
+    },
     /// The identity is on the collector's deny-list (revoked).
     #[error("identity {identity} is revoked (on the deny-list {})", list.display())]
     Revoked {
@@ -82,7 +96,10 @@ impl IdentityError {
             IdentityError::Parse(_) => "certificate_unparsable",
             IdentityError::NoUsableSan { .. } => "no_usable_identity",
             IdentityError::ForeignTrustDomain { .. } => "foreign_trust_domain",
-            IdentityError::Revoked { .. } => "identity_revoked",
+            IdentityError::Revoked { .. } | IdentityError::IdentityRevoked { .. } => {
+                "identity_revoked"
+            }
+            IdentityError::SerialRevoked { .. } => "certificate_revoked",
         }
     }
 }
@@ -101,6 +118,8 @@ fn seen_suffix(seen: &[String]) -> String {
 pub struct PeerInfo {
     /// Identity from the client certificate.
     pub identity: Identity,
+    /// The client certificate's serial number (lower-case hex without leading zeros).
+    pub serial: String,
     /// The peer's socket address.
     pub remote_addr: SocketAddr,
     /// The connection's streams (for its idle timeout) and whether it is over a limit.

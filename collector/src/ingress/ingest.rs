@@ -36,6 +36,7 @@ use crate::ingress::denylist::DenyList;
 use crate::ingress::heartbeat::AgentMonitor;
 use crate::ingress::identity::PeerInfo;
 use crate::ingress::limits::{self, IngressLimits, OverLimit};
+use crate::ingress::revocations::Revocations;
 use crate::ingress::sessions::{SessionGuard, Sessions};
 use crate::metrics::{figures::figures, GAP_REASONS};
 use crate::pipeline::{BatchOutcome, PendingBatch, Pipeline, PipelineError};
@@ -58,6 +59,7 @@ pub struct IngestService {
     sessions: Arc<Sessions>,
     monitor: Option<Arc<AgentMonitor>>,
     deny: Arc<DenyList>,
+    revoked: Arc<Revocations>,
     limits: IngressLimits,
 }
 
@@ -76,6 +78,7 @@ impl IngestService {
             sessions: Arc::new(Sessions::default()),
             monitor: None,
             deny: Arc::new(DenyList::empty()),
+            revoked: Arc::new(Revocations::empty()),
             limits: IngressLimits::default(),
         }
     }
@@ -103,6 +106,12 @@ impl IngestService {
         self.deny = deny;
         self
     }
+
+    /// Refuses streams from identities and certificate serials `revoked` lists.
+    pub fn with_revocations(mut self, revoked: Arc<Revocations>) -> IngestService {
+        self.revoked = revoked;
+        self
+    }
 }
 
 #[tonic::async_trait]
@@ -119,9 +128,18 @@ impl Ingest for IngestService {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no authenticated client certificate"))?;
         let stream_guard = peer.activity.stream();
-        if self.deny.contains(&peer.identity) {
+        if self.deny.contains(&peer.identity)
+            || self.revoked.identity_revoked(peer.identity.as_str())
+        {
             warn!(identity = %peer.identity, peer = %peer.remote_addr, "agent stream refused: identity revoked");
             return Err(Status::permission_denied("identity revoked"));
+        }
+        if self.revoked.serial_revoked(&peer.serial) {
+            warn!(identity = %peer.identity, peer = %peer.remote_addr, serial = %peer.serial, "agent stream refused: certificate revoked");
+            return Err(Status::permission_denied(format!(
+                "certificate serial {} revoked",
+                peer.serial
+            )));
         }
         if let Some(over) = &peer.activity.refusal {
             warn!(identity = %peer.identity, peer = %peer.remote_addr, reason = %over, "agent stream refused");
@@ -171,7 +189,7 @@ impl Ingest for IngestService {
             span.in_scope(|| error!(error = %e, "cannot record the agent"));
             return Err(Status::unavailable("collector store unavailable"));
         }
-        let (guard, superseded) = self.sessions.open(&peer.identity);
+        let (guard, superseded) = self.sessions.open(&peer.identity, &peer.serial);
         if superseded {
             span.in_scope(|| {
                 warn!(

@@ -34,6 +34,7 @@ use crate::ingress::connections::{ConnActivity, ConnectionSlot, Connections, Han
 use crate::ingress::denylist::DenyList;
 use crate::ingress::identity::{check_trust_domain, identity_from_cert, IdentityError, PeerInfo};
 use crate::ingress::limits::{self, IngressLimits};
+use crate::ingress::revocations::Revocations;
 use crate::ingress::tls::{refusal_label, refusal_reason, ReloadingConfig};
 use crate::metrics::figures::figures;
 
@@ -147,6 +148,8 @@ pub struct Admission {
     pub trust_domain: Option<String>,
     /// Revoked identities.
     pub deny: Arc<DenyList>,
+    /// Identities and certificate serials revoked in the store.
+    pub revoked: Arc<Revocations>,
 }
 
 impl Admission {
@@ -161,6 +164,18 @@ impl Admission {
             return Err(IdentityError::Revoked {
                 identity: identity.to_string(),
                 list: self.deny.path().map(ToOwned::to_owned).unwrap_or_default(),
+            });
+        }
+        if self.revoked.identity_revoked(identity.as_str()) {
+            return Err(IdentityError::IdentityRevoked {
+                identity: identity.to_string(),
+            });
+        }
+        let serial = crate::enrolment::issuer::serial_of(leaf).unwrap_or_default();
+        if self.revoked.serial_revoked(&serial) {
+            return Err(IdentityError::SerialRevoked {
+                serial,
+                identity: identity.to_string(),
             });
         }
         Ok(identity)
@@ -294,6 +309,9 @@ async fn handshake(
         Ok(leaf) => admission.identity(leaf),
         Err(e) => Err(e),
     };
+    let serial = leaf
+        .and_then(|leaf| crate::enrolment::issuer::serial_of(leaf.as_ref()))
+        .unwrap_or_default();
     match identity {
         Ok(identity) => {
             let (slot, refusal) = match connections.connection(&identity) {
@@ -316,6 +334,7 @@ async fn handshake(
                 _slot: slot,
                 peer: PeerInfo {
                     identity,
+                    serial,
                     remote_addr,
                     activity,
                 },

@@ -4,7 +4,8 @@
 //!
 //! This module wires what the collector enforces about agents beyond the TLS handshake
 //! together for `serve`: reloadable server certificate and client CA, the trust domain, the
-//! reloadable deny-list, one live stream per identity, and silence detection from heartbeats.
+//! reloadable deny-list, the revocations in the store (identities and certificate serials), one
+//! live stream per identity, and silence detection from heartbeats.
 
 pub mod connections;
 pub mod denylist;
@@ -13,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod limits;
 pub mod listener;
+pub mod revocations;
 pub mod sessions;
 pub mod tls;
 
@@ -27,8 +29,10 @@ use tonic::Status;
 use crate::alerting::AlertPipeline;
 use crate::ingress::denylist::{DenyList, DenyListError};
 use crate::ingress::heartbeat::AgentMonitor;
+use crate::ingress::identity::Identity;
 use crate::ingress::ingest::IngestService;
 use crate::ingress::listener::Admission;
+use crate::ingress::revocations::Revocations;
 use crate::ingress::sessions::Sessions;
 use crate::ingress::tls::{ReloadingConfig, TlsError};
 use crate::store::{Store, StoreError};
@@ -81,6 +85,7 @@ pub struct Agents {
     args: AgentArgs,
     tls: Arc<ReloadingConfig>,
     deny: Arc<DenyList>,
+    revoked: Arc<Revocations>,
     sessions: Arc<Sessions>,
     monitor: Arc<AgentMonitor>,
 }
@@ -108,6 +113,7 @@ impl Agents {
             args: args.clone(),
             tls,
             deny,
+            revoked: Arc::new(Revocations::load(store)?),
             sessions: Arc::new(Sessions::default()),
             monitor,
         })
@@ -123,7 +129,14 @@ impl Agents {
         Admission {
             trust_domain: self.args.trust_domain.clone(),
             deny: self.deny.clone(),
+            revoked: self.revoked.clone(),
         }
+    }
+
+    /// What is revoked in the store and the deny-list (shared with enrolment, which issues
+    /// nothing to them).
+    pub fn revocations(&self) -> (Arc<Revocations>, Arc<DenyList>) {
+        (self.revoked.clone(), self.deny.clone())
     }
 
     /// `service` with this policy's stream registry, deny-list and silence monitor.
@@ -131,6 +144,7 @@ impl Agents {
         service
             .with_sessions(self.sessions.clone())
             .with_deny_list(self.deny.clone())
+            .with_revocations(self.revoked.clone())
             .with_monitor(self.monitor.clone())
     }
 
@@ -144,6 +158,25 @@ impl Agents {
                 .clone()
                 .watch(interval, stop.clone(), move |identity| {
                     sessions.end(identity, Status::permission_denied("identity revoked"));
+                }),
+        );
+        let sessions = self.sessions.clone();
+        tokio::spawn(
+            self.revoked
+                .clone()
+                .watch(interval, stop.clone(), move |revoked| {
+                    for identity in &revoked.identities {
+                        sessions.end(
+                            &Identity::new(identity.clone()),
+                            Status::permission_denied("identity revoked"),
+                        );
+                    }
+                    for serial in &revoked.serials {
+                        let status = Status::permission_denied(format!(
+                            "certificate serial {serial} revoked"
+                        ));
+                        sessions.end_serial(serial, &status);
+                    }
                 }),
         );
         tokio::spawn(self.monitor.clone().run(stop.clone()));

@@ -7,7 +7,8 @@
 //! because the new stream resends everything not acknowledged and the store drops duplicates.
 //! Two live agents sharing one certificate keep superseding each other, which the log shows.
 //!
-//! The registry also ends a stream on revocation (deny-list), with `PERMISSION_DENIED`.
+//! The registry also ends a stream on revocation (deny-list, or an identity or certificate
+//! serial revoked in the store), with `PERMISSION_DENIED`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,15 @@ use crate::ingress::identity::Identity;
 #[derive(Debug, Default)]
 pub struct Sessions {
     next_id: AtomicU64,
-    live: Mutex<HashMap<Identity, (u64, oneshot::Sender<Status>)>>,
+    live: Mutex<HashMap<Identity, Live>>,
+}
+
+/// A live stream: its registration number, its certificate's serial, and how to end it.
+#[derive(Debug)]
+struct Live {
+    id: u64,
+    serial: String,
+    end: oneshot::Sender<Status>,
 }
 
 /// A registered stream; dropping it unregisters the stream (if it is still the live one).
@@ -36,17 +45,23 @@ pub struct SessionGuard {
 }
 
 impl Sessions {
-    /// Registers a new stream for `identity`, ending the previous one. Returns the guard and
-    /// whether an older stream was superseded.
-    pub fn open(self: &Arc<Self>, identity: &Identity) -> (SessionGuard, bool) {
+    /// Registers a new stream for `identity` (its certificate's serial `serial`), ending the
+    /// previous one. Returns the guard and whether an older stream was superseded.
+    pub fn open(self: &Arc<Self>, identity: &Identity, serial: &str) -> (SessionGuard, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let previous = self.lock().insert(identity.clone(), (id, tx));
-        let superseded = previous.is_some_and(|(_, old)| {
-            old.send(Status::aborted(
-                "superseded: a newer stream from the same identity took over",
-            ))
-            .is_ok()
+        let live = Live {
+            id,
+            serial: serial.to_owned(),
+            end: tx,
+        };
+        let previous = self.lock().insert(identity.clone(), live);
+        let superseded = previous.is_some_and(|old| {
+            old.end
+                .send(Status::aborted(
+                    "superseded: a newer stream from the same identity took over",
+                ))
+                .is_ok()
         });
         let guard = SessionGuard {
             sessions: self.clone(),
@@ -62,7 +77,23 @@ impl Sessions {
     pub fn end(&self, identity: &Identity, status: Status) -> bool {
         self.lock()
             .remove(identity)
-            .is_some_and(|(_, tx)| tx.send(status).is_ok())
+            .is_some_and(|live| live.end.send(status).is_ok())
+    }
+
+    /// Ends every live stream whose certificate has serial `serial` with `status`; how many.
+    pub fn end_serial(&self, serial: &str, status: &Status) -> usize {
+        let mut live = self.lock();
+        let identities: Vec<Identity> = live
+            .iter()
+            .filter(|(_, l)| l.serial == serial)
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        identities
+            .iter()
+            .filter_map(|identity| live.remove(identity))
+            .map(|l| l.end.send(status.clone()))
+            .filter(Result::is_ok)
+            .count()
     }
 
     /// Number of live streams.
@@ -83,7 +114,7 @@ impl Sessions {
             .set(live as i64);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, (u64, oneshot::Sender<Status>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -93,7 +124,7 @@ impl Drop for SessionGuard {
         let mut live = self.sessions.lock();
         if live
             .get(&self.identity)
-            .is_some_and(|(id, _)| *id == self.id)
+            .is_some_and(|live| live.id == self.id)
         {
             live.remove(&self.identity);
         }
@@ -110,9 +141,9 @@ mod tests {
     fn a_second_stream_supersedes_the_first() {
         let sessions = Arc::new(Sessions::default());
         let id = Identity::new("spiffe://kestrel.local/node/a");
-        let (mut first, superseded) = sessions.open(&id);
+        let (mut first, superseded) = sessions.open(&id, "01");
         assert!(!superseded);
-        let (second, superseded) = sessions.open(&id);
+        let (second, superseded) = sessions.open(&id, "01");
         assert!(superseded);
         let status = first.ended.try_recv().unwrap();
         assert_eq!(status.code(), tonic::Code::Aborted);
@@ -128,12 +159,27 @@ mod tests {
     fn ending_an_identity_reaches_its_stream() {
         let sessions = Arc::new(Sessions::default());
         let id = Identity::new("a");
-        let (mut guard, _) = sessions.open(&id);
+        let (mut guard, _) = sessions.open(&id, "01");
         assert!(sessions.end(&id, Status::permission_denied("revoked")));
         assert_eq!(
             guard.ended.try_recv().unwrap().code(),
             tonic::Code::PermissionDenied
         );
         assert!(!sessions.end(&Identity::new("b"), Status::permission_denied("revoked")));
+    }
+
+    #[test]
+    fn ending_a_serial_reaches_only_the_streams_of_that_certificate() {
+        let sessions = Arc::new(Sessions::default());
+        let (mut a, _) = sessions.open(&Identity::new("a"), "aa");
+        let (mut b, _) = sessions.open(&Identity::new("b"), "bb");
+        let revoked = Status::permission_denied("certificate revoked");
+        assert_eq!(sessions.end_serial("aa", &revoked), 1);
+        assert_eq!(
+            a.ended.try_recv().unwrap().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert!(b.ended.try_recv().is_err());
+        assert_eq!(sessions.end_serial("aa", &revoked), 0);
     }
 }

@@ -1,7 +1,8 @@
-//! Server TLS configuration: mutual TLS only, rustls with the ring provider.
+//! Server TLS configuration: rustls with the ring provider, ALPN `h2` (gRPC) only.
 //!
-//! Every client must present a certificate that chains to the client CA; there is no plaintext
-//! and no optional-auth mode. ALPN offers only `h2` (gRPC).
+//! On the ingest listener every client must present a certificate that chains to the client CA;
+//! there is no plaintext mode. Only the enrolment listener ([`ClientAuth::Optional`]) admits a
+//! client without a certificate, and serves nothing but enrolment there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,12 +89,32 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Mutual TLS: a client without a certificate from the client CA is refused (ingest).
+    Required,
+    /// A client may come without a certificate; one it presents must chain to the client CA
+    /// (the enrolment listener: first enrolments bring a token, renewals their certificate).
+    Optional,
+}
+
 /// Builds the mTLS server configuration from the server certificate chain, its key and the CA
 /// that client certificates must chain to.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(cert, key, client_ca, ClientAuth::Required)
+}
+
+/// [`server_config`] with the client certificate `required` or optional.
+pub fn server_config_with(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    client_auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = load_certs(cert)?;
     let private_key = load_key(key)?;
@@ -110,9 +131,12 @@ pub fn server_config(
     }
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ca_err(e.to_string()))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match client_auth {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    let verifier = builder.build().map_err(|e| ca_err(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Provider(e.to_string()))?
@@ -149,18 +173,30 @@ pub struct ReloadingConfig {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
+    client_auth: ClientAuth,
     current: std::sync::RwLock<(Stamp, Arc<ServerConfig>)>,
 }
 
 impl ReloadingConfig {
     /// Loads the three files (an error names the file at fault).
     pub fn load(cert: &Path, key: &Path, client_ca: &Path) -> Result<ReloadingConfig, TlsError> {
+        ReloadingConfig::load_with(cert, key, client_ca, ClientAuth::Required)
+    }
+
+    /// [`ReloadingConfig::load`] with the client certificate required or optional.
+    pub fn load_with(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+        client_auth: ClientAuth,
+    ) -> Result<ReloadingConfig, TlsError> {
         let seen = stamp(&[cert, key, client_ca]);
-        let config = server_config(cert, key, client_ca)?;
+        let config = server_config_with(cert, key, client_ca, client_auth)?;
         Ok(ReloadingConfig {
             cert: cert.to_owned(),
             key: key.to_owned(),
             client_ca: client_ca.to_owned(),
+            client_auth,
             current: std::sync::RwLock::new((seen, config)),
         })
     }
@@ -182,7 +218,7 @@ impl ReloadingConfig {
         if self.current.read().unwrap_or_else(|p| p.into_inner()).0 == seen {
             return None;
         }
-        let result = server_config(&self.cert, &self.key, &self.client_ca);
+        let result = server_config_with(&self.cert, &self.key, &self.client_ca, self.client_auth);
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         current.0 = seen;
         Some(result.map(|config| current.1 = config))

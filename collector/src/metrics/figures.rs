@@ -1,6 +1,6 @@
 //! The collector's live instruments: counters, gauges and histograms the stages update as they
 //! work (events by kind, batch commit time, rule evaluation and matches, alerts by outcome,
-//! deliveries by sink and outcome, TLS refusals, agents connected, ingress limits). One set per
+//! deliveries by sink and outcome, TLS refusals, agents connected, ingress limits, enrolments). One set per
 //! process ([`figures`]), registered on the metrics endpoint by [`super::Metrics`].
 //!
 //! Label values are bounded: kinds, reasons, outcomes and limits come from fixed sets (a
@@ -54,6 +54,8 @@ pub struct Figures {
     pub agents_connected: Gauge,
     /// Peers refused or cut off at an ingress limit, by limit.
     pub ingress_refused: Family<StaticLabel, Counter>,
+    /// Enrolment requests, by outcome ([`crate::enrolment::service::OUTCOMES`]).
+    pub enrolments: Family<StaticLabel, Counter>,
 }
 
 /// Histogram buckets for times from 10 µs to about 20 s.
@@ -77,6 +79,7 @@ static FIGURES: LazyLock<Figures> = LazyLock::new(|| Figures {
     tls_refusals: Family::default(),
     agents_connected: Gauge::default(),
     ingress_refused: Family::default(),
+    enrolments: Family::default(),
 });
 
 /// This process's instruments.
@@ -107,6 +110,9 @@ impl Figures {
         }
         for outcome in crate::alerting::admit::OUTCOMES {
             drop(self.alerts.get_or_create_owned(&[("outcome", outcome)]));
+        }
+        for outcome in crate::enrolment::service::OUTCOMES {
+            drop(self.enrolments.get_or_create_owned(&[("outcome", outcome)]));
         }
         registry.register(
             "kestrel_collector_events_received",
@@ -165,6 +171,11 @@ impl Figures {
             "kestrel_collector_agents_connected",
             "Agent identities with a live stream",
             self.agents_connected.clone(),
+        );
+        registry.register(
+            "kestrel_collector_enrolments",
+            "Enrolment requests, by outcome (issued, or why refused)",
+            self.enrolments.clone(),
         );
         registry.register(
             "kestrel_collector_ingress_refused",

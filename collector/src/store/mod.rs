@@ -1,4 +1,5 @@
-//! SQLite store (`DIR/kestrel.db`): events, alerts, gaps and agents. The only module that
+//! SQLite store (`DIR/kestrel.db`): events, alerts, gaps, agents, and the enrolment's join
+//! tokens, issued certificates and revocations. The only module that
 //! speaks SQL: every other part of the collector calls the typed functions here and gets plain
 //! Rust values back.
 //!
@@ -12,9 +13,11 @@
 mod admission;
 mod agents;
 mod alerts;
+mod certificates;
 mod checkpoint;
 mod events;
 mod gaps;
+mod join_tokens;
 mod outbox;
 mod probe;
 mod rate_limits;
@@ -33,8 +36,10 @@ use rusqlite::{Connection, OpenFlags};
 pub use admission::AdmissionTx;
 pub use agents::{AgentLiveness, AgentRow};
 pub use alerts::{AlertAck, OpenAlert};
+pub use certificates::{IssuedCertificate, Revoked};
 pub use events::{append_event_json, event_digest, event_json, EventFilter, GroupWriter, Inserted};
 pub use gaps::GapRow;
+pub use join_tokens::TokenRefusal;
 pub use outbox::{DeliveryState, Pending, SinkBacklog};
 pub use rate_limits::RateWindow;
 pub use stats::StoreStats;

@@ -81,6 +81,8 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     create_alerting(conn)?;
     migrate_rate_limits_per_host(conn)?;
     add_missing_columns(conn, "agents", AGENT_PID_COLUMN)?;
+    super::join_tokens::create(conn)?;
+    super::certificates::create(conn)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 

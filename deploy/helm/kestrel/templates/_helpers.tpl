@@ -124,8 +124,25 @@ place, in a map and the maps and lists inside it (pass a deepCopy).
 {{/* The collector's configuration file (collector.toml). */}}
 {{- define "kestrel.collector.config" -}}
 {{- $config := deepCopy .Values.collector.config }}
+{{- $e := .Values.collector.enrolment }}
+{{- if $e.enabled }}
+{{- $enrolment := dict "listen" (printf "0.0.0.0:%v" .Values.collector.service.enrolPort) "ca_cert" "/run/kestrel/issuing-ca/ca.pem" "ca_key" "/run/kestrel/issuing-ca/ca-key.pem" "certificate_lifetime" $e.certificateLifetime "trust_domain" .Values.trustDomain "max_attempts_per_minute" $e.maxAttemptsPerMinute }}
+{{- if $e.kubernetes.enabled }}
+{{- $_ := set $enrolment "kubernetes" (dict "issuer" $e.kubernetes.issuer "jwks" "/etc/kestrel/jwks/jwks.json" "audience" "kestrel" "namespace" .Release.Namespace "service_account" (include "kestrel.agent.fullname" .)) }}
+{{- end }}
+{{- $_ := set $config "enrolment" $enrolment }}
+{{- end }}
 {{- include "kestrel.integers" $config }}
 {{- toToml $config }}
+{{- end }}
+
+{{/* The collector's enrolment listener the agents dial in agent.tls.mode=enrol. */}}
+{{- define "kestrel.enrolUrl" -}}
+{{- if .Values.agent.tls.enrol.url }}
+{{- .Values.agent.tls.enrol.url }}
+{{- else }}
+{{- printf "https://%s.%s.svc:%v" (include "kestrel.collector.fullname" .) .Release.Namespace .Values.collector.service.enrolPort }}
+{{- end }}
 {{- end }}
 
 {{/*
