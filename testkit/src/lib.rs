@@ -68,6 +68,19 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The Cargo profile (`debug` or `release`) of this test build, once its `kestrel-agent` and
+/// `kestrel-collector` are known to be built: what `cargo xtask images|deb --no-build
+/// --profile` take to package exactly the binaries under test.
+pub fn built_profile() -> String {
+    binary("kestrel-collector");
+    binary("kestrel-agent")
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .expect("target/<profile>/kestrel-agent")
+        .to_owned()
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,9 +8,9 @@
 //! hosts). Needs root (rootful Podman): in CI a missing tool or capability fails the test.
 //! The agent is never started: `--version` exits before anything is loaded.
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
-use kestrel_testkit::{binary, podman, skip_or_fail, workspace_root};
+use kestrel_testkit::{binary, built_profile, podman, skip_or_fail, workspace_root};
 
 /// The workspace version: the images' tag and the chart's appVersion.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,14 +31,7 @@ fn images_build_from_scratch_and_report_their_version() {
     let conf = podman::write_conf(dir.path());
 
     // The binaries of this test build (debug or release), as `cargo xtask images` takes them.
-    let agent = binary("kestrel-agent");
-    binary("kestrel-collector");
-    let profile = agent
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .expect("target/<profile>/kestrel-agent")
-        .to_owned();
+    let profile = built_profile();
     let output = Command::new(binary("xtask"))
         .env("CONTAINERS_CONF", &conf)
         .args(["images", "--no-build", "--profile", &profile])

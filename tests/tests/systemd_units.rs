@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kestrel_testkit::{binary, podman, skip_or_fail, stack::certs, workspace_root};
+use kestrel_testkit::{binary, built_profile, podman, skip_or_fail, stack::certs, workspace_root};
 
 /// Where `cargo xtask setup` makes the Debian root with systemd (xtask `SYSTEMD_ROOT`).
 const SYSTEMD_ROOT: &str = "/var/cache/kestrel/systemd-root";
@@ -212,14 +212,7 @@ fn packages_install_and_their_units_start_notify_watchdog_and_stop_under_systemd
     let conf = podman::write_conf(dir.path());
 
     // The packages of this test build's binaries (debug or release).
-    let agent = binary("kestrel-agent");
-    binary("kestrel-collector");
-    let profile = agent
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .expect("target/<profile>/kestrel-agent")
-        .to_owned();
+    let profile = built_profile();
     let output = Command::new(binary("xtask"))
         .args(["deb", "--no-build", "--profile", &profile])
         .output()

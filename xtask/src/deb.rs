@@ -15,7 +15,7 @@ const PACKAGES: [&str; 2] = ["kestrel-agent", "kestrel-collector"];
 /// Builds both packages from the binaries of `profile` (`release` or `debug`), building those
 /// first unless `build` is false; returns the `.deb` files written.
 pub fn packages(profile: &str, build: bool) -> Result<Vec<PathBuf>> {
-    if !util::on_path("cargo-deb") && util::find_tool("cargo-deb").is_none() {
+    if util::find_tool("cargo-deb").is_none() {
         bail!("deb: cargo-deb not found; `cargo xtask setup` installs it");
     }
     if build {

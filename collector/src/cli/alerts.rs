@@ -414,12 +414,12 @@ fn unknown_rule(
         Some(dir) => {
             let (set, _) = kestrel_detect::RuleSet::load_dir(dir)
                 .map_err(|e| AlertsCliError::Usage(format!("--rules: {e}")))?;
-            let known = set
+            let mut known = set
                 .rules()
                 .iter()
                 .map(|r| r.id.as_str())
                 .chain(set.correlations().iter().map(|c| c.info.id.as_str()));
-            Ok((!known.clone().any(|id| id == rule))
+            Ok((!known.any(|id| id == rule))
                 .then(|| format!("--rule {rule:?}: no rule of {} has that id", dir.display())))
         }
         None => Ok((!store.has_alerts_of_rule(rule)?).then(|| {
